@@ -1,0 +1,395 @@
+"""The policy engine: observations in, findings out. Pure: no I/O, no clock.
+
+Everything expensive happens once in ``Engine.__init__``: exact identifiers go
+into dicts, globs are compiled, networks are grouped by prefix length so a
+connection costs one dict probe per distinct prefix length rather than a scan
+of every network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from policies.observations import (
+    ConnectionObservation,
+    InstalledObservation,
+    Observation,
+    ProcessObservation,
+    Sensor,
+)
+from policies.patterns import glob_is_literal, glob_to_regex, normalise_path
+
+Confidence = Literal["high", "medium"]
+LINUX_COMM_LENGTH = 15
+
+# Installed sources whose ids Windows treats case-insensitively.
+_CASELESS_SOURCES = {"windows_uninstall", "msix", "winget"}
+# Bundle signature key -> the installed source it identifies.
+_EXACT_INSTALLED = {
+    "deb": "deb",
+    "rpm": "rpm",
+    "snap": "snap",
+    "flatpak": "flatpak",
+    "bundle_ids": "app_bundle",
+    "windows_uninstall_keys": "windows_uninstall",
+    "msix_families": "msix",
+    "winget": "winget",
+    "homebrew": "homebrew",
+}
+
+
+@dataclass(frozen=True)
+class HostContext:
+    """Who is asking: decides scope and exceptions."""
+
+    os: Literal["linux", "macos", "windows"] = "linux"
+    hostname: str = ""
+    groups: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    today: dt.date = field(default_factory=dt.date.today)
+
+
+@dataclass(frozen=True)
+class Finding:
+    app: str
+    app_name: str
+    verdict: str
+    action: str
+    mode: str
+    sensor: Sensor
+    key: str
+    evidence: dict[str, Any]
+    alternative: str | None
+    confidence: Confidence
+    message: str
+    matched: str  # which signature matched, e.g. "process.names: telegram-desktop"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "app_name": self.app_name,
+            "verdict": self.verdict,
+            "action": self.action,
+            "mode": self.mode,
+            "sensor": self.sensor,
+            "key": self.key,
+            "evidence": self.evidence,
+            "alternative": self.alternative,
+            "confidence": self.confidence,
+            "message": self.message,
+            "matched": self.matched,
+        }
+
+
+@dataclass(frozen=True)
+class _Match:
+    app: str
+    signature: str
+    confidence: Confidence
+
+
+class Engine:
+    def __init__(self, bundle: dict[str, Any], host: HostContext | None = None) -> None:
+        self.bundle = bundle
+        self.version: str = bundle["version"]
+        self.mode: str = bundle["policy"]["mode"]
+        self.host = host or HostContext()
+        self.rules: dict[str, dict[str, Any]] = bundle["rules"]
+        self.apps: dict[str, dict[str, Any]] = bundle["apps"]
+        self.caseless = self.host.os == "windows"
+        self.in_scope = self._in_scope(bundle["policy"]["scope"])
+        self._active_rules = {app: rule for app, rule in self.rules.items() if not self._excepted(rule)}
+        self._index()
+
+    # -- public -------------------------------------------------------------
+
+    @property
+    def needs_sha256(self) -> bool:
+        """Whether a process sensor should hash executables for this bundle."""
+        return bool(self._sha256)
+
+    @property
+    def folder_marker_files(self) -> frozenset[str]:
+        """File names that, together, mark an unpacked portable app."""
+        return frozenset(name for names, _ in self._contains for name in names)
+
+    @property
+    def folder_marker_globs(self) -> list[str]:
+        return [glob for glob, _ in self._folder_path_globs]
+
+    def evaluate(self, observation: Observation, include_allowed: bool = False) -> list[Finding]:
+        """The findings for one observation, at most one per app."""
+        if isinstance(observation, ProcessObservation):
+            sensor: Sensor = "process"
+            matches = self._match_process(observation)
+        elif isinstance(observation, InstalledObservation):
+            sensor = "installed"
+            matches = self._match_installed(observation)
+        else:
+            sensor = "network"
+            matches = self._match_connection(observation)
+        findings: list[Finding] = []
+        seen: set[str] = set()
+        for match in matches:
+            if match.app in seen:
+                continue
+            seen.add(match.app)
+            finding = self._finding(match, observation, sensor, include_allowed)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def evaluate_all(
+        self, observations: Iterable[Observation], include_allowed: bool = False
+    ) -> list[Finding]:
+        return [f for obs in observations for f in self.evaluate(obs, include_allowed)]
+
+    # -- scope and exceptions -----------------------------------------------
+
+    def _in_scope(self, scope: dict[str, list[str]]) -> bool:
+        if scope.get("os") and self.host.os not in scope["os"]:
+            return False
+        if scope.get("groups") and not self.host.groups & set(scope["groups"]):
+            return False
+        return not (scope.get("tags") and not self.host.tags & set(scope["tags"]))
+
+    def _excepted(self, rule: dict[str, Any]) -> bool:
+        for exception in rule.get("exceptions", []):
+            if dt.date.fromisoformat(exception["expires"]) < self.host.today:
+                continue
+            if self.host.hostname and self.host.hostname in exception.get("hosts", []):
+                return True
+            if self.host.groups & set(exception.get("groups", [])):
+                return True
+        return False
+
+    def _finding(
+        self, match: _Match, observation: Observation, sensor: Sensor, include_allowed: bool
+    ) -> Finding | None:
+        rule = self.rules.get(match.app)
+        if rule is None:
+            return None
+        verdict = rule["verdict"]
+        if not self.in_scope:
+            verdict = "out_of_scope"
+        elif match.app not in self._active_rules:
+            verdict = "excepted"
+        if verdict != rule["verdict"] or verdict == "allow":
+            if not include_allowed:
+                return None
+        app = self.apps.get(match.app, {})
+        return Finding(
+            app=match.app,
+            app_name=app.get("name", match.app),
+            verdict=verdict,
+            action=rule["action"],
+            mode=self.mode,
+            sensor=sensor,
+            key=f"{match.app}|{sensor}|{observation.identity}",
+            evidence=_evidence(observation),
+            alternative=rule.get("alternative"),
+            confidence=match.confidence,
+            message=rule.get("message", ""),
+            matched=match.signature,
+        )
+
+    # -- indexes ------------------------------------------------------------
+
+    def _index(self) -> None:
+        self._names: dict[str, list[str]] = defaultdict(list)
+        self._truncated: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self._exe_by_basename: dict[str, list[tuple[re.Pattern[str], str, str]]] = defaultdict(list)
+        self._exe_other: list[tuple[re.Pattern[str], str, str]] = []
+        self._cmdline: list[tuple[re.Pattern[str], str]] = []
+        self._sha256: dict[str, str] = {}
+        self._installed: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        self._desktop_globs: list[tuple[re.Pattern[str], str, str]] = []
+        self._display_globs: list[tuple[re.Pattern[str], str, str]] = []
+        self._publisher_globs: list[tuple[re.Pattern[str], str, str]] = []
+        self._team_ids: dict[str, str] = {}
+        self._folder_path_globs: list[tuple[str, tuple[re.Pattern[str], str]]] = []
+        self._contains: list[tuple[frozenset[str], str]] = []
+        self._networks: dict[int, dict[int, dict[int, tuple[str, frozenset[int]]]]] = {
+            4: defaultdict(dict), 6: defaultdict(dict)}
+        self._domains: dict[str, tuple[str, frozenset[int]]] = {}
+
+        for app_id, app in sorted(self.apps.items()):
+            signatures = app.get("signatures", {})
+            self._index_process(app_id, signatures.get("process", {}))
+            self._index_installed(app_id, signatures.get("installed", {}))
+            self._index_network(app_id, signatures.get("network", {}))
+
+    def _key(self, name: str) -> str:
+        return name.lower() if self.caseless else name
+
+    def _index_process(self, app_id: str, process: dict[str, Any]) -> None:
+        for name in process.get("names", []):
+            self._names[self._key(name)].append(app_id)
+            if len(name) > LINUX_COMM_LENGTH:
+                self._truncated[name[:LINUX_COMM_LENGTH]].append((app_id, name))
+        for glob in process.get("exe_globs", []):
+            entry = (_compile_path_glob(glob), app_id, glob)
+            basename = glob.replace("\\", "/").rsplit("/", 1)[-1]
+            if glob_is_literal(basename):
+                self._exe_by_basename[basename.lower()].append(entry)
+            else:
+                self._exe_other.append(entry)
+        for pattern in process.get("cmdline", []):
+            self._cmdline.append((re.compile(pattern), app_id))
+        for digest in process.get("sha256", []):
+            self._sha256[digest] = app_id
+
+    def _index_installed(self, app_id: str, installed: dict[str, Any]) -> None:
+        for key, source in _EXACT_INSTALLED.items():
+            for value in installed.get(key, []):
+                norm = value.lower() if source in _CASELESS_SOURCES else value
+                self._installed[(source, norm)].append((app_id, f"installed.{key}: {value}"))
+        for glob in installed.get("desktop_files", []):
+            self._desktop_globs.append((glob_to_regex(glob), app_id, glob))
+        for glob in installed.get("windows_display_names", []):
+            self._display_globs.append((_caseless_glob(glob), app_id, glob))
+        for glob in installed.get("windows_publishers", []):
+            self._publisher_globs.append((_caseless_glob(glob), app_id, glob))
+        for team_id in installed.get("team_ids", []):
+            self._team_ids[team_id] = app_id
+        for marker in installed.get("folders", []):
+            if marker.get("path"):
+                self._folder_path_globs.append(
+                    (marker["path"], (_compile_path_glob(marker["path"]), app_id)))
+            if marker.get("contains"):
+                self._contains.append((frozenset(marker["contains"]), app_id))
+
+    def _index_network(self, app_id: str, network: dict[str, Any]) -> None:
+        ports = frozenset(network.get("ports", []))
+        for cidr in network.get("cidrs", []):
+            net = ipaddress.ip_network(cidr)
+            self._networks[net.version][net.prefixlen][int(net.network_address)] = (app_id, ports)
+        for domain in network.get("domains", []):
+            self._domains[domain] = (app_id, ports)
+
+    # -- matching -----------------------------------------------------------
+
+    def _match_process(self, obs: ProcessObservation) -> Iterator[_Match]:
+        if obs.sha256 and obs.sha256 in self._sha256:
+            yield _Match(self._sha256[obs.sha256], f"process.sha256: {obs.sha256}", "high")
+        if obs.exe:
+            exe = normalise_path(obs.exe)
+            basename = exe.rsplit("/", 1)[-1].lower()
+            for regex, app_id, glob in (*self._exe_by_basename.get(basename, ()),
+                                        *self._exe_other):
+                if regex.match(exe):
+                    yield _Match(app_id, f"process.exe_globs: {glob}", "high")
+        for app_id in self._names.get(self._key(obs.name), ()):
+            yield _Match(app_id, f"process.names: {obs.name}", "medium")
+        if len(obs.name) == LINUX_COMM_LENGTH and self.host.os == "linux":
+            # The kernel keeps only 15 characters of a process name (comm).
+            for app_id, full in self._truncated.get(obs.name, ()):
+                yield _Match(app_id, f"process.names: {full} (truncated to {obs.name})", "medium")
+        if self._cmdline and obs.cmdline:
+            joined = " ".join(obs.cmdline)
+            for regex, app_id in self._cmdline:
+                if regex.search(joined):
+                    yield _Match(app_id, f"process.cmdline: {regex.pattern}", "medium")
+
+    def _match_installed(self, obs: InstalledObservation) -> Iterator[_Match]:
+        norm = obs.id.lower() if obs.source in _CASELESS_SOURCES else obs.id
+        for app_id, signature in self._installed.get((obs.source, norm), ()):
+            yield _Match(app_id, signature, "high")
+        if obs.team_id and obs.team_id in self._team_ids:
+            yield _Match(self._team_ids[obs.team_id], f"installed.team_ids: {obs.team_id}", "high")
+        if obs.source == "desktop":
+            for regex, app_id, glob in self._desktop_globs:
+                if regex.match(obs.id):
+                    yield _Match(app_id, f"installed.desktop_files: {glob}", "high")
+        if obs.display_name:
+            for regex, app_id, glob in self._display_globs:
+                if regex.match(obs.display_name):
+                    yield _Match(app_id, f"installed.windows_display_names: {glob}", "medium")
+        if obs.publisher:
+            for regex, app_id, glob in self._publisher_globs:
+                if regex.match(obs.publisher):
+                    yield _Match(app_id, f"installed.windows_publishers: {glob}", "medium")
+        if obs.source == "folder":
+            path = normalise_path(obs.path or obs.id)
+            for glob, (regex, app_id) in self._folder_path_globs:
+                if regex.match(path):
+                    yield _Match(app_id, f"installed.folders.path: {glob}", "medium")
+            for names, app_id in self._contains:
+                if names <= obs.contents:
+                    yield _Match(app_id, f"installed.folders.contains: {sorted(names)}", "medium")
+
+    def _match_connection(self, obs: ConnectionObservation) -> Iterator[_Match]:
+        if obs.remote_host:
+            host = obs.remote_host.lower().rstrip(".")
+            parts = host.split(".")
+            for start in range(len(parts)):
+                hit = self._domains.get(".".join(parts[start:]))
+                if hit and (not hit[1] or obs.remote_port in hit[1]):
+                    yield _Match(hit[0], f"network.domains: {'.'.join(parts[start:])}", "high")
+                    break
+        try:
+            address = ipaddress.ip_address(obs.remote_ip)
+        except ValueError:
+            return
+        if address.version == 6 and address.ipv4_mapped:  # ::ffff:1.2.3.4 sockets
+            address = address.ipv4_mapped
+        value = int(address)
+        bits = address.max_prefixlen
+        for prefix, table in self._networks[address.version].items():
+            network = value >> (bits - prefix) << (bits - prefix) if prefix else 0
+            hit = table.get(network)
+            if hit and (not hit[1] or obs.remote_port in hit[1]):
+                net = ipaddress.ip_network((network, prefix))
+                yield _Match(hit[0], f"network.cidrs: {net}", "high")
+
+
+def _compile_path_glob(glob: str) -> re.Pattern[str]:
+    regex = glob_to_regex(glob)
+    # Paths are lower-cased when they look like Windows paths; match them caselessly.
+    return re.compile(regex.pattern, regex.flags | re.IGNORECASE) if "%" in glob else regex
+
+
+def _caseless_glob(glob: str) -> re.Pattern[str]:
+    regex = glob_to_regex(glob)
+    return re.compile(regex.pattern, regex.flags | re.IGNORECASE)
+
+
+def _evidence(observation: Observation) -> dict[str, Any]:
+    if isinstance(observation, ProcessObservation):
+        return {
+            "pid": observation.pid,
+            "create_time": observation.create_time,
+            "name": observation.name,
+            "exe": observation.exe,
+            "cmdline": list(observation.cmdline),
+            "username": observation.username,
+            **({"sha256": observation.sha256} if observation.sha256 else {}),
+        }
+    if isinstance(observation, InstalledObservation):
+        evidence: dict[str, Any] = {"source": observation.source, "id": observation.id,
+                                    "path": observation.path, "version": observation.version,
+                                    "user": observation.user}
+        if observation.source == "deb" or observation.source == "rpm":
+            evidence["package"] = observation.id
+        if observation.source == "app_bundle":
+            evidence["bundle_id"] = observation.id
+        for name in ("display_name", "publisher", "team_id"):
+            if getattr(observation, name):
+                evidence[name] = getattr(observation, name)
+        return evidence
+    return {
+        "remote_address": f"{observation.remote_ip}:{observation.remote_port}",
+        "remote_ip": observation.remote_ip,
+        "remote_port": observation.remote_port,
+        "remote_host": observation.remote_host,
+        "local_address": f"{observation.local_ip}:{observation.local_port}",
+        "protocol": observation.protocol,
+        "pid": observation.pid,
+        "process_name": observation.process_name,
+    }

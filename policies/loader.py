@@ -1,0 +1,204 @@
+"""Read catalog and policy files into models, turning every problem into a ValidationIssue."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from policies.catalog_model import AppDefinition
+from policies.errors import PolicyError, ValidationIssue
+from policies.policy_model import Policy
+from policies.yaml_lines import Path as YamlPath
+from policies.yaml_lines import YamlSyntaxError, line_for, load_with_lines
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# A policy file is small; anything bigger is a mistake (or an attack on the server).
+MAX_POLICY_BYTES = 1024 * 1024
+
+_HINTS = {
+    "extra_forbidden": "remove it or check its spelling against the policy format in the README",
+    "missing": "add it",
+    "literal_error": "use one of the allowed values",
+    "date_from_datetime_parsing": "write the date as YYYY-MM-DD",
+    "date_parsing": "write the date as YYYY-MM-DD",
+    "too_short": "add at least one entry",
+    "string_pattern_mismatch": "use lower-case letters, digits, '-' and '_', starting with a letter",
+}
+
+
+def default_catalog_dir() -> Path:
+    return Path(str(resources.files("policies") / "catalog"))
+
+
+def default_policy_path() -> Path:
+    return Path(str(resources.files("policies") / "default.yaml"))
+
+
+def _field_name(loc: Iterable[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def parse_model(model: type[ModelT], text: str, source: str) -> ModelT:
+    """Parse YAML (or JSON, a subset of it) text into `model`, or raise PolicyError."""
+    if len(text.encode()) > MAX_POLICY_BYTES:
+        raise PolicyError([ValidationIssue(source, None, "", "file is larger than 1 MiB",
+                                           "split it or remove unused signatures")])
+    try:
+        data, lines = load_with_lines(text)
+    except YamlSyntaxError as exc:
+        raise PolicyError([ValidationIssue(source, exc.line, "", str(exc),
+                                           "fix the indentation or quoting on that line")]) from exc
+    if not isinstance(data, dict):
+        raise PolicyError([ValidationIssue(source, 1, "", "expected a mapping of keys at the top",
+                                           "start the file with `name:`, `rules:` ...")])
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        raise PolicyError(_issues_from_pydantic(exc, lines, source)) from exc
+
+
+def _issues_from_pydantic(
+    exc: PydanticValidationError, lines: dict[YamlPath, int], source: str
+) -> list[ValidationIssue]:
+    issues = []
+    for error in exc.errors():
+        loc = tuple(part for part in error["loc"] if isinstance(part, str | int))
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        hint = _HINTS.get(error["type"], "")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}"
+        elif error["type"] == "value_error" and "; " in message:
+            # Our validators write "what is wrong; how to fix it".
+            message, hint = message.split("; ", 1)
+        issues.append(ValidationIssue(source, line_for(lines, loc), _field_name(loc), message,
+                                      hint or "see the policy format in the README"))
+    return issues
+
+
+def load_app(path: Path) -> AppDefinition:
+    return parse_model(AppDefinition, path.read_text(encoding="utf-8"), str(path))
+
+
+def load_catalog(directory: Path | None = None) -> dict[str, AppDefinition]:
+    """Every app definition in `directory` (default: the stock catalog), by id."""
+    directory = directory or default_catalog_dir()
+    apps: dict[str, AppDefinition] = {}
+    issues: list[ValidationIssue] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            app = load_app(path)
+        except PolicyError as exc:
+            issues.extend(exc.issues)
+            continue
+        if app.id in apps:
+            issues.append(ValidationIssue(str(path), 1, "id", f"app id {app.id!r} is defined twice",
+                                          "give each catalog file its own id"))
+        apps[app.id] = app
+    if issues:
+        raise PolicyError(issues)
+    return apps
+
+
+def parse_policy(
+    text: str,
+    source: str,
+    catalog: dict[str, AppDefinition],
+    today: dt.date | None = None,
+) -> Policy:
+    """Parse and check a policy against the catalog; raise PolicyError with every issue."""
+    policy = parse_model(Policy, text, source)
+    _, lines = load_with_lines(text)
+    issues = check_policy(policy, catalog, source, lines, today or dt.date.today())
+    if issues:
+        raise PolicyError(issues)
+    return policy
+
+
+def load_policy(
+    path: Path, catalog: dict[str, AppDefinition], today: dt.date | None = None
+) -> Policy:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([ValidationIssue(str(path), None, "", f"cannot read the file: {exc}",
+                                           "check the path and that it is UTF-8 text")]) from exc
+    return parse_policy(text, str(path), catalog, today)
+
+
+def check_policy(
+    policy: Policy,
+    catalog: dict[str, AppDefinition],
+    source: str,
+    lines: dict[YamlPath, int],
+    today: dt.date,
+) -> list[ValidationIssue]:
+    """The checks that need more than one field: ids, alternatives, conflicts, expiry."""
+    issues: list[ValidationIssue] = []
+
+    def issue(path: YamlPath, message: str, hint: str) -> None:
+        issues.append(ValidationIssue(source, line_for(lines, path), _field_name(path), message,
+                                      hint))
+
+    known = dict(catalog)
+    for index, app in enumerate(policy.apps):
+        if app.id in known:
+            issue(("apps", index, "id"), f"app id {app.id!r} is already in the catalog",
+                  "give the policy's own app a new id, or use the catalog's")
+        known[app.id] = app
+
+    first_rule: dict[str, int] = {}
+    for index, rule in enumerate(policy.rules):
+        if rule.app not in known:
+            issue(("rules", index, "app"), f"unknown app id {rule.app!r}",
+                  f"use a catalog id ({', '.join(sorted(known))}) or define it under `apps:`")
+        if rule.app in first_rule:
+            other = policy.rules[first_rule[rule.app]]
+            issue(("rules", index, "app"),
+                  f"second rule for {rule.app!r} (verdict {rule.verdict!r}) conflicts with the rule "
+                  f"on line {line_for(lines, ('rules', first_rule[rule.app]))} "
+                  f"(verdict {other.verdict!r})",
+                  "keep one rule per app")
+        else:
+            first_rule[rule.app] = index
+        if rule.verdict == "allow" and rule.action == "terminate":
+            issue(("rules", index, "action"), "an allowed app cannot be terminated",
+                  "use action `report`, or verdict `deny`")
+        for ex_index, exception in enumerate(rule.exceptions):
+            path: YamlPath = ("rules", index, "exceptions", ex_index, "expires")
+            if exception.expires < today:
+                issue(path, f"exception expired on {exception.expires.isoformat()}",
+                      "remove it, or set a future date if it is still needed")
+            if not exception.hosts and not exception.groups:
+                issue(("rules", index, "exceptions", ex_index),
+                      "an exception must name hosts or groups", "add `hosts:` or `groups:`")
+
+    verdicts = {rule.app: rule.verdict for rule in policy.rules}
+    for index, rule in enumerate(policy.rules):
+        if rule.alternative is None:
+            continue
+        path = ("rules", index, "alternative")
+        if rule.alternative not in known:
+            issue(path, f"unknown app id {rule.alternative!r}", "name a catalog app id")
+        elif verdicts.get(rule.alternative) != "allow":
+            issue(path, f"alternative {rule.alternative!r} is not allowed by this policy",
+                  f"add a rule `- app: {rule.alternative}` with `verdict: allow`")
+    return issues
+
+
+def policy_source_to_json(policy: Policy) -> str:
+    """A canonical JSON rendering of a validated policy (for storage and diffs)."""
+    data: dict[str, Any] = policy.model_dump(mode="json", exclude_defaults=False)
+    return json.dumps(data, sort_keys=True, indent=2)

@@ -1,0 +1,86 @@
+"""What the agent's sensors see, as plain immutable values.
+
+Observations carry their own identity so that a finding keyed on it can be
+opened once and resolved when the thing goes away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Sensor = Literal["process", "installed", "network"]
+
+InstallSource = Literal[
+    "deb",
+    "rpm",
+    "snap",
+    "flatpak",
+    "desktop",
+    "app_bundle",
+    "windows_uninstall",
+    "msix",
+    "winget",
+    "homebrew",
+    "folder",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessObservation:
+    pid: int
+    name: str
+    create_time: float = 0.0
+    exe: str | None = None
+    cmdline: tuple[str, ...] = ()
+    username: str | None = None
+    sha256: str | None = None
+    ppid: int | None = None
+
+    @property
+    def identity(self) -> str:
+        # pid alone is reused by the kernel; pid + start time is not.
+        return f"pid:{self.pid}:{self.create_time:.2f}"
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledObservation:
+    source: InstallSource
+    # package name, snap name, flatpak id, .desktop file name, bundle id,
+    # uninstall key name, package family name, winget/brew id or folder path.
+    id: str
+    path: str | None = None
+    version: str | None = None
+    user: str | None = None
+    display_name: str | None = None
+    publisher: str | None = None
+    team_id: str | None = None
+    # For "folder": the names of the files directly inside it.
+    contents: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.source}:{self.id}:{self.path or ''}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionObservation:
+    remote_ip: str
+    remote_port: int
+    local_ip: str = ""
+    local_port: int = 0
+    protocol: Literal["tcp", "udp"] = "tcp"
+    pid: int | None = None
+    process_name: str | None = None
+    # A host name, when the sensor knows one (e.g. from a proxy log or the CLI).
+    remote_host: str | None = None
+
+    @property
+    def identity(self) -> str:
+        return (
+            f"conn:{self.protocol}:{self.local_ip}:{self.local_port}->"
+            f"{self.remote_host or self.remote_ip}:{self.remote_port}:{self.pid}"
+        )
+
+
+Observation = ProcessObservation | InstalledObservation | ConnectionObservation

@@ -1,0 +1,1 @@
+"""Warden's central server and the `warden` admin CLI."""

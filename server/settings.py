@@ -1,0 +1,123 @@
+"""ServerSettings: every knob of the server, from `WARDEN_*` variables and a TOML file.
+
+Built once in `main()` (or a test) and passed down; nothing here runs at import.
+Precedence, highest first: values given in code (the CLI's flags), `WARDEN_*`
+environment variables, the config file (`WARDEN_CONFIG_FILE`, else
+`<data_dir>/warden.toml` when it exists), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_NAME = "warden.toml"
+DATABASE_FILE_NAME = "warden.db"
+SIGNING_KEY_FILE_NAME = "policy-signing.key"
+MIB = 1024 * 1024
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WARDEN_", extra="forbid")
+
+    data_dir: Path
+    # None: the SQLite file `<data_dir>/warden.db`. Set a PostgreSQL URL to scale out.
+    database_url: str | None = None
+    config_file: Path | None = None
+    environment: Literal["production", "development"] = "production"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # The explicit escape hatch for plain HTTP beyond loopback (e.g. behind a TLS proxy).
+    allow_insecure: bool = False
+
+    max_body_bytes: int = Field(default=MIB, ge=1024)
+    max_events_per_batch: int = Field(default=1000, ge=1)
+    checkin_interval_seconds: int = Field(default=60, ge=5)
+    # Each agent waits interval * (1 ± jitter) so a fleet restarted together spreads out.
+    checkin_jitter_fraction: float = Field(default=0.2, ge=0, lt=1)
+    # An agent not seen for this many check-in intervals is reported `silent`.
+    silent_after_intervals: int = Field(default=3, ge=1)
+
+    alert_webhook_url: str | None = None
+    # "udp://HOST:PORT" or "unix:///dev/log".
+    alert_syslog_address: str | None = None
+    alert_retry_max_seconds: float = Field(default=300.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file(init_settings)
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _refuse_insecure(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        if self.allow_insecure or self.environment == "development" or self.tls_cert:
+            return self
+        if not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to serve plain HTTP on {self.host!r}: agent and admin tokens would "
+                "cross the network in clear text. Give --tls-cert and --tls-key, bind to "
+                "127.0.0.1, or set WARDEN_ALLOW_INSECURE=1 (--allow-insecure) if a TLS proxy "
+                "sits in front"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / DATABASE_FILE_NAME}"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.data_dir / SIGNING_KEY_FILE_NAME
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # A name other than localhost may resolve anywhere: treat it as exposed.
+        return False
+
+
+def _config_file(init_settings: PydanticBaseSettingsSource) -> Path | None:
+    given: dict[str, Any] = (
+        init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+    )
+    explicit = given.get("config_file") or os.environ.get("WARDEN_CONFIG_FILE")
+    if explicit:
+        return Path(explicit)
+    data_dir = given.get("data_dir") or os.environ.get("WARDEN_DATA_DIR")
+    if data_dir:
+        candidate = Path(data_dir) / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    return None
