@@ -104,7 +104,9 @@ class Engine:
         self.apps: dict[str, dict[str, Any]] = bundle["apps"]
         self.caseless = self.host.os == "windows"
         self.in_scope = self._in_scope(bundle["policy"]["scope"])
-        self._active_rules = {app: rule for app, rule in self.rules.items() if not self._excepted(rule)}
+        self._active_rules = {
+            app: rule for app, rule in self.rules.items() if not self._excepted(rule)
+        }
         self._index()
 
     # -- public -------------------------------------------------------------
@@ -180,9 +182,8 @@ class Engine:
             verdict = "out_of_scope"
         elif match.app not in self._active_rules:
             verdict = "excepted"
-        if verdict != rule["verdict"] or verdict == "allow":
-            if not include_allowed:
-                return None
+        if (verdict != rule["verdict"] or verdict == "allow") and not include_allowed:
+            return None
         app = self.apps.get(match.app, {})
         return Finding(
             app=match.app,

@@ -17,7 +17,8 @@ class ValidationIssue:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        field = f"{self.field}: " if self.field else ""
+        text = f"{where}: {field}{self.message}"
         return f"{text} ({self.hint})" if self.hint else text
 
     def as_dict(self) -> dict[str, object]:

@@ -24,7 +24,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 MAX_POLICY_BYTES = 1024 * 1024
 
 _HINTS = {
-    "extra_forbidden": "remove it or check its spelling against the policy format in the README",
+    "extra_forbidden": "remove it or fix its spelling (see the policy format in the README)",
     "missing": "add it",
     "literal_error": "use one of the allowed values",
     "date_from_datetime_parsing": "write the date as YYYY-MM-DD",
@@ -167,8 +167,8 @@ def check_policy(
         if rule.app in first_rule:
             other = policy.rules[first_rule[rule.app]]
             issue(("rules", index, "app"),
-                  f"second rule for {rule.app!r} (verdict {rule.verdict!r}) conflicts with the rule "
-                  f"on line {line_for(lines, ('rules', first_rule[rule.app]))} "
+                  f"second rule for {rule.app!r} (verdict {rule.verdict!r}) conflicts with "
+                  f"the rule on line {line_for(lines, ('rules', first_rule[rule.app]))} "
                   f"(verdict {other.verdict!r})",
                   "keep one rule per app")
         else:

@@ -32,7 +32,7 @@ def load_with_lines(text: str) -> tuple[Any, dict[Path, int]]:
         return None, lines
     _index(node, (), lines)
     try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        data = yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:  # pragma: no cover - compose already parsed it
         raise YamlSyntaxError(f"YAML error: {exc}", None) from exc
     return data, lines

@@ -198,7 +198,8 @@ def cmd_catalog_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"apps": rows}, indent=2))
         return 0
-    print(f"{'ID':<12} {'NAME':<12} {'CATEGORY':<12} {'PROCESS':>7} {'INSTALLED':>9} {'NETWORK':>7}")
+    header = ("ID", "NAME", "CATEGORY", "PROCESS", "INSTALLED", "NETWORK")
+    print("{:<12} {:<12} {:<12} {:>7} {:>9} {:>7}".format(*header))
     for row in rows:
         counts = row["signatures"]
         assert isinstance(counts, dict)

@@ -35,7 +35,8 @@ BROKEN = [
     ("alternative unknown", VALID_HEAD + "  - app: telegram\n    verdict: deny\n"
      "    alternative: pigeon\n", 5, "rules[0].alternative", "unknown app id 'pigeon'"),
     ("conflicting rules", VALID_HEAD + "  - app: telegram\n    verdict: deny\n"
-     "  - app: telegram\n    verdict: allow\n", 5, "rules[1].app", "conflicts with the rule on line 3"),
+     "  - app: telegram\n    verdict: allow\n", 5, "rules[1].app",
+     "conflicts with the rule on line 3"),
     ("expired exception", VALID_HEAD + "  - app: telegram\n    verdict: deny\n    exceptions:\n"
      "      - hosts: [pc-1]\n        expires: 2025-01-31\n", 7,
      "rules[0].exceptions[0].expires", "expired on 2025-01-31"),
