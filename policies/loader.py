@@ -30,7 +30,7 @@ _HINTS = {
     "date_from_datetime_parsing": "write the date as YYYY-MM-DD",
     "date_parsing": "write the date as YYYY-MM-DD",
     "too_short": "add at least one entry",
-    "string_pattern_mismatch": "use lower-case letters, digits, '-' and '_', starting with a letter",
+    "string_pattern_mismatch": "use lower-case letters, digits, '-' and '_'; start with a letter",
 }
 
 
