@@ -1,0 +1,150 @@
+"""The agent's side of the agent API (docs/api.md): enroll, check in, fetch policy, upload.
+
+A thin layer over one `requests.Session` (injected, so tests and the service
+share one pool). It turns HTTP outcomes into a few exceptions the service
+loop acts on: `RetryLater` (back off), `Unauthorized` (re-enroll), `ClientError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+API = "/api/v1/agent"
+
+
+class ClientError(Exception):
+    """The server refused a request for a reason retrying will not fix."""
+
+
+class Unauthorized(ClientError):
+    """The agent token (or enrollment secret) is not accepted any more."""
+
+
+class RetryLater(Exception):
+    """The server is unreachable or busy; try again after `seconds` (None: use backoff)."""
+
+    def __init__(self, message: str, seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    agent_id: str
+    agent_token: str
+    policy_public_key: bytes
+    group: str | None
+
+
+@dataclass(frozen=True)
+class SignedBundle:
+    bundle: dict[str, Any]
+    signature: bytes
+    etag: str
+
+
+class AgentClient:
+    def __init__(
+        self,
+        server_url: str,
+        session: requests.Session | None = None,
+        timeout: float = 15.0,
+        ca_bundle: Path | None = None,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.session = session or requests.Session()
+        self.timeout = timeout
+        # A pinned CA bundle replaces the system store for this server only.
+        self.verify: bool | str = str(ca_bundle) if ca_bundle else True
+
+    def close(self) -> None:
+        self.session.close()
+
+    def enroll(self, secret: str, facts: dict[str, Any]) -> Enrollment:
+        body = self._call("POST", "/enroll", secret, json_body=facts, expect=(200, 201)).json()
+        return Enrollment(
+            agent_id=body["agent_id"],
+            agent_token=body["agent_token"],
+            policy_public_key=base64.b64decode(body["policy_public_key"]),
+            group=body.get("group"),
+        )
+
+    def checkin(self, token: str, policy_version: str | None,
+                status: dict[str, Any]) -> dict[str, Any]:
+        payload = {"policy_version": policy_version, "status": status}
+        answer: dict[str, Any] = self._call("POST", "/checkin", token, json_body=payload).json()
+        return answer
+
+    def fetch_policy(self, token: str, etag: str | None) -> SignedBundle | None:
+        """The signed bundle, or None when the server says ours is current (304)."""
+        headers = {"If-None-Match": f'"{etag}"'} if etag else {}
+        response = self._call("GET", "/policy", token, headers=headers, expect=(200, 304))
+        if response.status_code == 304:
+            return None
+        body = response.json()
+        return SignedBundle(bundle=body["bundle"], signature=base64.b64decode(body["signature"]),
+                            etag=response.headers.get("ETag", "").strip('"'))
+
+    def post_events(self, token: str, events: list[dict[str, Any]]) -> set[str]:
+        """Upload one batch gzip-compressed; return the ids the server committed."""
+        raw = json.dumps({"events": events}, separators=(",", ":")).encode()
+        response = self._call(
+            "POST", "/events", token, data=gzip.compress(raw, compresslevel=6),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        body = response.json()
+        # Duplicates were committed by an earlier try: they are acknowledged too.
+        return set(body.get("accepted", [])) | set(body.get("duplicates", []))
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        expect: tuple[int, ...] = (200,),
+    ) -> requests.Response:
+        url = f"{self.server_url}{API}{path}"
+        all_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
+        try:
+            response = self.session.request(method, url, json=json_body, data=data,
+                                            headers=all_headers, timeout=self.timeout,
+                                            verify=self.verify)
+        except requests.exceptions.SSLError as exc:
+            raise ClientError(f"TLS verification of {self.server_url} failed: {exc}") from exc
+        except requests.RequestException as exc:
+            raise RetryLater(f"{method} {url}: {exc.__class__.__name__}") from exc
+        if response.status_code in expect:
+            return response
+        message = _error_message(response)
+        if response.status_code in (429, 502, 503, 504) or response.status_code >= 500:
+            raise RetryLater(f"{method} {url}: {response.status_code} {message}",
+                             _retry_after(response))
+        if response.status_code == 401:
+            raise Unauthorized(f"{method} {url}: {message}")
+        raise ClientError(f"{method} {url}: {response.status_code} {message}")
+
+
+def _error_message(response: requests.Response) -> str:
+    try:
+        error = response.json().get("error", {})
+        return str(error.get("message", response.reason))
+    except (ValueError, AttributeError):
+        return str(response.reason)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

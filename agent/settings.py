@@ -1,0 +1,127 @@
+"""AgentSettings: one pydantic-settings class, built in main() and passed down.
+
+Sources, strongest first: explicit arguments, `WARDEN_AGENT_*` environment
+variables, then the config file (TOML) at the standard path for the OS, or the
+one named by `WARDEN_AGENT_CONFIG`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def default_config_path() -> Path:
+    override = os.environ.get("WARDEN_AGENT_CONFIG")
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Warden" / "agent.toml"
+    if sys.platform == "darwin":
+        return Path("/Library/Application Support/Warden/agent.toml")
+    return Path("/etc/warden/agent.toml")
+
+
+def default_state_dir() -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Warden" / "state"
+    if sys.platform == "darwin":
+        return Path("/Library/Application Support/Warden/state")
+    return Path("/var/lib/warden-agent")
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WARDEN_AGENT_", extra="forbid")
+
+    server_url: str | None = None
+    enroll_secret: str | None = Field(default=None, repr=False)
+    enroll_secret_file: Path | None = None
+    group: str | None = None
+    state_dir: Path = Field(default_factory=default_state_dir)
+    ca_bundle: Path | None = None
+    # Intervals in seconds.
+    process_interval: float = Field(default=0.25, gt=0, le=60)
+    network_interval: float = Field(default=10.0, gt=0, le=3600)
+    installed_rescan_interval: float = Field(default=3600.0, gt=0)
+    checkin_interval: float = Field(default=60.0, gt=0, le=86400)
+    upload_interval: float = Field(default=1.0, gt=0, le=3600)
+    request_timeout: float = Field(default=15.0, gt=0, le=300)
+    # The spool keeps events while the server is unreachable; bounded, oldest dropped first.
+    spool_max_events: int = Field(default=100_000, ge=100)
+    spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    upload_batch_events: int = Field(default=500, ge=1, le=1000)
+    notify_cooldown: float = Field(default=3600.0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    network: bool = True
+    installed: bool = True
+
+    @field_validator("server_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for a server on loopback)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_plain_http_beyond_loopback(self) -> AgentSettings:
+        url = self.server_url or ""
+        loopback = ("http://127.", "http://localhost", "http://[::1]")
+        if url.startswith("http://") and not url.startswith(loopback):
+            if os.environ.get("WARDEN_AGENT_ALLOW_INSECURE") != "1":
+                raise ValueError(
+                    f"server_url {url} is plain HTTP beyond loopback: tokens would travel in "
+                    "clear text; use https:// (or set WARDEN_AGENT_ALLOW_INSECURE=1 for a lab)"
+                )
+        return self
+
+    def resolved_enroll_secret(self) -> str | None:
+        if self.enroll_secret:
+            return self.enroll_secret
+        if self.enroll_secret_file:
+            return self.enroll_secret_file.read_text(encoding="utf-8").strip() or None
+        return None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_path())
+        return (init_settings, env_settings, toml)
+
+
+class SettingsError(Exception):
+    """Bad settings, explained per setting (env var name and config-file key)."""
+
+
+def load_settings(**overrides: object) -> AgentSettings:
+    try:
+        return AgentSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            env = f"WARDEN_AGENT_{name.upper()}" if error["loc"] else ""
+            message = error["msg"].removeprefix("Value error, ")
+            where = f"{name} ({env} or `{name}` in {default_config_path()})" if env else name
+            lines.append(f"{where}: {message}")
+        raise SettingsError("invalid agent settings:\n  " + "\n  ".join(lines)) from exc
+    except OSError as exc:
+        raise SettingsError(f"cannot read the agent config file: {exc}") from exc
