@@ -1,0 +1,55 @@
+"""The one-line, human summary of a finding that every alert carries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def summary_text(finding: Mapping[str, Any], app_names: Mapping[str, str] | None = None) -> str:
+    """One line, e.g. 'Telegram (deny) on host pc-7: process telegram-desktop pid 123 — use
+    Signal instead'."""
+    app = finding.get("app_name") or finding.get("app") or "unknown app"
+    verdict = finding.get("verdict") or "?"
+    host = finding.get("host") or finding.get("agent_id") or "unknown host"
+    text = f"{app} ({verdict}) on host {host}: {describe_evidence(finding)}"
+    alternative = finding.get("alternative")
+    if alternative:
+        names = app_names or {}
+        name = finding.get("alternative_name") or names.get(alternative) or alternative.title()
+        text += f" — use {name} instead"
+    # Syslog and chat lines are single lines; evidence comes from the endpoint.
+    return " ".join(text.split())
+
+
+def slack_text(finding: Mapping[str, Any], app_names: Mapping[str, str] | None = None) -> str:
+    """The summary for a Slack-compatible webhook: an emoji and Slack's three escapes."""
+    escaped = (summary_text(finding, app_names)
+               .replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    return f":no_entry: {escaped}"
+
+
+def describe_evidence(finding: Mapping[str, Any]) -> str:
+    evidence = finding.get("evidence") or {}
+    sensor = finding.get("sensor") or "?"
+    if sensor == "process":
+        return _joined("process", evidence.get("name") or evidence.get("exe"),
+                       _labelled("pid", evidence.get("pid")))
+    if sensor == "installed":
+        source = evidence.get("source")
+        what = evidence.get("path") if source == "folder" else evidence.get("id")
+        return _joined("installed", source, what)
+    if sensor == "network":
+        remote = evidence.get("remote_host") or evidence.get("remote_address")
+        by = _joined("by process", evidence.get("process_name"),
+                     _labelled("pid", evidence.get("pid")))
+        return _joined("connection to", remote, by if by != "by process" else None)
+    return f"{sensor} sensor"
+
+
+def _labelled(label: str, value: object) -> str | None:
+    return None if value is None else f"{label} {value}"
+
+
+def _joined(*parts: object) -> str:
+    return " ".join(str(part) for part in parts if part not in (None, ""))

@@ -1,0 +1,336 @@
+"""A small typed client for Warden's admin API (docs/api.md), used by the `warden` CLI.
+
+Every failure surfaces as a `WardenClientError` whose str() is one line fit for a
+terminal: the server's own error message for API errors, and for a server that
+cannot be reached, which URL was tried and how to point the CLI elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+API_PREFIX = "/api/v1/"
+# The server's largest page; a bigger `limit` is followed through cursors.
+MAX_PAGE = 500
+
+
+class WardenClientError(Exception):
+    """Why a call did not succeed, as one line."""
+
+
+class ApiError(WardenClientError):
+    """The server answered with an error status (its JSON body: {"error": {...}})."""
+
+    def __init__(self, status: int, message: str, details: Any = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details if details is not None else []
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.message} (HTTP {self.status})"
+
+
+class ConnectionFailed(WardenClientError):
+    """The server could not be reached at all."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    url: str
+    token: str | None
+    ca_bundle: str | None = None
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
+    return Path(base) / "warden" / "cli.json"
+
+
+def resolve_credentials(
+    url: str | None = None,
+    token: str | None = None,
+    ca_bundle: str | None = None,
+    env: Mapping[str, str] | None = None,
+    path: Path | None = None,
+) -> Credentials:
+    """Flags first, then WARDEN_URL / WARDEN_TOKEN / WARDEN_CA_BUNDLE, then the config file."""
+    env = os.environ if env is None else env
+    path = path or config_path(env)
+    config = _read_config(path)
+    return Credentials(
+        url=url or env.get("WARDEN_URL") or config.get("url") or DEFAULT_URL,
+        token=token or env.get("WARDEN_TOKEN") or config.get("token"),
+        ca_bundle=ca_bundle or env.get("WARDEN_CA_BUNDLE") or config.get("ca_bundle"),
+    )
+
+
+def _read_config(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise WardenClientError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise WardenClientError(f"{path} is not valid JSON ({exc}); expected "
+                                '{"url": "...", "token": "..."}') from exc
+    if not isinstance(data, dict):
+        raise WardenClientError(f'{path} must hold a JSON object: {{"url": ..., "token": ...}}')
+    return {key: value for key, value in data.items() if isinstance(value, str)}
+
+
+class WardenClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        session: requests.Session | None = None,
+        timeout: float = 10.0,
+        ca_bundle: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.ca_bundle = ca_bundle
+        self._owns_session = session is None
+        self._session = session or requests.Session()
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> WardenClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- policies -----------------------------------------------------------------
+
+    def push_policy(self, text: str) -> dict[str, Any]:
+        """Upload a policy (YAML or JSON text); answers the new version's metadata."""
+        return self._object("POST", "policies", data=text.encode("utf-8"),
+                            headers={"Content-Type": "application/yaml"})
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        return list(self._paged("policies"))
+
+    def diff_policies(self, a: int, b: int) -> str:
+        with self._request("GET", "policies/diff", params={"from": a, "to": b}) as response:
+            if "json" not in response.headers.get("Content-Type", ""):
+                return response.text
+            body = _json_body(response)
+        diff: Any = body.get("diff") if isinstance(body, dict) else body
+        if isinstance(diff, str):
+            return diff
+        raise WardenClientError("the server's diff answer has no `diff` text")
+
+    def get_policy(self, number: int) -> dict[str, Any]:
+        return self._object("GET", f"policies/{number}")
+
+    def activate_policy(self, number: int) -> dict[str, Any]:
+        return self._object("POST", f"policies/{number}/activate")
+
+    def rollback_policy(self) -> dict[str, Any]:
+        return self._object("POST", "policies/rollback")
+
+    def policy_impact(self, number: int) -> dict[str, Any]:
+        return self._object("GET", f"policies/{number}/impact")
+
+    # --- findings -----------------------------------------------------------------
+
+    def iter_findings(self, page_size: int = 100, **filters: str | None) -> Iterator[
+            dict[str, Any]]:
+        """Every finding matching the filters, page after page (cursors followed)."""
+        return self._paged("findings", {**filters, "limit": min(page_size, MAX_PAGE)})
+
+    def list_findings(self, limit: int | None = None, **filters: str | None) -> list[
+            dict[str, Any]]:
+        """At most `limit` findings (all of them when None)."""
+        if limit is not None and limit < 1:
+            return []
+        page_size = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
+        found: list[dict[str, Any]] = []
+        for finding in self.iter_findings(page_size, **filters):
+            found.append(finding)
+            if len(found) == limit:
+                break  # before the generator fetches a page nobody will read
+        return found
+
+    def get_finding(self, finding_id: str) -> dict[str, Any]:
+        return self._object("GET", f"findings/{_segment(finding_id)}")
+
+    def triage_finding(self, finding_id: str, state: str, comment: str = "") -> dict[str, Any]:
+        return self._object("POST", f"findings/{_segment(finding_id)}/triage",
+                            json={"state": state, "comment": comment})
+
+    def export_findings(self, format: str, **filters: str | None) -> bytes:
+        with self._request("GET", "findings/export",
+                           params={**filters, "format": format}) as response:
+            return response.content
+
+    def stream_export(self, format: str, out: IO[bytes], **filters: str | None) -> int:
+        """Write the export to `out` as it arrives; answers the number of bytes written."""
+        written = 0
+        with self._request("GET", "findings/export", params={**filters, "format": format},
+                           stream=True) as response:
+            try:
+                for chunk in response.iter_content(chunk_size=64 * 1024):
+                    out.write(chunk)
+                    written += len(chunk)
+            except requests.RequestException as exc:
+                raise ConnectionFailed(f"the export from {self.base_url} broke off after "
+                                       f"{written} bytes: {exc}") from exc
+        return written
+
+    # --- agents, secrets, tokens, audit -------------------------------------------
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        return list(self._paged("agents"))
+
+    def revoke_agent(self, agent_id: str) -> dict[str, Any]:
+        return self._object("POST", f"agents/{_segment(agent_id)}/revoke")
+
+    def create_secret(self, group: str | None = None) -> dict[str, Any]:
+        return self._object("POST", "secrets", json={"group": group})
+
+    def list_secrets(self) -> list[dict[str, Any]]:
+        return list(self._paged("secrets"))
+
+    def revoke_secret(self, secret_id: str) -> dict[str, Any]:
+        return self._object("POST", f"secrets/{_segment(secret_id)}/revoke")
+
+    def create_token(self, name: str, role: str) -> dict[str, Any]:
+        return self._object("POST", "tokens", json={"name": name, "role": role})
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return list(self._paged("tokens"))
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self._object("POST", f"tokens/{_segment(token_id)}/revoke")
+
+    def audit(self) -> list[dict[str, Any]]:
+        return list(self._paged("audit"))
+
+    # --- plumbing -----------------------------------------------------------------
+
+    def _paged(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[
+            dict[str, Any]]:
+        query = dict(params or {})
+        seen: set[str] = set()
+        while True:
+            page = self._object("GET", path, params=query)
+            items = page.get("items")
+            if not isinstance(items, list):
+                raise WardenClientError(f"the server's answer to GET {API_PREFIX}{path} has no "
+                                        "`items` list")
+            yield from items
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+            if cursor in seen:
+                raise WardenClientError(f"the server repeated page cursor {cursor!r}")
+            seen.add(cursor)
+            query["cursor"] = cursor
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        with self._request(method, path, **kwargs) as response:
+            if response.status_code == 204 or not response.content:
+                return {}
+            body = _json_body(response)
+        if not isinstance(body, dict):
+            raise WardenClientError(f"the server's answer to {method} {API_PREFIX}{path} is "
+                                    "not a JSON object")
+        return body
+
+    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                 headers: Mapping[str, str] | None = None, stream: bool = False,
+                 **kwargs: Any) -> requests.Response:
+        url = f"{self.base_url}{API_PREFIX}{path}"
+        all_headers = {"Accept": "application/json", **(headers or {})}
+        if self.token:
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        query = {key: value for key, value in (params or {}).items() if value is not None}
+        try:
+            response = self._session.request(
+                method, url, params=query, headers=all_headers, timeout=self.timeout,
+                verify=self.ca_bundle or True, stream=stream, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise ConnectionFailed(
+                f"TLS with {self.base_url} failed ({_reason(exc)}); if the server uses a private "
+                "CA, pass --ca-bundle FILE or set WARDEN_CA_BUNDLE") from exc
+        except requests.ConnectionError as exc:
+            raise ConnectionFailed(
+                f"cannot reach the Warden server at {self.base_url} ({_reason(exc)}). Is it "
+                "running (`warden server run`)? If it listens elsewhere, pass --url or set "
+                "WARDEN_URL") from exc
+        except requests.Timeout as exc:
+            raise ConnectionFailed(f"the Warden server at {self.base_url} did not answer "
+                                   f"within {self.timeout:g}s") from exc
+        except requests.RequestException as exc:
+            raise WardenClientError(f"{method} {url}: {exc}") from exc
+        if response.status_code >= 400:
+            with response:
+                raise _api_error(response)
+        return response
+
+
+def _segment(value: str) -> str:
+    # An id is one path segment: never let "../x" or "a/b" reach another route.
+    return quote(str(value), safe="")
+
+
+def _json_body(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise WardenClientError(f"the server's answer to {response.request.method} "
+                                f"{response.url} is not JSON") from exc
+
+
+def _api_error(response: requests.Response) -> ApiError:
+    status = response.status_code
+    fallback = f"{response.reason or 'error'} from {response.url}"
+    try:
+        body = response.json()
+    except ValueError:
+        return ApiError(status, fallback)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return ApiError(status, str(error.get("message") or fallback), error.get("details"),
+                        error.get("code"))
+    # FastAPI's own shape, should a response bypass the server's error handlers.
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str):
+        return ApiError(status, detail)
+    if isinstance(detail, list):
+        return ApiError(status, "the request was not accepted", detail)
+    return ApiError(status, fallback)
+
+
+def _reason(exc: requests.RequestException) -> str:
+    text = str(exc)
+    lowered = text.lower()
+    if "refused" in lowered:
+        return "connection refused"
+    if "name or service not known" in lowered or "nodename nor servname" in lowered \
+            or "getaddrinfo failed" in lowered or "name resolution" in lowered:
+        return "host name not found"
+    if "certificate" in lowered:
+        return "certificate not trusted"
+    return text if len(text) <= 200 else text[:200] + "…"
