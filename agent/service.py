@@ -1,0 +1,363 @@
+"""Installing the agent as the OS's service: systemd unit, launchd daemon, Windows service.
+
+The reviewed templates live in `agent/service_files/`; this module fills them
+in (`render_*`), lays out what an install writes and runs (`plan_service`), and
+does it (`install_service`). `warden-agent install-service` is the front door:
+see `add_install_service_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import plistlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
+
+from agent.platform import OsName, current_os
+
+if TYPE_CHECKING:
+    from agent.settings import AgentSettings
+
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+SERVICE_NAME = "warden-agent"
+LAUNCHD_LABEL = "com.warden.agent"
+SYSTEMD_UNIT_PATH = "/etc/systemd/system/warden-agent.service"
+SYSTEMD_ENV_FILE = "/etc/warden/agent.env"
+LAUNCHD_PLIST_PATH = "/Library/LaunchDaemons/com.warden.agent.plist"
+MACOS_CONFIG_DIR = "/Library/Application Support/Warden"
+MACOS_LOG_PATH = "/Library/Logs/Warden/agent.log"
+WINDOWS_SCRIPT_NAME = "install-warden-agent.ps1"
+
+SECRET_VAR = "WARDEN_AGENT_ENROLL_SECRET"
+STATE_DIR_VAR = "WARDEN_AGENT_STATE_DIR"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class ServiceInstallError(Exception):
+    """An install step failed; the message says which and what was already done."""
+
+
+# -- rendering --------------------------------------------------------------
+
+
+_TEMPLATES = Path(__file__).parent / "service_files"
+
+
+def _template(name: str) -> str:
+    return (_TEMPLATES / name).read_text(encoding="utf-8")
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    for key, value in values.items():
+        template = template.replace("{{" + key + "}}", value)
+    if "{{" in template:
+        leftover = template[template.index("{{"):][:40]
+        raise ValueError(f"unfilled placeholder in service template: {leftover}")
+    return template
+
+
+def _single_line(value: str, what: str) -> str:
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError(f"{what} contains a control character: {value!r}")
+    return value
+
+
+def _systemd_word(value: str, what: str) -> str:
+    """One word of a unit-file setting: '%' escaped (specifiers), quoted if it has spaces."""
+    value = _single_line(value, what).replace("%", "%%")
+    if re.search(r'[\s"\'\\;]', value) or not value:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def _absolute(path: str, os_name: OsName) -> str:
+    pure = PureWindowsPath(path) if os_name == "windows" else PurePosixPath(path)
+    if not pure.is_absolute():
+        raise ValueError(f"{path!r} is not an absolute path; the service manager needs one")
+    return path
+
+
+def render_systemd_unit(exe_path: str, state_dir: str, env_file: str = SYSTEMD_ENV_FILE) -> str:
+    """The hardened unit; see the comments in agent/service_files/warden-agent.service."""
+    exe = _systemd_word(_absolute(exe_path, "linux"), "exe path")
+    state = _systemd_word(_absolute(state_dir, "linux"), "state dir")
+    return _fill(_template("warden-agent.service"), {
+        "EXEC_START": f"{exe} run",
+        "ENV_FILE": _systemd_word(_absolute(env_file, "linux"), "env file"),
+        "STATE_DIR": state,
+        "STATE_DIR_ENV": _systemd_word(f"{STATE_DIR_VAR}={state_dir}", "state dir"),
+    })
+
+
+def render_env_file(env: Mapping[str, str]) -> str:
+    """A systemd EnvironmentFile: every value double-quoted, shell specials escaped."""
+    lines = ["# Warden agent settings, read by warden-agent.service. Root only (0600)."]
+    for name, value in sorted(env.items()):
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"not an environment variable name: {name!r}")
+        value = _single_line(value, name)
+        escaped = re.sub(r'([\\"$`])', r"\\\1", value)
+        lines.append(f'{name}="{escaped}"')
+    return "\n".join(lines) + "\n"
+
+
+def render_launchd_plist(
+    exe_path: str, state_dir: str, env: Mapping[str, str], log_path: str = MACOS_LOG_PATH
+) -> str:
+    """The LaunchDaemon plist, from the template, through plistlib (so always valid XML)."""
+    plist = plistlib.loads(_template("com.warden.agent.plist").encode("utf-8"))
+    plist["ProgramArguments"] = [_absolute(exe_path, "macos"), "run"]
+    plist["EnvironmentVariables"] = {**dict(sorted(env.items())),
+                                     STATE_DIR_VAR: _absolute(state_dir, "macos")}
+    plist["StandardOutPath"] = plist["StandardErrorPath"] = _absolute(log_path, "macos")
+    return plistlib.dumps(plist, sort_keys=False).decode("utf-8")
+
+
+def _powershell_literal(value: str) -> str:
+    # PowerShell treats the typographic single quotes like ' in a '...' string.
+    return "'" + re.sub("(['\u2018\u2019\u201a\u201b])", r"\1\1", _single_line(value, "path")) + "'"
+
+
+def render_windows_install_script(exe_path: str, state_dir: str | None = None) -> str:
+    """The PowerShell install recipe (New-Service, sc.exe failure actions, private ACLs)."""
+    state = (_powershell_literal(_absolute(state_dir, "windows")) if state_dir
+             else "(Join-Path $env:ProgramData 'Warden\\state')")
+    return _fill(_template(WINDOWS_SCRIPT_NAME), {
+        "EXE": _powershell_literal(_absolute(exe_path, "windows")),
+        "STATE_DIR": state,
+    })
+
+
+# -- planning and installing -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str  # where it goes on the machine
+    content: str
+    mode: int
+    # What --dry-run prints instead of the content, when the content holds a secret.
+    shown: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedCommand:
+    argv: tuple[str, ...]
+    may_fail: bool = False  # e.g. unloading a daemon that was not loaded
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the environment
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    directories: tuple[tuple[str, int], ...]
+    files: tuple[PlannedFile, ...]
+    commands: tuple[PlannedCommand, ...]
+
+
+def plan_service(os_name: OsName, exe_path: str, state_dir: str,
+                 env: Mapping[str, str]) -> ServicePlan:
+    """What installing the service on `os_name` writes and runs. Changes nothing."""
+    settings = {name: value for name, value in env.items() if name != STATE_DIR_VAR}
+    if os_name == "linux":
+        # The unit itself sets the state dir, so it always matches ReadWritePaths.
+        return ServicePlan(
+            directories=((str(PurePosixPath(SYSTEMD_ENV_FILE).parent), 0o755), (state_dir, 0o700)),
+            files=(PlannedFile(SYSTEMD_UNIT_PATH, render_systemd_unit(exe_path, state_dir), 0o644),
+                   PlannedFile(SYSTEMD_ENV_FILE, render_env_file(settings), 0o600,
+                               shown=_env_file_shown(settings))),
+            commands=(PlannedCommand(("systemctl", "daemon-reload")),
+                      PlannedCommand(("systemctl", "enable", f"{SERVICE_NAME}.service")),
+                      # restart, not start: a re-install must pick up the new unit and settings.
+                      PlannedCommand(("systemctl", "restart", f"{SERVICE_NAME}.service"))))
+    if os_name == "macos":
+        files = []
+        if SECRET_VAR in settings:
+            # A LaunchDaemon plist is world-readable; the secret goes to a root-only file.
+            secret_file = f"{MACOS_CONFIG_DIR}/enroll-secret"
+            files.append(PlannedFile(secret_file, settings.pop(SECRET_VAR) + "\n", 0o600,
+                                     shown=_HIDDEN))
+            settings[f"{SECRET_VAR}_FILE"] = secret_file
+        files.append(PlannedFile(LAUNCHD_PLIST_PATH,
+                                 render_launchd_plist(exe_path, state_dir, settings), 0o644))
+        target = f"system/{LAUNCHD_LABEL}"
+        return ServicePlan(
+            directories=((MACOS_CONFIG_DIR, 0o755), (str(PurePosixPath(MACOS_LOG_PATH).parent),
+                                                     0o755), (state_dir, 0o700)),
+            files=tuple(files),
+            commands=(PlannedCommand(("launchctl", "bootout", target), may_fail=True),
+                      PlannedCommand(("launchctl", "enable", target)),
+                      PlannedCommand(("launchctl", "bootstrap", "system", LAUNCHD_PLIST_PATH))))
+    script = str(PureWindowsPath(exe_path).parent / WINDOWS_SCRIPT_NAME)
+    # The script makes its directories itself (it sets their ACLs); the settings
+    # reach it through its environment, never its command line.
+    return ServicePlan(
+        directories=(),
+        files=(PlannedFile(script, render_windows_install_script(exe_path, state_dir), 0o644),),
+        commands=(PlannedCommand(("powershell.exe", "-NoProfile", "-NonInteractive",
+                                  "-ExecutionPolicy", "Bypass", "-File", script),
+                                 env=dict(settings)),))
+
+
+def install_service(
+    os_name: OsName,
+    exe_path: str,
+    state_dir: str,
+    env: Mapping[str, str],
+    root: Path = Path("/"),
+    runner: Runner = subprocess.run,
+) -> list[str]:
+    """Write the service files under `root`, enable and start it; what was done, in order."""
+    plan = plan_service(os_name, exe_path, state_dir, env)
+    done: list[str] = []
+    try:
+        for directory, mode in plan.directories:
+            target = _under(root, directory, os_name)
+            if target.is_dir():
+                # Never re-mode an existing directory: a mistyped --state-dir of
+                # /var/lib must not become root-only.
+                done.append(f"kept {directory} (exists)")
+                continue
+            target.mkdir(parents=True)
+            os.chmod(target, mode)
+            done.append(f"created {directory} ({mode:04o})")
+        for planned in plan.files:
+            target = _under(root, planned.path, os_name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(target, planned.content, planned.mode)
+            done.append(f"wrote {planned.path} ({planned.mode:04o})")
+    except OSError as exc:
+        raise ServiceInstallError(_failure(f"cannot write: {exc}", done)) from exc
+    for command in plan.commands:
+        shown = shlex.join(command.argv)
+        try:
+            result = runner(list(command.argv), capture_output=True, text=True, check=False,
+                            env={**os.environ, **command.env} if command.env else None)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ServiceInstallError(_failure(f"cannot run {shown}: {exc}", done)) from exc
+        if result.returncode != 0 and not command.may_fail:
+            raise ServiceInstallError(_failure(
+                f"{shown} failed (exit {result.returncode}): {(result.stderr or '').strip()}",
+                done))
+        done.append(f"ran {shown}" + (f" (exit {result.returncode}, ignored)"
+                                      if result.returncode else ""))
+    return done
+
+
+def describe_plan(plan: ServicePlan) -> str:
+    """The plan as text for --dry-run, with secrets left out."""
+    out = [f"would create {path} ({mode:04o}) unless it exists"
+           for path, mode in plan.directories]
+    for planned in plan.files:
+        out.append(f"would write {planned.path} ({planned.mode:04o}):")
+        body = planned.content if planned.shown is None else planned.shown
+        out.extend("    " + line for line in body.rstrip("\n").splitlines())
+    out.extend(f"would run {shlex.join(command.argv)}" for command in plan.commands)
+    return "\n".join(out)
+
+
+_HIDDEN = "<secret, not shown>"
+
+
+def _env_file_shown(settings: Mapping[str, str]) -> str | None:
+    if SECRET_VAR not in settings:
+        return None
+    return render_env_file({**settings, SECRET_VAR: _HIDDEN})
+
+
+def _failure(what: str, done: list[str]) -> str:
+    return what + ("\nalready done:\n  " + "\n  ".join(done) if done else "")
+
+
+def _under(root: Path, path: str, os_name: OsName) -> Path:
+    """`path` on the machine, re-rooted under `root` (an image or a test directory)."""
+    if root == Path("/"):
+        return Path(path)
+    pure = PureWindowsPath(path) if os_name == "windows" else PurePosixPath(path)
+    return root.joinpath(*pure.parts[1:])
+
+
+def _write_atomically(target: Path, content: str, mode: int) -> None:
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # Created afresh with its final mode, so a secret is never readable by others,
+    # not even briefly through a stale temporary file.
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)  # the umask may have taken bits away
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+# -- command line --------------------------------------------------------------
+
+
+def add_install_service_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Register `warden-agent install-service`; dispatch with `args.func(args, settings)`."""
+    parser = subparsers.add_parser(
+        "install-service",
+        help="install the agent as this machine's service and start it",
+        description="Write the systemd unit (Linux), LaunchDaemon (macOS) or service install "
+                    "script (Windows), enable it and start it. Run as root/Administrator. "
+                    "Settings come from the options and from WARDEN_AGENT_* variables.")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what would be written and run; change nothing")
+    parser.add_argument("--server-url",
+                        help="the Warden server (default: $WARDEN_AGENT_SERVER_URL)")
+    parser.add_argument("--enroll-secret-file", type=Path,
+                        help="file holding the enrollment secret "
+                             "(default: $WARDEN_AGENT_ENROLL_SECRET)")
+    parser.add_argument("--state-dir", help="where the agent keeps its token, policy and spool "
+                                            "(default: the state_dir setting)")
+    parser.add_argument("--exe", help="the warden-agent program the service runs "
+                                      "(default: the one running this command)")
+    parser.set_defaults(func=install_service_command)
+    return parser
+
+
+def install_service_command(args: argparse.Namespace, settings: AgentSettings) -> int:
+    try:
+        os_name = current_os()
+        env = {name: value for name, value in os.environ.items()
+               if name.startswith("WARDEN_AGENT_") and name != STATE_DIR_VAR}
+        if args.server_url:
+            env["WARDEN_AGENT_SERVER_URL"] = args.server_url
+        if args.enroll_secret_file:
+            env[SECRET_VAR] = args.enroll_secret_file.read_text(encoding="utf-8").strip()
+        state_dir = args.state_dir or str(settings.state_dir)
+        exe = args.exe or _default_exe()
+        if args.dry_run:
+            print(describe_plan(plan_service(os_name, exe, state_dir, env)))
+            return 0
+        done = install_service(os_name, exe, state_dir, env)
+    except (ServiceInstallError, ValueError, OSError) as exc:
+        print(f"warden-agent install-service: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(done))
+    return 0
+
+
+def _default_exe() -> str:
+    argv0 = Path(sys.argv[0])
+    if argv0.stem == "warden-agent" and argv0.is_file():
+        return str(argv0.absolute())
+    found = shutil.which("warden-agent")
+    if found is None:
+        raise ServiceInstallError("cannot tell where warden-agent is installed; pass --exe")
+    return str(Path(found).absolute())

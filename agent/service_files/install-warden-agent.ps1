@@ -1,0 +1,75 @@
+#Requires -RunAsAdministrator
+<#
+.SYNOPSIS
+  Installs (or re-installs) the Warden endpoint agent as the Windows service "WardenAgent".
+
+.DESCRIPTION
+  `warden-agent install-service` writes this script next to warden-agent.exe and
+  runs it. To roll out by hand, or from Intune / SCCM / a GPO startup script:
+
+    $env:WARDEN_AGENT_SERVER_URL    = 'https://warden.example.org'
+    $env:WARDEN_AGENT_ENROLL_SECRET = '<enrollment secret>'
+    powershell.exe -NoProfile -ExecutionPolicy Bypass -File install-warden-agent.ps1
+
+  Every WARDEN_AGENT_* variable of this shell becomes part of the service's
+  environment, except the enrollment secret: the service's registry key is
+  readable by every user, so the secret goes to a file only SYSTEM and
+  Administrators can read, and the service gets its path
+  (WARDEN_AGENT_ENROLL_SECRET_FILE).
+
+  The Service Control Manager runs "warden-agent.exe run" as LocalSystem. The
+  program must answer the SCM's start/stop requests (the agent's Windows
+  service mode); a program that does not is stopped after 30 s (error 1053).
+#>
+param(
+    [string]$Exe = {{EXE}},
+    [string]$StateDir = {{STATE_DIR}}
+)
+$ErrorActionPreference = 'Stop'
+$Name = 'WardenAgent'
+$ConfigDir = Join-Path $env:ProgramData 'Warden'
+
+if (-not (Test-Path -LiteralPath $Exe -PathType Leaf)) { throw "warden-agent not found at $Exe" }
+
+# The agent token, the spool and the secret live here: SYSTEM (S-1-5-18) and
+# Administrators (S-1-5-32-544) only, inherited by every file created inside.
+function New-PrivateDirectory([string]$Path) {
+    New-Item -ItemType Directory -Force -Path $Path | Out-Null
+    & icacls.exe $Path /inheritance:r /grant:r '*S-1-5-18:(OI)(CI)F' '*S-1-5-32-544:(OI)(CI)F' | Out-Null
+    if ($LASTEXITCODE -ne 0) { throw "icacls could not restrict $Path" }
+}
+New-PrivateDirectory $ConfigDir
+New-PrivateDirectory $StateDir
+
+$environment = @("WARDEN_AGENT_STATE_DIR=$StateDir")
+Get-ChildItem env: |
+    Where-Object { $_.Name -like 'WARDEN_AGENT_*' -and $_.Name -notin @('WARDEN_AGENT_ENROLL_SECRET', 'WARDEN_AGENT_STATE_DIR') } |
+    ForEach-Object { $environment += "$($_.Name)=$($_.Value)" }
+if ($env:WARDEN_AGENT_ENROLL_SECRET) {
+    $secretFile = Join-Path $ConfigDir 'enroll-secret'
+    Set-Content -LiteralPath $secretFile -Value $env:WARDEN_AGENT_ENROLL_SECRET -NoNewline -Encoding ASCII
+    $environment += "WARDEN_AGENT_ENROLL_SECRET_FILE=$secretFile"
+}
+
+$binaryPath = '"{0}" run' -f $Exe
+$existing = Get-Service -Name $Name -ErrorAction SilentlyContinue
+if ($existing) {
+    if ($existing.Status -ne 'Stopped') { Stop-Service -Name $Name -Force }
+    & sc.exe config $Name binPath= $binaryPath | Out-Null
+} else {
+    New-Service -Name $Name -BinaryPathName $binaryPath -DisplayName 'Warden agent' `
+        -Description 'Detects banned messaging apps, points users to the approved alternative, reports to the Warden server.' `
+        -StartupType Automatic | Out-Null
+}
+# Delayed start: the agent is not worth slowing the boot for.
+& sc.exe config $Name start= delayed-auto | Out-Null
+# Restart after 5 s, 30 s, then every minute; forget failures after a day.
+& sc.exe failure $Name reset= 86400 actions= restart/5000/restart/30000/restart/60000 | Out-Null
+# Also restart when it exits with an error code, not only when it crashes.
+& sc.exe failureflag $Name 1 | Out-Null
+if ($LASTEXITCODE -ne 0) { throw "sc.exe could not set the failure actions of $Name" }
+New-ItemProperty -Path "HKLM:\SYSTEM\CurrentControlSet\Services\$Name" -Name Environment `
+    -PropertyType MultiString -Value $environment -Force | Out-Null
+
+Start-Service -Name $Name
+Get-Service -Name $Name | Format-Table -AutoSize Name, Status, StartType
