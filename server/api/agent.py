@@ -1,0 +1,200 @@
+"""The agent door: `/api/v1/agent/` — enroll, check in, fetch the policy, post events.
+
+Each route authenticates the agent from its token (never from anything in the
+path or body), so an agent can only ever read or write as itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from server.api.agent_schemas import (
+    AgentEvent,
+    CheckinRequest,
+    CheckinResponse,
+    EnrollRequest,
+    EnrollResponse,
+    EventBatch,
+    EventsResponse,
+)
+from server.api.deps import (
+    AgentDep,
+    ContextDep,
+    EnrollSecretDep,
+    ServerContext,
+    SessionDep,
+    read_json,
+    unauthorized,
+)
+from server.api.errors import ApiError, validation_details
+from server.db import utcnow
+from server.models import Agent, Finding
+from server.store import agents, events, findings, policies
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
+
+# Retries of one batch after a lost race (unique key, deadlock); the events are idempotent.
+_INGEST_ATTEMPTS = 3
+# SQLSTATEs PostgreSQL uses for "your transaction lost a race, run it again".
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+@router.post("/enroll", status_code=201, response_model=EnrollResponse)
+def enroll(
+    secret: EnrollSecretDep, body: EnrollRequest, session: SessionDep, context: ContextDep
+) -> EnrollResponse:
+    facts = agents.HostFacts(**body.model_dump())
+    try:
+        agent, token = agents.enroll(session, facts, secret)
+    except agents.AgentRevokedError as exc:
+        raise ApiError(403, "this machine's agent was revoked by an administrator; ask them "
+                       "to re-admit it", code="agent_revoked") from exc
+    session.commit()
+    return EnrollResponse(agent_id=agent.id, agent_token=token,
+                          policy_public_key=context.signer.public_key_b64, group=agent.group)
+
+
+@router.post("/checkin", response_model=CheckinResponse)
+def checkin(
+    agent: AgentDep, body: CheckinRequest, session: SessionDep, context: ContextDep
+) -> CheckinResponse:
+    active = policies.active(session)
+    if not agents.checkin(session, agent.id, body.policy_version,
+                          body.status.model_dump(exclude_none=True)):
+        raise unauthorized("unknown or revoked agent token; enroll again")
+    session.commit()
+    return CheckinResponse(policy_etag=active.version if active else None,
+                           next_checkin_seconds=next_checkin_seconds(context))
+
+
+def next_checkin_seconds(context: ServerContext) -> int:
+    settings = context.settings
+    spread = settings.checkin_jitter_fraction
+    factor = 1 + context.rng.uniform(-spread, spread)
+    return max(1, round(settings.checkin_interval_seconds * factor))
+
+
+@router.get(
+    "/policy",
+    responses={200: {"description": "the signed bundle: {\"bundle\": {...}, \"signature\"}"},
+               304: {"description": "the agent's copy (If-None-Match) is current"}},
+)
+def get_policy(agent: AgentDep, request: Request, session: SessionDep) -> Response:
+    active = policies.active(session)
+    if active is None:
+        raise ApiError(404, "no policy is active yet", code="no_policy")
+    etag = f'"{active.version}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag_matches(request.headers.get("if-none-match"), active.version):
+        return Response(status_code=304, headers=headers)
+    return Response(policies.signed_bundle_json(session, active.number),
+                    media_type="application/json", headers=headers)
+
+
+def etag_matches(if_none_match: str | None, version: str) -> bool:
+    """RFC 9110 If-None-Match: a list of (possibly weak) tags, or `*`."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*":
+            return True
+        tag = tag.removeprefix("W/").strip('"')
+        if tag == version:
+            return True
+    return False
+
+
+async def event_batch(request: Request, context: ContextDep) -> list[events.IncomingEvent]:
+    """The body of POST events: gzip-aware, at most `max_events_per_batch`, each validated."""
+    data = await read_json(request, context, allow_gzip=True)
+    limit = context.settings.max_events_per_batch
+    # Count before validating: do not spend time checking a million events to refuse them.
+    if isinstance(data, dict) and isinstance(data.get("events"), list) \
+            and len(data["events"]) > limit:
+        raise ApiError(413, f"a batch holds at most {limit} events; got {len(data['events'])}",
+                       code="too_many_events", details=[{"limit_events": limit}])
+    try:
+        batch = EventBatch.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, "the event batch is not valid; nothing was stored",
+                       code="validation_error",
+                       details=validation_details(exc.errors())) from exc
+    now = utcnow()
+    return [_incoming(event, now) for event in batch.events]
+
+
+def _incoming(event: AgentEvent, now: dt.datetime) -> events.IncomingEvent:
+    # A machine with its clock in the future must not pin a finding "seen" past today.
+    time = min(event.time.astimezone(dt.UTC), now)
+    return events.IncomingEvent(id=str(event.id), type=event.type, time=time,
+                                finding=event.finding.model_dump(mode="json"),
+                                payload=event.model_dump(mode="json"))
+
+
+@router.post("/events", response_model=EventsResponse)
+def post_events(
+    agent: AgentDep,
+    batch: Annotated[list[events.IncomingEvent], Depends(event_batch)],
+    session: SessionDep,
+    context: ContextDep,
+) -> EventsResponse:
+    result = _ingest_committed(session, agent.id, batch)
+    # Only now, with the batch durable, tell anyone: alerts, metrics — and the agent.
+    hooks = context.hooks
+    by_type = Counter(event.type for event in result.accepted_events)
+    hooks.fire(hooks.on_events_ingested, dict(by_type), len(result.duplicates))
+    if hooks.on_deny_opened:
+        opened_deny = [row for row in result.opened if row.verdict == "deny"]
+        if opened_deny:
+            owner = agents.get(session, agent.id)
+            for row in opened_deny:
+                hooks.fire(hooks.on_deny_opened, _alert_view(context, row, owner))
+    return EventsResponse(accepted=result.accepted, duplicates=result.duplicates)
+
+
+def _alert_view(context: ServerContext, row: Finding, owner: Agent | None) -> dict[str, Any]:
+    """The finding as the API shows it, plus display names for people reading alerts."""
+    view = findings.as_dict(row, owner)
+    for field, app_id in (("app_name", row.app), ("alternative_name", row.alternative)):
+        app = context.catalog.get(app_id) if app_id else None
+        view[field] = app.name if app else app_id
+    return view
+
+
+def _ingest_committed(
+    session: Session, agent_id: str, batch: list[events.IncomingEvent]
+) -> events.IngestResult:
+    for attempt in range(1, _INGEST_ATTEMPTS + 1):
+        try:
+            agent = agents.get(session, agent_id)
+            if agent is None or agent.revoked_at is not None:
+                raise unauthorized("unknown or revoked agent token; enroll again")
+            result = events.ingest(session, agent, batch)
+            session.commit()
+            return result
+        except sa.exc.DBAPIError as exc:
+            session.rollback()
+            if attempt == _INGEST_ATTEMPTS or not _retryable(exc):
+                raise
+            log.info("retrying event batch after %s (attempt %d)", type(exc.orig).__name__,
+                     attempt)
+    raise AssertionError("unreachable")
+
+
+def _retryable(exc: sa.exc.DBAPIError) -> bool:
+    # Two batches creating the same finding at once: one loses the unique key; rerun it.
+    if isinstance(exc, sa.exc.IntegrityError):
+        return True
+    sqlstate: Any = getattr(exc.orig, "sqlstate", None)
+    return sqlstate in _RETRYABLE_SQLSTATES

@@ -1,0 +1,105 @@
+"""The agent API's request and response bodies (docs/api.md, "Agent API").
+
+Requests ignore unknown keys so a newer agent can talk to an older server;
+every field that reaches the database has a length bound, so one request
+cannot bloat a row beyond the body-size cap.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+_Short = Field(min_length=1, max_length=255)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class EnrollRequest(_Request):
+    hostname: str = _Short
+    machine_id: str = _Short
+    os: Literal["linux", "macos", "windows"]
+    os_version: str = Field(max_length=255)
+    arch: str = Field(max_length=64)
+    agent_version: str = Field(max_length=64)
+    # A service may run with nobody logged in: empty is allowed.
+    user: str = Field(default="", max_length=255)
+
+
+class EnrollResponse(BaseModel):
+    agent_id: str
+    agent_token: str
+    policy_public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key")
+    group: str | None
+
+
+class AgentStatus(_Request):
+    spool_depth: int | None = Field(default=None, ge=0)
+    dropped_events: int | None = Field(default=None, ge=0)
+    open_findings: int | None = Field(default=None, ge=0)
+    cpu_percent: float | None = Field(default=None, ge=0)
+    rss_bytes: int | None = Field(default=None, ge=0)
+    uptime_seconds: float | None = Field(default=None, ge=0)
+
+
+class CheckinRequest(_Request):
+    policy_version: str | None = Field(default=None, max_length=64)
+    status: AgentStatus = Field(default_factory=AgentStatus)
+
+
+class CheckinResponse(BaseModel):
+    policy_etag: str | None = Field(
+        description="the active bundle version (no quotes); null while no policy is active")
+    next_checkin_seconds: int
+
+
+class FindingInfo(_Request):
+    key: str = Field(min_length=1, max_length=512)
+    app: str | None = Field(default=None, max_length=64)
+    sensor: Literal["process", "installed", "network"] | None = None
+    verdict: Literal["deny", "allow", "alert"] | None = None
+    action: Literal["report", "notify", "terminate"] | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    alternative: str | None = Field(default=None, max_length=64)
+    confidence: str | None = Field(default=None, max_length=16)
+    message: str = Field(default="", max_length=4096)
+    matched: str = Field(default="", max_length=1024)
+
+
+class ActionResult(_Request):
+    action: Literal["report", "notify", "terminate"]
+    ok: bool
+    detail: str = Field(default="", max_length=4096)
+
+
+class AgentEvent(_Request):
+    id: uuid.UUID
+    type: Literal["finding_opened", "finding_resolved", "action"]
+    time: AwareDatetime
+    finding: FindingInfo
+    result: ActionResult | None = None
+
+    @model_validator(mode="after")
+    def _complete_for_type(self) -> AgentEvent:
+        if self.type == "finding_opened":
+            missing = [name for name in ("app", "sensor", "verdict")
+                       if getattr(self.finding, name) is None]
+            if missing:
+                names = ", ".join(f"finding.{name}" for name in missing)
+                raise ValueError(f"a finding_opened event needs {names}")
+        if self.type == "action" and self.result is None:
+            raise ValueError("an action event needs `result`")
+        return self
+
+
+class EventBatch(_Request):
+    events: list[AgentEvent]
+
+
+class EventsResponse(BaseModel):
+    accepted: list[str]
+    duplicates: list[str]

@@ -1,0 +1,207 @@
+"""What every route shares: the server context, a database session, and who is asking.
+
+Two doors, one piece of auth code. Agents present an agent token (`wag_…`)
+and can only act for their own agent; people and scripts present an API
+token (`wat_…`) that carries a role. Each door rejects the other's tokens.
+Write `Annotated[..., Depends(...)]` aliases below into a route's signature;
+list the caller's dependency first so a bad token is refused (401) before
+the body is even parsed.
+
+The caller is looked up in a short session of its own, not the request's:
+a write route's session then starts its transaction inside the handler, so on
+SQLite the write lock is held for the handler's statements only, not across
+body parsing and thread hops. The Agent or Principal handed to the route is
+therefore detached: read its fields; to change the row, load it (or UPDATE
+by id) in the request's session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from policies.catalog_model import AppDefinition
+from server.api.bodies import decode_json
+from server.api.errors import ApiError
+from server.db import utcnow
+from server.models import ROLES, Agent, ApiToken, EnrollSecret
+from server.settings import ServerSettings
+from server.signing import PolicySigner
+from server.store import agents, enroll_secrets, tokens
+
+log = logging.getLogger(__name__)
+
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class Hooks:
+    """Callbacks other parts register (alerts, metrics). Run after commit; must not block."""
+
+    # A deny finding was opened or reopened; gets `findings.as_dict(row, agent)`.
+    on_deny_opened: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    # A batch was stored: (accepted events by type, number of duplicates).
+    on_events_ingested: list[Callable[[dict[str, int], int], None]] = field(
+        default_factory=list)
+    # Run by the app's lifespan, in order; shutdown in reverse.
+    on_startup: list[Callable[[], None]] = field(default_factory=list)
+    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+
+    def fire(self, callbacks: list[Callable[..., None]], *args: Any) -> None:
+        for callback in callbacks:
+            try:
+                callback(*args)
+            except Exception:
+                # The data is committed; a broken listener must not turn that into an error.
+                log.exception("hook %r failed", callback)
+
+
+@dataclass
+class ServerContext:
+    """Everything a request needs, built once by create_app and kept on app.state."""
+
+    settings: ServerSettings
+    engine: Engine
+    read_sessions: sessionmaker[Session]
+    # Sessions that will write: on SQLite they take the write lock up front.
+    write_sessions: sessionmaker[Session]
+    signer: PolicySigner
+    catalog: dict[str, AppDefinition]
+    hooks: Hooks = field(default_factory=Hooks)
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def get_context(request: Request) -> ServerContext:
+    context: ServerContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[ServerContext, Depends(get_context)]
+
+
+def get_session(request: Request, context: ContextDep) -> Iterator[Session]:
+    """One session per request; GETs read in a plain transaction, other methods write.
+
+    The transaction starts at the session's first statement; keep the request's
+    session out of dependencies so that happens in the handler (see above).
+    """
+    factory = context.read_sessions if request.method in _READ_METHODS else context.write_sessions
+    with factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("send the token as `Authorization: Bearer <token>`")
+    return token.strip()
+
+
+TokenDep = Annotated[str, Depends(bearer_token)]
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+# -- the agent door ------------------------------------------------------------
+
+
+def current_agent(context: ContextDep, token: TokenDep) -> Agent:
+    with context.read_sessions() as session:
+        agent = agents.authenticate(session, token)
+    if agent is None:
+        raise unauthorized("unknown or revoked agent token; enroll again")
+    return agent
+
+
+AgentDep = Annotated[Agent, Depends(current_agent)]
+
+
+def enroll_secret(session: SessionDep, token: TokenDep) -> EnrollSecret:
+    # Unlike the callers above, looked up in the request's own session: enrolling counts a
+    # use of the secret in the same transaction. Enrollment is rare; the early lock is fine.
+    secret = enroll_secrets.find_usable(session, token)
+    if secret is None:
+        raise unauthorized("unknown or revoked enrollment secret")
+    return secret
+
+
+EnrollSecretDep = Annotated[EnrollSecret, Depends(enroll_secret)]
+
+
+# -- the people door -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A person or script acting through an API token."""
+
+    actor: str  # what the audit log records as "who"
+    role: str
+    token_id: int | None = None
+    user_id: int | None = None
+
+    def has_role(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def current_principal(context: ContextDep, token: TokenDep) -> Principal:
+    with context.read_sessions() as session:
+        row = tokens.authenticate(session, token)
+    if row is None:
+        raise unauthorized("unknown or revoked API token")
+    now = utcnow()
+    if tokens.needs_touch(row, now):
+        _touch(context, row, now)
+    return Principal(actor=_actor(row), role=row.role, token_id=row.id, user_id=row.user_id)
+
+
+def _touch(context: ServerContext, row: ApiToken, now: dt.datetime) -> None:
+    # Its own short write transaction: even a GET records when the token was last used.
+    with context.write_sessions() as session:
+        tokens.touch(session, row.id, now)
+        session.commit()
+
+
+def _actor(row: ApiToken) -> str:
+    return f"token:{row.id}:{row.name}"
+
+
+def require_role(role: str) -> Callable[[Principal], Principal]:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.has_role(role):
+            raise ApiError(403, f"this needs the {role} role; the token has {principal.role}")
+        return principal
+
+    return check
+
+
+ViewerDep = Annotated[Principal, Depends(require_role("viewer"))]
+AnalystDep = Annotated[Principal, Depends(require_role("analyst"))]
+AdminDep = Annotated[Principal, Depends(require_role("admin"))]
+
+
+# -- bodies read by hand (gzip, large batches) ---------------------------------
+
+
+async def read_json(request: Request, context: ServerContext, *, allow_gzip: bool) -> Any:
+    """The request's JSON, for routes that parse their body themselves (gzip, big batches)."""
+    return decode_json(await request.body(), content_type=request.headers.get("content-type"),
+                       content_encoding=request.headers.get("content-encoding"),
+                       allow_gzip=allow_gzip, max_bytes=context.settings.max_body_bytes)

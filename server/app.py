@@ -1,0 +1,160 @@
+"""create_app(settings): the whole server as one ASGI app, nothing built before it is called.
+
+Parts written separately plug in here: Prometheus metrics (server.metrics),
+alert delivery (server.alerts, wired when a webhook URL or syslog address is
+configured and fed every newly opened deny finding after commit), and —
+looked up when the app is created, so the server runs before they land —
+`server.api.admin` and `server.dashboard`, each exposing
+`install(app: FastAPI, context: ServerContext) -> None` to add its routes,
+middleware and hooks (see `server.api.deps.Hooks`). A module that is present
+but fails to import is a bug and fails loudly; only an absent one is skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Any
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+
+from policies.loader import load_catalog
+from server import db
+from server.alerts import AlertDispatcher
+from server.api import agent
+from server.api.bodies import BodyLimitMiddleware
+from server.api.deps import ContextDep, ServerContext
+from server.api.errors import error_response, install_error_handlers
+from server.metrics import Metrics, MetricsMiddleware, MetricsState
+from server.settings import ServerSettings
+from server.signing import PolicySigner
+from server.store import agents, findings
+
+log = logging.getLogger(__name__)
+
+_INSTALLABLE = ("server.api.admin", "server.dashboard")
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """Build the app; raises server.signing.SigningKeyError if the data dir is not initialised."""
+    signer = PolicySigner.load(settings.signing_key_path)
+    engine = db.create_engine(settings.resolved_database_url)
+    context = ServerContext(
+        settings=settings,
+        engine=engine,
+        read_sessions=db.session_factory(engine),
+        write_sessions=db.session_factory(db.writer(engine)),
+        signer=signer,
+        catalog=load_catalog(),
+    )
+    app = FastAPI(title="Warden", version=_version(), lifespan=_lifespan(context),
+                  redoc_url=None)
+    app.state.context = context
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"],
+                      response_model=None)
+    app.include_router(agent.router)
+    metrics = _install_metrics(app, context)
+    _install_alerts(context, metrics)
+    for module_name in _INSTALLABLE:
+        install = _optional(module_name, "install")
+        if install is not None:
+            install(app, context)
+    return app
+
+
+def healthz(context: ContextDep) -> JSONResponse:
+    if db.ping(context.engine):
+        return JSONResponse({"status": "ok"})
+    return error_response(503, "the database does not answer", code="database_unavailable")
+
+
+def _lifespan(context: ServerContext) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            for start in context.hooks.on_startup:
+                start()
+            yield
+        finally:
+            for stop in reversed(context.hooks.on_shutdown):
+                try:
+                    stop()
+                except Exception:
+                    log.exception("shutdown hook %r failed", stop)
+            context.engine.dispose()
+
+    return lifespan
+
+
+def _install_metrics(app: FastAPI, context: ServerContext) -> Metrics:
+    metrics = Metrics(collect_state=lambda: _metrics_state(context))
+    app.state.metrics = metrics
+    # Added last, so outermost: it also counts what the body limit and errors answer.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def render_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    app.add_api_route("/metrics", render_metrics, methods=["GET"], tags=["operations"],
+                      response_model=None, include_in_schema=False)
+
+    def count_ingested(accepted_by_type: dict[str, int], duplicates: int) -> None:
+        for event_type, count in accepted_by_type.items():
+            metrics.events_ingested(event_type, count)
+        if duplicates:
+            metrics.duplicate_events(duplicates)
+
+    context.hooks.on_events_ingested.append(count_ingested)
+    return metrics
+
+
+def _metrics_state(context: ServerContext) -> MetricsState:
+    settings = context.settings
+    silent_after = dt.timedelta(
+        seconds=settings.checkin_interval_seconds * settings.silent_after_intervals)
+    with context.read_sessions() as session:
+        by_state = agents.count_by_state(session, db.utcnow(), silent_after)
+        return {"open_findings": findings.open_counts_by_app(session),
+                "agents": {str(state): count for state, count in by_state.items()}}
+
+
+def _install_alerts(context: ServerContext, metrics: Metrics) -> None:
+    settings = context.settings
+    if not (settings.alert_webhook_url or settings.alert_syslog_address):
+        return
+    dispatcher = AlertDispatcher(
+        settings.alert_webhook_url, settings.alert_syslog_address,
+        settings.alert_retry_max_seconds,
+        app_names={app_id: app.name for app_id, app in context.catalog.items()},
+        on_outcome=metrics.alert_outcome)
+    context.hooks.on_startup.append(dispatcher.start)
+    context.hooks.on_shutdown.append(lambda: _stop_alerts(dispatcher))
+    context.hooks.on_deny_opened.append(dispatcher.submit)
+
+
+def _stop_alerts(dispatcher: AlertDispatcher) -> None:
+    if not dispatcher.stop():
+        log.warning("the alert dispatcher did not stop in time; queued alerts may be lost")
+
+
+def _optional(module_name: str, attribute: str) -> Any:
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def _version() -> str:
+    try:
+        return package_version("warden")
+    except PackageNotFoundError:
+        return "0"

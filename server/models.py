@@ -1,0 +1,182 @@
+"""The server's tables, as SQLAlchemy 2.0 declarative models.
+
+The schema itself is created by the Alembic migrations in server/migrations/;
+these classes must describe the same tables (a test compares them).
+Timestamps are aware UTC datetimes on both SQLite and PostgreSQL (see
+`server.db.UTCDateTime`). `group` and `user` are reserved words in SQL; the
+columns keep those names because SQLAlchemy quotes them — quote them yourself
+in hand-written SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from server.db import UTCDateTime, utcnow
+
+# JSONB on PostgreSQL (comparable, indexable); JSON text on SQLite.
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+ROLES = ("viewer", "analyst", "admin")
+FINDING_STATUSES = ("open", "resolved")
+TRIAGE_STATES = ("new", "acknowledged", "resolved", "false_positive", "excepted")
+
+
+class Base(DeclarativeBase):
+    # Names as the migrations spell them, so models and schema compare equal.
+    metadata = sa.MetaData(naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+    })
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    hostname: Mapped[str] = mapped_column(sa.String(255))
+    machine_id: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    os: Mapped[str] = mapped_column(sa.String(16))
+    os_version: Mapped[str] = mapped_column(sa.String(255))
+    arch: Mapped[str] = mapped_column(sa.String(64))
+    agent_version: Mapped[str] = mapped_column(sa.String(64))
+    user: Mapped[str] = mapped_column(sa.String(255))
+    group: Mapped[str | None] = mapped_column(sa.String(255))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    enrolled_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The bundle version the agent says it runs (from its last check-in).
+    policy_version: Mapped[str | None] = mapped_column(sa.String(64))
+    status: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class EnrollSecret(Base):
+    __tablename__ = "enroll_secrets"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    secret_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # Agents enrolled with a scoped secret land in this group.
+    group: Mapped[str | None] = mapped_column(sa.String(255))
+    created_by: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+    uses: Mapped[int] = mapped_column(default=0)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    disabled: Mapped[bool] = mapped_column(default=False)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+    last_used: Mapped[dt.datetime | None]
+
+
+class PolicyVersion(Base):
+    __tablename__ = "policy_versions"
+
+    number: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    # The bundle's own version: SHA-256 of its canonical JSON; the agents' ETag.
+    version: Mapped[str] = mapped_column(sa.String(64), index=True)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    mode: Mapped[str] = mapped_column(sa.String(16))
+    source: Mapped[str] = mapped_column(sa.Text)
+    source_format: Mapped[str] = mapped_column(sa.String(8))
+    # Canonical JSON text, exactly the bytes that were signed.
+    bundle: Mapped[str] = mapped_column(sa.Text)
+    signature: Mapped[str] = mapped_column(sa.String(128))
+    created_by: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ServerState(Base):
+    """One row (id 1): which policy version agents get, and the one before it."""
+
+    __tablename__ = "server_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    active_policy_number: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("policy_versions.number"))
+    previous_policy_number: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("policy_versions.number"))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("ix_events_agent_finding", "agent_id", "finding_key"),)
+
+    # The agent's UUID for the event: inserting it twice is a no-op (idempotent retries).
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(sa.ForeignKey("agents.id"))
+    type: Mapped[str] = mapped_column(sa.String(32))
+    time: Mapped[dt.datetime]
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    finding_key: Mapped[str | None] = mapped_column(sa.String(512))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+    __table_args__ = (
+        sa.UniqueConstraint("agent_id", "key", name="uq_findings_agent_key"),
+        sa.Index("ix_findings_app_status", "app", "status"),
+        sa.Index("ix_findings_last_seen", "last_seen"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(sa.ForeignKey("agents.id"))
+    app: Mapped[str] = mapped_column(sa.String(64))
+    sensor: Mapped[str] = mapped_column(sa.String(32))
+    # The agent's identity for "the same thing seen again" (app, sensor, what matched).
+    key: Mapped[str] = mapped_column(sa.String(512))
+    verdict: Mapped[str] = mapped_column(sa.String(16))
+    action: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    first_seen: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]
+    resolved_at: Mapped[dt.datetime | None]
+    count: Mapped[int] = mapped_column(default=1)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    alternative: Mapped[str | None] = mapped_column(sa.String(64))
+    confidence: Mapped[str | None] = mapped_column(sa.String(16))
+    message: Mapped[str] = mapped_column(sa.Text, default="")
+    matched: Mapped[str] = mapped_column(sa.Text, default="")
+    triage: Mapped[str] = mapped_column(sa.String(16), default="new")
+    triage_comment: Mapped[str | None] = mapped_column(sa.Text)
+    triage_by: Mapped[str | None] = mapped_column(sa.String(255))
+    triage_at: Mapped[dt.datetime | None]
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    time: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(sa.String(255))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target: Mapped[str] = mapped_column(sa.String(255))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

@@ -1,0 +1,50 @@
+"""Secrets: random tokens, their stored hashes, and people's passwords.
+
+Tokens are 256-bit random strings, so a plain SHA-256 is enough to store them:
+nobody can guess an input to brute-force. Passwords are chosen by people and
+get argon2 instead. A prefix tells the kinds apart at a glance (and lets a
+leaked token be recognised by secret scanners): `wag_` agent tokens, `wen_`
+enrollment secrets, `wat_` API tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+AGENT_TOKEN_PREFIX = "wag_"
+ENROLL_SECRET_PREFIX = "wen_"
+API_TOKEN_PREFIX = "wat_"
+_TOKEN_BYTES = 32
+
+
+def new_token(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(_TOKEN_BYTES)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def tokens_equal(left: str, right: str) -> bool:
+    """Compare secrets (or their hashes) in constant time."""
+    return hmac.compare_digest(left.encode(), right.encode())
+
+
+def token_matches(token: str, stored_hash: str) -> bool:
+    return tokens_equal(hash_token(token), stored_hash)
+
+
+def hash_password(password: str) -> str:
+    return PasswordHasher().hash(password)
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    try:
+        return PasswordHasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False

@@ -1,0 +1,179 @@
+"""Agents: enrollment, token authentication, check-ins, revocation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server import security
+from server.db import utcnow
+from server.models import Agent, EnrollSecret, Finding
+from server.store import audit
+
+AgentState = Literal["active", "silent", "revoked"]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What an agent tells about its machine when it enrolls."""
+
+    hostname: str
+    machine_id: str
+    os: str
+    os_version: str
+    arch: str
+    agent_version: str
+    user: str
+
+
+class AgentRevokedError(Exception):
+    """A revoked machine tried to enroll again; an administrator revoked it on purpose."""
+
+
+def enroll(
+    session: Session, facts: HostFacts, secret: EnrollSecret, now: dt.datetime | None = None
+) -> tuple[Agent, str]:
+    """Enroll a machine, or re-enroll it: the agent and its new token (in clear, once).
+
+    Re-enrolling a known machine id keeps the agent id (and so its findings)
+    and replaces the token, so a reinstalled agent or a leaked token is fixed
+    by enrolling again. The secret's group becomes the agent's group.
+    """
+    now = now or utcnow()
+    token = security.new_token(security.AGENT_TOKEN_PREFIX)
+    agent = _by_machine_id(session, facts.machine_id)
+    created = agent is None
+    if agent is None:
+        agent = Agent(id=str(uuid.uuid4()), enrolled_at=now, **asdict(facts))
+        agent.token_hash = security.hash_token(token)
+        agent.last_seen = now
+        agent.group = secret.group
+        try:
+            # A savepoint: if the same machine enrolls twice at once, the loser re-reads.
+            with session.begin_nested():
+                session.add(agent)
+        except sa.exc.IntegrityError:
+            agent = _by_machine_id(session, facts.machine_id)
+            if agent is None:
+                raise
+            created = False
+    if not created:
+        if agent.revoked_at is not None:
+            raise AgentRevokedError(agent.id)
+        for name, value in asdict(facts).items():
+            setattr(agent, name, value)
+        agent.token_hash = security.hash_token(token)
+        agent.group = secret.group
+        agent.last_seen = now
+    session.execute(sa.update(EnrollSecret).where(EnrollSecret.id == secret.id)
+                    .values(uses=EnrollSecret.uses + 1))
+    session.flush()
+    audit.record(session, f"secret:{secret.id}", "agent.enroll" if created else "agent.reenroll",
+                 f"agent:{agent.id}", after=as_dict(agent))
+    return agent, token
+
+
+def _by_machine_id(session: Session, machine_id: str) -> Agent | None:
+    return session.scalars(
+        sa.select(Agent).where(Agent.machine_id == machine_id).with_for_update()
+    ).one_or_none()
+
+
+def authenticate(session: Session, token: str) -> Agent | None:
+    """The live (unrevoked) agent owning `token`, or None."""
+    if not token.startswith(security.AGENT_TOKEN_PREFIX):
+        return None
+    digest = security.hash_token(token)
+    agent = session.scalars(sa.select(Agent).where(Agent.token_hash == digest)).one_or_none()
+    if agent is None or agent.revoked_at is not None:
+        return None
+    return agent if security.tokens_equal(agent.token_hash, digest) else None
+
+
+def checkin(
+    session: Session,
+    agent_id: str,
+    policy_version: str | None,
+    status: dict[str, Any],
+    now: dt.datetime | None = None,
+) -> bool:
+    """Record a check-in; False if the agent is gone or was revoked meanwhile."""
+    result = session.execute(
+        sa.update(Agent)
+        .where(Agent.id == agent_id, Agent.revoked_at.is_(None))
+        .values(last_seen=now or utcnow(), policy_version=policy_version, status=status)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def get(session: Session, agent_id: str) -> Agent | None:
+    return session.get(Agent, agent_id)
+
+
+def revoke(session: Session, agent_id: str, actor: str) -> Agent | None:
+    """Stop the agent's token from working; None if there is no such agent."""
+    agent = session.get(Agent, agent_id, with_for_update=True)
+    if agent is None:
+        return None
+    before = as_dict(agent)
+    if agent.revoked_at is None:
+        agent.revoked_at = utcnow()
+    audit.record(session, actor, "agent.revoke", f"agent:{agent.id}", before=before,
+                 after=as_dict(agent))
+    return agent
+
+
+def state(agent: Agent, now: dt.datetime, silent_after: dt.timedelta) -> AgentState:
+    if agent.revoked_at is not None:
+        return "revoked"
+    return "silent" if now - agent.last_seen > silent_after else "active"
+
+
+def count_by_state(
+    session: Session, now: dt.datetime, silent_after: dt.timedelta
+) -> dict[AgentState, int]:
+    """How many agents are active, silent and revoked (the same rule as `state`)."""
+    cutoff = now - silent_after
+    state_of = sa.case(
+        (Agent.revoked_at.is_not(None), "revoked"),
+        (Agent.last_seen < cutoff, "silent"),
+        else_="active",
+    )
+    counts: dict[AgentState, int] = {"active": 0, "silent": 0, "revoked": 0}
+    for name, count in session.execute(sa.select(state_of, sa.func.count()).group_by(state_of)):
+        counts[name] = count
+    return counts
+
+
+def open_findings_by_agent(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        sa.select(Finding.agent_id, sa.func.count())
+        .where(Finding.status == "open")
+        .group_by(Finding.agent_id)
+    )
+    return {agent_id: count for agent_id, count in rows}
+
+
+def as_dict(agent: Agent) -> dict[str, Any]:
+    return {
+        "id": agent.id,
+        "hostname": agent.hostname,
+        "machine_id": agent.machine_id,
+        "os": agent.os,
+        "os_version": agent.os_version,
+        "arch": agent.arch,
+        "agent_version": agent.agent_version,
+        "user": agent.user,
+        "group": agent.group,
+        "enrolled_at": agent.enrolled_at.isoformat(),
+        "last_seen": agent.last_seen.isoformat(),
+        "policy_version": agent.policy_version,
+        "status": agent.status,
+        "revoked_at": agent.revoked_at.isoformat() if agent.revoked_at else None,
+    }

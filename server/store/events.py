@@ -1,0 +1,123 @@
+"""Event ingestion: store each agent event once, then bring its findings up to date.
+
+Idempotency rests on the database, not on a check-then-insert: events are
+inserted with `INSERT .. ON CONFLICT (id) DO NOTHING .. RETURNING id`, so of
+two identical batches racing, exactly one transaction gets each id back and
+only that one applies it to findings. The other sees them as duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from server.db import utcnow
+from server.models import Agent, Event, Finding
+from server.store import findings
+
+EventType = Literal["finding_opened", "finding_resolved", "action"]
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """One validated event from an agent (the API layer checks its shape)."""
+
+    id: str
+    type: EventType
+    time: dt.datetime
+    # Has "key"; for finding_opened also "app", "sensor", "verdict".
+    finding: dict[str, Any]
+    # The event as the agent sent it, kept for the finding's timeline.
+    payload: dict[str, Any]
+
+
+@dataclass
+class IngestResult:
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    accepted_events: list[IncomingEvent] = field(default_factory=list)
+    # Findings this batch opened or reopened, and resolved (after flush: ids are set).
+    opened: list[Finding] = field(default_factory=list)
+    resolved: list[Finding] = field(default_factory=list)
+
+
+def ingest(
+    session: Session,
+    agent: Agent,
+    events: Sequence[IncomingEvent],
+    now: dt.datetime | None = None,
+) -> IngestResult:
+    """Store new events and apply them to findings; the caller commits."""
+    now = now or utcnow()
+    result = IngestResult()
+    unique: dict[str, IncomingEvent] = {}
+    for incoming in events:
+        unique.setdefault(incoming.id, incoming)
+    inserted = _insert_new(session, agent.id, list(unique.values()), now)
+    for incoming in events:
+        if incoming.id in inserted:
+            result.accepted.append(incoming.id)
+            inserted.discard(incoming.id)  # a second copy in the same batch is a duplicate
+        else:
+            result.duplicates.append(incoming.id)
+    result.accepted_events = [unique[event_id] for event_id in result.accepted]
+    _apply(session, agent.id, result.accepted_events, result)
+    session.flush()
+    return result
+
+
+def _insert_new(
+    session: Session, agent_id: str, events: list[IncomingEvent], now: dt.datetime
+) -> set[str]:
+    if not events:
+        return set()
+    # Sorted by id: concurrent batches take the rows' locks in one order (no deadlock).
+    rows = [
+        {"id": event.id, "agent_id": agent_id, "type": event.type, "time": event.time,
+         "received_at": now, "finding_key": event.finding.get("key"), "payload": event.payload}
+        for event in sorted(events, key=lambda event: event.id)
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = cast(sa.Table, Event.__table__)
+    statement = insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(
+        table.c.id)
+    return set(session.execute(statement, rows).scalars())
+
+
+def _apply(
+    session: Session, agent_id: str, events: list[IncomingEvent], result: IngestResult
+) -> None:
+    changes_on = [event for event in events if event.type != "action"]
+    if not changes_on:
+        return
+    known = findings.load_for_update(session, agent_id,
+                                     (event.finding["key"] for event in changes_on))
+    changes = findings.FindingChanges()
+    # In time order, so a batch holding both an open and its resolve ends resolved.
+    for event in sorted(changes_on, key=lambda event: event.time):
+        if event.type == "finding_opened":
+            findings.apply_opened(known, agent_id, event.time, event.finding, changes)
+        else:
+            findings.apply_resolved(known, agent_id, event.time, event.finding, changes)
+    findings.add_created(session, changes)
+    session.flush()
+    # A finding opened and resolved within one batch ends resolved: report it as such.
+    result.opened = [row for row in _unique(changes.opened) if row.status == "open"]
+    result.resolved = [row for row in _unique(changes.resolved) if row.status == "resolved"]
+
+
+def _unique(rows: list[Finding]) -> list[Finding]:
+    seen: set[int] = set()
+    unique = []
+    for row in rows:
+        if row.id not in seen:
+            seen.add(row.id)
+            unique.append(row)
+    return unique

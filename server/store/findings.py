@@ -1,0 +1,181 @@
+"""Findings: one row per (agent, key), kept up to date from the agent's events.
+
+Events may arrive late or out of order (an agent offline for a day, a retry
+after a timeout), so each change is guarded by event time: an old
+"resolved" cannot close a finding that was seen again later, and an old
+"opened" cannot reopen one resolved after it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.models import Agent, Event, Finding
+
+
+@dataclass
+class FindingChanges:
+    """What one batch did to findings, for alerts and metrics after commit."""
+
+    opened: list[Finding] = field(default_factory=list)
+    resolved: list[Finding] = field(default_factory=list)
+    # New rows, not yet added to the session (see `add_created`).
+    created: list[Finding] = field(default_factory=list)
+
+
+def add_created(session: Session, changes: FindingChanges) -> None:
+    """Add new rows in key order: racing batches then insert (and wait) in one order."""
+    ordered: list[Finding] = sorted(changes.created, key=_key_of)
+    session.add_all(ordered)
+
+
+def _key_of(row: Finding) -> str:
+    return row.key
+
+
+def load_for_update(session: Session, agent_id: str, keys: Iterable[str]) -> dict[str, Finding]:
+    # Sorted keys and ORDER BY: concurrent batches lock rows in one order, so never deadlock.
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = session.scalars(
+        sa.select(Finding)
+        .where(Finding.agent_id == agent_id, Finding.key.in_(wanted))
+        .order_by(Finding.key)
+        .with_for_update()
+    )
+    return {row.key: row for row in rows}
+
+
+def apply_opened(
+    known: dict[str, Finding],
+    agent_id: str,
+    time: dt.datetime,
+    finding: dict[str, Any],
+    changes: FindingChanges,
+) -> None:
+    row = known.get(finding["key"])
+    if row is None:
+        row = _new_row(agent_id, time, finding, status="open")
+        known[row.key] = row
+        changes.created.append(row)
+        changes.opened.append(row)
+        return
+    row.count += 1
+    if time >= row.last_seen:
+        _describe(row, finding)
+        row.last_seen = time
+    row.first_seen = min(row.first_seen, time)
+    if row.status == "resolved" and (row.resolved_at is None or time >= row.resolved_at):
+        row.status = "open"
+        row.resolved_at = None
+        # Security marked it resolved, but it is back: it needs a fresh look.
+        if row.triage == "resolved":
+            row.triage = "new"
+        changes.opened.append(row)
+
+
+def apply_resolved(
+    known: dict[str, Finding],
+    agent_id: str,
+    time: dt.datetime,
+    finding: dict[str, Any],
+    changes: FindingChanges,
+) -> None:
+    row = known.get(finding["key"])
+    if row is None:
+        # Its "opened" is still on the way (or was never sent); record what we can.
+        if all(finding.get(name) for name in ("app", "sensor", "verdict")):
+            row = _new_row(agent_id, time, finding, status="resolved")
+            row.resolved_at = time
+            known[row.key] = row
+            changes.created.append(row)
+        return
+    if row.status == "open" and time >= row.last_seen:
+        row.status = "resolved"
+        row.resolved_at = time
+        changes.resolved.append(row)
+
+
+def _new_row(agent_id: str, time: dt.datetime, finding: dict[str, Any], status: str) -> Finding:
+    row = Finding(agent_id=agent_id, key=finding["key"], app=finding["app"],
+                  sensor=finding["sensor"], status=status, first_seen=time, last_seen=time,
+                  count=1, triage="new")
+    _describe(row, finding)
+    return row
+
+
+def _describe(row: Finding, finding: dict[str, Any]) -> None:
+    row.verdict = finding["verdict"]
+    row.action = finding.get("action") or "report"
+    row.evidence = finding.get("evidence") or {}
+    row.alternative = finding.get("alternative")
+    row.confidence = finding.get("confidence")
+    row.message = finding.get("message") or ""
+    row.matched = finding.get("matched") or ""
+
+
+def open_counts_by_app(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        sa.select(Finding.app, sa.func.count()).where(Finding.status == "open")
+        .group_by(Finding.app))
+    return {app: count for app, count in rows}
+
+
+def get(session: Session, finding_id: int) -> Finding | None:
+    return session.get(Finding, finding_id)
+
+
+def timeline(session: Session, finding: Finding) -> list[Event]:
+    """Every event the agent sent about this finding, oldest first."""
+    return list(session.scalars(
+        sa.select(Event)
+        .where(Event.agent_id == finding.agent_id, Event.finding_key == finding.key)
+        .order_by(Event.time, Event.received_at)
+    ))
+
+
+def as_dict(row: Finding, agent: Agent | None = None) -> dict[str, Any]:
+    """The API shape of a finding; pass the agent to fill `host` and `group`."""
+    return {
+        "id": row.id,
+        "agent_id": row.agent_id,
+        "host": agent.hostname if agent else None,
+        "group": agent.group if agent else None,
+        "app": row.app,
+        "sensor": row.sensor,
+        "key": row.key,
+        "verdict": row.verdict,
+        "action": row.action,
+        "status": row.status,
+        "triage": row.triage,
+        "triage_comment": row.triage_comment,
+        "triage_by": row.triage_by,
+        "triage_at": row.triage_at.isoformat() if row.triage_at else None,
+        "evidence": row.evidence,
+        "alternative": row.alternative,
+        "confidence": row.confidence,
+        "message": row.message,
+        "matched": row.matched,
+        "first_seen": row.first_seen.isoformat(),
+        "last_seen": row.last_seen.isoformat(),
+        "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
+        "count": row.count,
+    }
+
+
+def event_as_dict(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "time": event.time.isoformat(),
+        "received_at": event.received_at.isoformat(),
+        "finding_key": event.finding_key,
+        "payload": event.payload,
+    }

@@ -1,0 +1,160 @@
+"""Policy versions: validate, compile and sign on the way in; activate and roll back.
+
+A version is immutable once stored: its bundle text is exactly what was
+signed, so serving it needs no re-serialisation and the signature stays valid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from policies.catalog_model import AppDefinition
+from policies.compiler import canonical_json, compile_bundle
+from policies.loader import parse_policy
+from server.db import utcnow
+from server.models import PolicyVersion, ServerState
+from server.signing import PolicySigner
+from server.store import audit
+
+_STATE_ID = 1
+
+
+class NoSuchPolicyError(LookupError):
+    """The version number does not exist, or there is nothing to roll back to."""
+
+
+@dataclass(frozen=True)
+class ActivePolicy:
+    """What the agent API needs on every request, and nothing more."""
+
+    number: int
+    version: str
+
+
+def add_version(
+    session: Session,
+    *,
+    text: str,
+    source_name: str,
+    catalog: dict[str, AppDefinition],
+    signer: PolicySigner,
+    actor: str,
+) -> PolicyVersion:
+    """Validate, compile, sign and store a policy; raises policies.errors.PolicyError."""
+    policy = parse_policy(text, source_name, catalog)
+    bundle = compile_bundle(policy, catalog)
+    bundle_bytes = canonical_json(bundle)
+    row = PolicyVersion(
+        version=bundle["version"],
+        name=policy.name,
+        mode=policy.mode,
+        source=text,
+        source_format="json" if text.lstrip().startswith("{") else "yaml",
+        bundle=bundle_bytes.decode(),
+        signature=signer.sign_bytes(bundle_bytes),
+        created_by=actor,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    audit.record(session, actor, "policy.create", f"policy:{row.number}",
+                 after=_summary(row))
+    return row
+
+
+def activate(session: Session, number: int, actor: str) -> PolicyVersion:
+    """Serve version `number` to agents from now on; the old one becomes "previous"."""
+    row = session.get(PolicyVersion, number)
+    if row is None:
+        raise NoSuchPolicyError(f"no policy version {number}")
+    state = _locked_state(session)
+    before = {"active": state.active_policy_number, "previous": state.previous_policy_number}
+    if state.active_policy_number != number:
+        state.previous_policy_number = state.active_policy_number
+        state.active_policy_number = number
+        state.updated_at = utcnow()
+    audit.record(session, actor, "policy.activate", f"policy:{number}", before=before,
+                 after={"active": state.active_policy_number,
+                        "previous": state.previous_policy_number})
+    return row
+
+
+def rollback(session: Session, actor: str) -> PolicyVersion:
+    """Swap back to the previously active version (a second rollback undoes the first)."""
+    state = _locked_state(session)
+    if state.previous_policy_number is None:
+        raise NoSuchPolicyError("no previously active policy version to roll back to")
+    before = {"active": state.active_policy_number, "previous": state.previous_policy_number}
+    state.active_policy_number, state.previous_policy_number = (
+        state.previous_policy_number, state.active_policy_number)
+    state.updated_at = utcnow()
+    audit.record(session, actor, "policy.rollback", f"policy:{state.active_policy_number}",
+                 before=before, after={"active": state.active_policy_number,
+                                       "previous": state.previous_policy_number})
+    row = session.get(PolicyVersion, state.active_policy_number)
+    assert row is not None  # foreign key
+    return row
+
+
+def _locked_state(session: Session) -> ServerState:
+    state = session.get(ServerState, _STATE_ID, with_for_update=True)
+    if state is None:
+        raise RuntimeError("server_state row missing: the database was not migrated")
+    return state
+
+
+def active(session: Session) -> ActivePolicy | None:
+    """The number and bundle version agents should run; one small query."""
+    row = session.execute(
+        sa.select(PolicyVersion.number, PolicyVersion.version)
+        .join(ServerState, ServerState.active_policy_number == PolicyVersion.number)
+        .where(ServerState.id == _STATE_ID)
+    ).one_or_none()
+    return ActivePolicy(number=row.number, version=row.version) if row else None
+
+
+def active_numbers(session: Session) -> tuple[int | None, int | None]:
+    """(active, previous) version numbers."""
+    state = session.get(ServerState, _STATE_ID)
+    if state is None:
+        return None, None
+    return state.active_policy_number, state.previous_policy_number
+
+
+def signed_bundle_json(session: Session, number: int) -> bytes:
+    """The agent's `GET policy` body, built from the stored text without re-parsing it."""
+    bundle, signature = session.execute(
+        sa.select(PolicyVersion.bundle, PolicyVersion.signature)
+        .where(PolicyVersion.number == number)
+    ).one()
+    return b'{"bundle":' + bundle.encode() + b',"signature":' + json.dumps(
+        signature).encode() + b"}"
+
+
+def get(session: Session, number: int) -> PolicyVersion | None:
+    return session.get(PolicyVersion, number)
+
+
+def list_versions(session: Session) -> list[PolicyVersion]:
+    return list(session.scalars(sa.select(PolicyVersion).order_by(PolicyVersion.number)))
+
+
+def bundle_of(row: PolicyVersion) -> dict[str, Any]:
+    bundle: dict[str, Any] = json.loads(row.bundle)
+    return bundle
+
+
+def as_dict(row: PolicyVersion, active_number: int | None) -> dict[str, Any]:
+    """The list shape; `GET policies/{n}` adds `source`, `bundle` and `signature`."""
+    return {**_summary(row), "created_at": row.created_at.isoformat(),
+            "created_by": row.created_by, "active": row.number == active_number}
+
+
+def _summary(row: PolicyVersion) -> dict[str, Any]:
+    return {"version_number": row.number, "version": row.version, "name": row.name,
+            "mode": row.mode}

@@ -1,0 +1,207 @@
+"""Server test fixtures: a fresh, initialised server per test, on SQLite and PostgreSQL.
+
+Every test that (indirectly) uses `db_url` runs twice: on a SQLite file in
+its own tmp_path, and on PostgreSQL in a schema of its own when
+WARDEN_TEST_DATABASE_URL is set (skipped, with the reason, otherwise).
+
+Building blocks, each usable alone:
+    db_url        database URL for this test (param "sqlite" / "postgresql")
+    settings      ServerSettings on a tmp data dir and that database
+    initialized   bootstrap.InitResult: migrations, key, admin token, secret, policy v1
+    app           create_app(settings)
+    client        in-process TestClient (lifespan run, engine disposed after)
+    live_server   the same app on a real uvicorn on loopback: its base URL
+    admin_token   the first admin API token (str)
+    enroll_secret the first enrollment secret (str)
+    api_token     factory: api_token("viewer") -> a new token with that role
+    make_secret   factory: make_secret(group="finance") -> a new enrollment secret
+    host_facts    factory: host_facts(**overrides) -> an enroll request body
+    enroll        factory: enroll(machine_id=..., secret=...) -> EnrolledAgent
+                  (.agent_id, .token, .headers, .public_key, .group, .facts)
+    enrolled_agent one agent enrolled with the first secret
+    db            sessionmaker for the app's database: `with db() as session: ...`
+                  (write sessions: keep each block short and commit what you change;
+                  on SQLite an open one holds the write lock)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.app import create_app
+from server.bootstrap import InitResult, initialize
+from server.settings import ServerSettings
+from server.store import enroll_secrets, tokens
+
+PG_ENV = "WARDEN_TEST_DATABASE_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warden.db'}"
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV}")
+    yield from _postgres_schema(base)
+
+
+def _postgres_schema(base_url: str) -> Iterator[str]:
+    """A schema of its own for one test, dropped afterwards: tests never see each other."""
+    schema = f"warden_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base_url, poolclass=sa.pool.NullPool)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> ServerSettings:
+    return ServerSettings(data_dir=tmp_path / "data", database_url=db_url)
+
+
+@pytest.fixture
+def initialized(settings: ServerSettings) -> InitResult:
+    return initialize(settings)
+
+
+@pytest.fixture
+def admin_token(initialized: InitResult) -> str:
+    assert initialized.admin_token is not None
+    return initialized.admin_token
+
+
+@pytest.fixture
+def enroll_secret(initialized: InitResult) -> str:
+    assert initialized.enroll_secret is not None
+    return initialized.enroll_secret
+
+
+@pytest.fixture
+def app(settings: ServerSettings, initialized: InitResult) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def db(app: FastAPI) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = app.state.context.write_sessions
+    return factory
+
+
+@pytest.fixture
+def api_token(db: sessionmaker[Session]) -> Callable[..., str]:
+    def make(role: str, name: str | None = None) -> str:
+        with db() as session:
+            _, token = tokens.create(session, name=name or f"test {role}", role=role,
+                                     actor="test")
+            session.commit()
+        return token
+
+    return make
+
+
+@pytest.fixture
+def make_secret(db: sessionmaker[Session]) -> Callable[..., str]:
+    def make(group: str | None = None) -> str:
+        with db() as session:
+            _, secret = enroll_secrets.create(session, group=group, actor="test")
+            session.commit()
+        return secret
+
+    return make
+
+
+@dataclass
+class EnrolledAgent:
+    agent_id: str
+    token: str
+    public_key: str
+    group: str | None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_host_facts(**overrides: Any) -> dict[str, Any]:
+    facts = {"hostname": "desk-01", "machine_id": uuid.uuid4().hex, "os": "linux",
+             "os_version": "Debian 12", "arch": "x86_64", "agent_version": "0.1.0",
+             "user": "alice"}
+    facts.update(overrides)
+    return facts
+
+
+@pytest.fixture
+def host_facts() -> Callable[..., dict[str, Any]]:
+    """Factory: host_facts(hostname=...) -> an enroll body with a fresh machine id."""
+    return make_host_facts
+
+
+@pytest.fixture
+def enroll(client: TestClient, enroll_secret: str) -> Callable[..., EnrolledAgent]:
+    def make(secret: str | None = None, **overrides: Any) -> EnrolledAgent:
+        facts = make_host_facts(**overrides)
+        response = client.post("/api/v1/agent/enroll", json=facts,
+                               headers={"Authorization": f"Bearer {secret or enroll_secret}"})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return EnrolledAgent(agent_id=body["agent_id"], token=body["agent_token"],
+                             public_key=body["policy_public_key"], group=body["group"],
+                             facts=facts)
+
+    return make
+
+
+@pytest.fixture
+def enrolled_agent(enroll: Callable[..., EnrolledAgent]) -> EnrolledAgent:
+    return enroll()
+
+
+@pytest.fixture
+def live_server(app: FastAPI) -> Iterator[str]:
+    """The app on a real uvicorn, on a free loopback port, in a thread."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
