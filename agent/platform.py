@@ -1,0 +1,49 @@
+"""Facts about the machine the agent runs on, decided once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Literal
+
+from policies.engine import HostContext
+
+OsName = Literal["linux", "macos", "windows"]
+
+
+def current_os(platform: str | None = None) -> OsName:
+    """The policy language's name for this OS (`sys.platform` by default)."""
+    platform = sys.platform if platform is None else platform
+    if platform.startswith("linux"):
+        return "linux"
+    if platform == "darwin":
+        return "macos"
+    if platform in ("win32", "cygwin"):
+        return "windows"
+    raise ValueError(f"unsupported platform {platform!r}: Warden runs on Linux, macOS and Windows")
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def is_privileged() -> bool:
+    """Whether the agent can see every user's processes and files (root / Administrator)."""
+    if sys.platform == "win32":
+        import ctypes
+
+        # IsUserAnAdmin is deprecated but still the one call that needs no token plumbing.
+        return bool(ctypes.windll.shell32.IsUserAnAdmin())
+    return os.geteuid() == 0
+
+
+def host_context(
+    os_name: OsName | None = None,
+    groups: frozenset[str] = frozenset(),
+    tags: frozenset[str] = frozenset(),
+) -> HostContext:
+    """The engine's view of this host. Groups and tags come from the server once enrolled."""
+    return HostContext(
+        os=os_name or current_os(), hostname=hostname(), groups=groups, tags=tags
+    )

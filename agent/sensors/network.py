@@ -1,0 +1,164 @@
+"""The network sensor: open connections to remote addresses, with their owning process.
+
+Finding a connection's process means walking every process's file
+descriptors, which is what makes listing connections costly. So the sensor
+takes a `wanted` filter (the policy engine's "does this match anything?"),
+lists connections first, and looks for owners only of the wanted ones: on an
+ordinary machine that is none, and a listing costs a few small reads. The
+watch loop still asks at most every `min_interval` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import psutil
+
+from policies.observations import ConnectionObservation
+
+DEFAULT_MIN_INTERVAL = 10.0
+
+# TCP states of a connection some process still holds. TIME_WAIT and the
+# closing states after our own close() belong to no process any more: counting
+# them would keep a finding open (and ownerless) after the app let go.
+_OPEN_TCP_STATES = frozenset({
+    psutil.CONN_ESTABLISHED,
+    psutil.CONN_SYN_SENT,
+    psutil.CONN_SYN_RECV,
+    psutil.CONN_CLOSE_WAIT,
+})
+
+
+@dataclass(frozen=True, slots=True)
+class RawConnection:
+    """A connection as the OS lists it; its owner may still have to be looked up."""
+
+    remote_ip: str
+    remote_port: int
+    local_ip: str
+    local_port: int
+    protocol: Literal["tcp", "udp"]
+    pid: int | None = None
+    # Socket inode, for tables that find owners separately (Linux /proc).
+    inode: int | None = None
+
+
+class ConnectionTable(Protocol):
+    def connections(self) -> list[RawConnection]:
+        """Open connections with a remote end; may raise psutil.AccessDenied."""
+        ...
+
+    def owners(self, inodes: set[int]) -> dict[int, int]:
+        """Socket inode -> pid, for those that can be found."""
+        ...
+
+
+class PsutilTable:
+    """The portable table: psutil finds owners while listing (macOS, Windows)."""
+
+    def connections(self) -> list[RawConnection]:
+        found: list[RawConnection] = []
+        for conn in psutil.net_connections(kind="inet"):
+            if not conn.raddr:
+                continue
+            udp = conn.type == socket.SOCK_DGRAM
+            if not udp and conn.status not in _OPEN_TCP_STATES:
+                continue
+            found.append(RawConnection(
+                remote_ip=conn.raddr.ip, remote_port=conn.raddr.port,
+                local_ip=conn.laddr.ip if conn.laddr else "",
+                local_port=conn.laddr.port if conn.laddr else 0,
+                protocol="udp" if udp else "tcp", pid=conn.pid or None))
+        return found
+
+    def owners(self, inodes: set[int]) -> dict[int, int]:
+        return {}
+
+
+def default_table() -> ConnectionTable:
+    if sys.platform.startswith("linux") and os.path.exists("/proc/net/tcp"):
+        from agent.sensors.procnet import ProcNetTable
+
+        return ProcNetTable()
+    return PsutilTable()
+
+
+Wanted = Callable[[ConnectionObservation], bool]
+
+
+class NetworkSensor:
+    def __init__(
+        self,
+        min_interval: float = DEFAULT_MIN_INTERVAL,
+        *,
+        privileged: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        table: ConnectionTable | None = None,
+    ) -> None:
+        self.min_interval = min_interval
+        self.warnings: list[str] = []
+        self._privileged = privileged
+        self._clock = clock
+        self._table = table or default_table()
+        self._last: float | None = None
+
+    def next_due(self) -> float:
+        """The clock time from which `scan` may run again."""
+        return self._clock() if self._last is None else self._last + self.min_interval
+
+    def due(self) -> bool:
+        return self._clock() >= self.next_due()
+
+    def scan(self, wanted: Wanted | None = None) -> list[ConnectionObservation] | None:
+        """The current connections (only `wanted` ones, if given); None if they cannot be listed.
+
+        None is not "no connections": the caller keeps what it knew rather than
+        resolving every network finding because the OS said no.
+        """
+        self._last = self._clock()
+        try:
+            raw = self._table.connections()
+        except psutil.AccessDenied:
+            self.warnings = ["network connections could not be listed: access denied "
+                             "(on macOS the agent must run as root)"]
+            return None
+        if wanted is not None:
+            raw = [conn for conn in raw if wanted(_observation(conn, None, None))]
+        lookup = {conn.inode for conn in raw if conn.pid is None and conn.inode}
+        owners = self._table.owners(lookup) if lookup else {}
+        names: dict[int, str | None] = {}
+        observations = []
+        for conn in raw:
+            pid = conn.pid or (owners.get(conn.inode) if conn.inode else None)
+            observations.append(_observation(conn, pid, _process_name(pid, names)))
+        self.warnings = []
+        ownerless = sum(1 for observation in observations if observation.pid is None)
+        if ownerless and not self._privileged:
+            self.warnings.append(
+                f"ran as ordinary user: {ownerless} connections belong to processes of other "
+                "users, which could not be identified (run as root/Administrator to see them)"
+            )
+        return observations
+
+
+def _observation(conn: RawConnection, pid: int | None, name: str | None) -> ConnectionObservation:
+    return ConnectionObservation(
+        remote_ip=conn.remote_ip, remote_port=conn.remote_port, local_ip=conn.local_ip,
+        local_port=conn.local_port, protocol=conn.protocol, pid=pid, process_name=name)
+
+
+def _process_name(pid: int | None, names: dict[int, str | None]) -> str | None:
+    if pid is None:
+        return None
+    if pid not in names:
+        try:
+            names[pid] = psutil.Process(pid).name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            names[pid] = None
+    return names[pid]
