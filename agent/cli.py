@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from agent import cli_service
 from agent.platform import OsName, current_os, host_context, is_privileged
 from agent.scanner import ScanResult, SensorChoice, Sensors, Watch, WatchTiming, scan_once
 from agent.settings import AgentSettings, SettingsError, load_settings
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(subparsers)
+    cli_service.register(subparsers)
     return parser
 
 

@@ -85,6 +85,15 @@ class FindingTracker:
             found.extend(self._open[name].values())
         return found
 
+    def seed(self, findings: Iterable[Finding]) -> None:
+        """Restore findings a previous run left open (the agent restarted).
+
+        The first full scan after a restart then resolves those whose cause went
+        away while the agent was down, and does not open the others again.
+        """
+        for finding in findings:
+            self._open[finding.sensor][finding.key] = finding
+
     def open_pids(self, sensor: Sensor = "process") -> set[int]:
         """Pids behind open findings: the ones worth checking closely every tick."""
         return {pid for finding in self._open[sensor].values()

@@ -12,7 +12,7 @@ import logging
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -147,11 +147,33 @@ class CooldownNotifier:
             del self._last_shown[key]
 
 
-def make_notifier(os_name: OsName, runner: Runner = subprocess.run) -> Notifier:
-    """The desktop notifier for this OS. Chosen once, at start-up."""
+class CommandNotifier:
+    """An organisation's own notifier (a tray app, a chat bot, a kiosk banner).
+
+    Runs `command` with the title, the body and the alternative's link as three
+    more arguments, so a script can show them however the site prefers.
+    """
+
+    def __init__(self, command: Sequence[str], runner: Runner = subprocess.run) -> None:
+        self.command = list(command)
+        self._runner = runner
+
+    def notify(self, notice: Notice) -> NotifyResult:
+        from agent.notify_backends import run_command
+
+        ok, detail = run_command(self._runner, [*self.command, notice.title, notice.body,
+                                                notice.alternative_link or ""])
+        return NotifyResult(ok, detail)
+
+
+def make_notifier(os_name: OsName, runner: Runner = subprocess.run,
+                  command: Sequence[str] = ()) -> Notifier:
+    """The notifier: `command` when the settings name one, else the desktop's for this OS."""
     # The backends import Notice from here; importing them lazily avoids the cycle.
     from agent import notify_backends
 
+    if command:
+        return CommandNotifier(command, runner)
     if os_name == "linux":
         return notify_backends.LinuxNotifier(runner)
     if os_name == "macos":

@@ -61,6 +61,9 @@ class AgentSettings(BaseSettings):
     spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
     upload_batch_events: int = Field(default=500, ge=1, le=1000)
     notify_cooldown: float = Field(default=3600.0, ge=0)
+    # A site's own notifier program, run with title, body and link as arguments;
+    # empty: the desktop's (notify-send, Notification Centre, a Windows toast).
+    notify_command: str = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     network: bool = True
@@ -79,12 +82,12 @@ class AgentSettings(BaseSettings):
     def _refuse_plain_http_beyond_loopback(self) -> AgentSettings:
         url = self.server_url or ""
         loopback = ("http://127.", "http://localhost", "http://[::1]")
-        if url.startswith("http://") and not url.startswith(loopback):
-            if os.environ.get("WARDEN_AGENT_ALLOW_INSECURE") != "1":
-                raise ValueError(
-                    f"server_url {url} is plain HTTP beyond loopback: tokens would travel in "
-                    "clear text; use https:// (or set WARDEN_AGENT_ALLOW_INSECURE=1 for a lab)"
-                )
+        insecure_ok = os.environ.get("WARDEN_AGENT_ALLOW_INSECURE") == "1"
+        if url.startswith("http://") and not url.startswith(loopback) and not insecure_ok:
+            raise ValueError(
+                f"server_url {url} is plain HTTP beyond loopback: tokens would travel in "
+                "clear text; use https:// (or set WARDEN_AGENT_ALLOW_INSECURE=1 for a lab)"
+            )
         return self
 
     def resolved_enroll_secret(self) -> str | None:

@@ -9,6 +9,7 @@ reported at check-in, so a loss is never silent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS events (
     size INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS open_findings (key TEXT PRIMARY KEY, finding TEXT NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0), ('bytes', 0);
 """
 
@@ -53,8 +55,14 @@ class Spool:
         with self._lock:
             self._db.close()
 
-    def append(self, event: dict[str, Any]) -> str:
-        """Store one event durably and return its id (a UUID, assigned if missing)."""
+    def append(self, event: dict[str, Any], opened: dict[str, Any] | None = None,
+               resolved: str | None = None) -> str:
+        """Store one event durably and return its id (a UUID, assigned if missing).
+
+        `opened` (a finding) or `resolved` (a finding key) update the set of
+        findings the agent has reported open, in the same transaction as the
+        event: after a crash, that set and the events to upload always agree.
+        """
         event.setdefault("id", str(uuid.uuid4()))
         body = json.dumps(event, sort_keys=True, separators=(",", ":"))
         with self._lock:
@@ -62,6 +70,11 @@ class Spool:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("INSERT OR IGNORE INTO events (id, body, size) VALUES (?, ?, ?)",
                                  (event["id"], body, len(body)))
+                if opened is not None:
+                    self._db.execute("INSERT OR REPLACE INTO open_findings (key, finding) "
+                                     "VALUES (?, ?)", (opened["key"], json.dumps(opened)))
+                if resolved is not None:
+                    self._db.execute("DELETE FROM open_findings WHERE key = ?", (resolved,))
                 self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'bytes'",
                                  (len(body),))
                 self._enforce_bounds()
@@ -136,6 +149,12 @@ class Spool:
                 raise SpoolError(f"cannot update the event spool {self.path}: {exc}") from exc
         return removed
 
+    def open_findings(self) -> list[dict[str, Any]]:
+        """The findings reported open and not yet resolved (see `append`)."""
+        with self._lock:
+            rows = self._db.execute("SELECT finding FROM open_findings ORDER BY key").fetchall()
+        return [json.loads(row[0]) for row in rows]
+
     def depth(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -146,7 +165,5 @@ class Spool:
         return int(row[0])
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass

@@ -44,6 +44,8 @@ class AgentStatus(_Request):
     cpu_percent: float | None = Field(default=None, ge=0)
     rss_bytes: int | None = Field(default=None, ge=0)
     uptime_seconds: float | None = Field(default=None, ge=0)
+    # Set while the agent refuses the policy it was offered (bad signature, malformed).
+    policy_error: str | None = Field(default=None, max_length=1024)
 
 
 class CheckinRequest(_Request):

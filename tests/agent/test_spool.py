@@ -79,3 +79,24 @@ def test_read_only_spool_file_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="cannot write to the event spool"):
         spool.append({"n": 1})
     spool.close()
+
+
+def test_open_findings_change_with_their_events_in_one_transaction(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    finding = {"key": "telegram|process|pid:1:1.00", "app": "telegram"}
+    spool.append({"type": "finding_opened"}, opened=finding)
+    assert spool.open_findings() == [finding]
+    spool.append({"type": "finding_resolved"}, resolved=finding["key"])
+    assert spool.open_findings() == []
+    assert spool.depth() == 2
+    spool.close()
+
+
+def test_a_failed_append_changes_neither_events_nor_open_findings(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    spool._db.execute("PRAGMA query_only = ON")
+    with pytest.raises(SpoolError):
+        spool.append({"type": "finding_opened"}, opened={"key": "k"})
+    spool._db.execute("PRAGMA query_only = OFF")
+    assert spool.open_findings() == [] and spool.depth() == 0
+    spool.close()

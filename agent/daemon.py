@@ -1,0 +1,275 @@
+"""`warden-agent run`: the service. Detect, act, spool, sync — and survive outages.
+
+Threads, each with one job:
+- main: the scanner's watch loop (agent.scanner.Watch) emits finding events;
+  every event is written to the spool *before* anything acts on it;
+- actions: notifies the user / terminates (enforce mode) off the detection path,
+  and spools what it did;
+- sync: enrollment, check-ins, signed policy fetch (agent.sync.PolicySync);
+- upload: spool -> server in gzip batches (agent.sync.Uploader).
+
+Until the server's signed policy arrives, the agent uses its last-known-good
+bundle from the state dir, or — on a first start with no server — the
+default policy shipped with it, so it protects from the first second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import queue
+import shlex
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from agent.actions import ActionRunner
+from agent.client import AgentClient
+from agent.findings import format_time, utc_now
+from agent.health import SelfWatchdog, lower_priority
+from agent.notify import Notifier, make_notifier
+from agent.platform import OsName, current_os, host_context, is_privileged
+from agent.scanner import SensorChoice, Sensors, Watch, WatchTiming
+from agent.settings import AgentSettings
+from agent.spool import Spool
+from agent.state import BundleRejected, StateDir, write_private
+from agent.sync import PolicySync, SyncStatus, Uploader, host_facts
+from policies.compiler import compile_bundle
+from policies.engine import Engine, Finding
+from policies.loader import default_policy_path, load_catalog, load_policy
+
+log = logging.getLogger("warden.agent")
+
+_FINDING_FIELDS = [f.name for f in dataclasses.fields(Finding)]
+_SERVER_FINDING_FIELDS = ("key", "app", "verdict", "action", "sensor", "evidence",
+                          "alternative", "confidence", "message", "matched")
+
+
+def to_server_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A scanner event (`{"event": "opened", ...finding}`) in the agent API's shape."""
+    return {
+        "id": str(uuid.uuid4()),
+        "type": "finding_opened" if event["event"] == "opened" else "finding_resolved",
+        "time": event["time"],
+        "finding": {name: event.get(name) for name in _SERVER_FINDING_FIELDS},
+    }
+
+
+def action_event(finding: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "type": "action",
+        "time": format_time(utc_now()),
+        "finding": {name: finding.get(name) for name in _SERVER_FINDING_FIELDS},
+        "result": {"action": result["action"], "ok": bool(result["ok"]),
+                   "detail": str(result.get("detail", ""))},
+    }
+
+
+def finding_from_event(event: dict[str, Any]) -> Finding:
+    return Finding(**{name: event[name] for name in _FINDING_FIELDS})
+
+
+def embedded_default_bundle() -> dict[str, Any]:
+    catalog = load_catalog()
+    return compile_bundle(load_policy(default_policy_path(), catalog), catalog)
+
+
+class AgentDaemon:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        notifier: Notifier | None = None,
+        os_name: OsName | None = None,
+        choice: SensorChoice | None = None,
+    ) -> None:
+        if not settings.server_url:
+            raise ValueError("server_url is not set: give WARDEN_AGENT_SERVER_URL or "
+                             "`server_url` in the config file")
+        self.settings = settings
+        self.os_name = os_name or current_os()
+        self.state = StateDir(settings.state_dir)
+        self.spool = Spool(self.state.spool_path, settings.spool_max_events,
+                           settings.spool_max_bytes)
+        self.client = AgentClient(settings.server_url, timeout=settings.request_timeout,
+                                  ca_bundle=settings.ca_bundle)
+        self.status = SyncStatus()
+        self.started = time.monotonic()
+        self.stop_event = threading.Event()
+        self.health = SelfWatchdog()
+        self._actions: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10_000)
+        self._bundle = self._initial_bundle()
+        self._choice = choice or SensorChoice(installed=settings.installed,
+                                              network=settings.network)
+        self._timing = WatchTiming(process_interval=settings.process_interval,
+                                   network_interval=settings.network_interval,
+                                   installed_rescan_interval=settings.installed_rescan_interval)
+        engine = self._engine(self._bundle)
+        self.watch = Watch(engine, Sensors.build(engine, self._choice, is_privileged(),
+                                                 self._timing),
+                           self._on_event, timing=self._timing, warn=log.warning)
+        self.watch.tracker.seed(Finding(**item) for item in self.spool.open_findings())
+        notifier = notifier or make_notifier(self.os_name,
+                                             command=shlex.split(settings.notify_command))
+        self.action_runner = ActionRunner(notifier,
+                                          lambda: self._bundle, self.os_name,
+                                          cooldown_seconds=settings.notify_cooldown)
+        self.sync = PolicySync(self.client, self.state,
+                               lambda: host_facts(self.state, self.os_name),
+                               settings.resolved_enroll_secret, self._apply_bundle,
+                               self._agent_status, self.status,
+                               checkin_interval=settings.checkin_interval,
+                               on_reachable=lambda: self.uploader.nudge())
+        if self._bundle_is_signed:
+            self.status.policy_version = self._bundle["version"]
+        self.uploader = Uploader(self.client, self.spool, self._token, self.status,
+                                 batch_events=settings.upload_batch_events,
+                                 idle_interval=settings.upload_interval)
+
+    # -- policy ---------------------------------------------------------------
+
+    def _initial_bundle(self) -> dict[str, Any]:
+        identity = self.state.load_identity()
+        self._bundle_is_signed = False
+        if identity is not None:
+            try:
+                bundle = self.state.load_policy(identity.policy_public_key)
+            except BundleRejected as exc:
+                self.status.policy_error = f"cached policy refused: {exc}"
+                log.error("%s; using the embedded default until the server sends one",
+                          self.status.policy_error)
+                bundle = None
+            if bundle is not None:
+                self._bundle_is_signed = True
+                return bundle
+        return embedded_default_bundle()
+
+    def _engine(self, bundle: dict[str, Any]) -> Engine:
+        identity = self.sync.identity if hasattr(self, "sync") else self.state.load_identity()
+        groups = frozenset({identity.group}) if identity and identity.group else frozenset()
+        return Engine(bundle, host_context(self.os_name, groups=groups))
+
+    def _apply_bundle(self, bundle: dict[str, Any]) -> None:
+        """Called on the sync thread with a verified bundle; the watch loop switches to it."""
+        self._bundle = bundle
+        self.watch.submit_engine(self._engine(bundle))
+
+    # -- events ---------------------------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        # Durable first: if the agent dies right after, the event is still delivered.
+        # The spool also keeps what is open, so a restart resolves what ended
+        # meanwhile and does not report what is still there a second time.
+        finding = finding_from_event(event)
+        if event["event"] == "opened":
+            self.spool.append(to_server_event(event), opened=finding.as_dict())
+        else:
+            self.spool.append(to_server_event(event), resolved=finding.key)
+        self.uploader.wake.set()
+        if event["event"] == "opened":
+            try:
+                self._actions.put_nowait(event)
+            except queue.Full:
+                log.error("action queue full; not acting on %s", event["key"])
+
+    def _run_actions(self) -> None:
+        while True:
+            event = self._actions.get()
+            if event is None:
+                return
+            for result in self.action_runner.handle(finding_from_event(event)):
+                self.spool.append(action_event(event, result))
+            self.uploader.wake.set()
+
+    # -- status ---------------------------------------------------------------
+
+    def _token(self) -> str | None:
+        identity = self.sync.identity
+        return identity.agent_token if identity else None
+
+    def _agent_status(self) -> dict[str, Any]:
+        health = self.health.check()
+        factor = health.backoff_factor
+        # The self-watchdog slows the scanner down when the agent itself runs hot.
+        self.watch.timing = dataclasses.replace(
+            self._timing, process_interval=self._timing.process_interval * factor,
+            network_interval=self._timing.network_interval * factor)
+        status = {
+            "spool_depth": self.spool.depth(),
+            "dropped_events": self.spool.dropped(),
+            "open_findings": len(self.watch.tracker.open_findings()),
+            "cpu_percent": round(health.cpu_percent, 2),
+            "rss_bytes": health.rss_bytes,
+            "uptime_seconds": round(time.monotonic() - self.started, 1),
+        }
+        self._write_status_file(status, health.backoff_factor)
+        return status
+
+    def _write_status_file(self, status: dict[str, Any], backoff: float) -> None:
+        report = {**status, **dataclasses.asdict(self.status), "backoff_factor": backoff,
+                  "written_at": format_time(utc_now())}
+        write_private(self.state.path / "status.json", json.dumps(report, indent=2).encode())
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def run(self) -> int:
+        lower_priority()
+        threads = [
+            threading.Thread(target=self.sync.run, args=(self.stop_event,), name="sync"),
+            threading.Thread(target=self.uploader.run, args=(self.stop_event,), name="upload"),
+            threading.Thread(target=self._run_actions, name="actions"),
+        ]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        previous = _install_signal_handlers(self.watch.request_stop)
+        try:
+            self.watch.run()
+        finally:
+            _restore_signal_handlers(previous)
+            self.stop_event.set()
+            self.uploader.wake.set()
+            self._actions.put(None)
+            for thread in threads:
+                thread.join(timeout=10)
+            self.client.close()
+            self.spool.close()
+        log.info("stopped; %d events wait in the spool", self.spool_depth_at_stop())
+        return 0
+
+    def spool_depth_at_stop(self) -> int:
+        spool = Spool(self.state.spool_path)
+        try:
+            return spool.depth()
+        finally:
+            spool.close()
+
+    def stop(self) -> None:
+        self.watch.stop()
+
+
+Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _install_signal_handlers(request_stop: Callable[[], None]) -> dict[int, Handler]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        request_stop()
+
+    previous: dict[int, Handler] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, on_signal)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Handler]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)

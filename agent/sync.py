@@ -1,0 +1,255 @@
+"""Talking to the server: enrollment, check-in with policy sync, and event upload.
+
+Each runs on its own thread inside `warden-agent run` and sleeps on a stop
+event, so SIGTERM ends them promptly. Neither ever deletes an event the server
+has not acknowledged: the uploader acks the spool only with the ids the
+server answered after its commit.
+"""
+
+from __future__ import annotations
+
+import getpass
+import importlib.metadata
+import logging
+import platform
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.backoff import Backoff
+from agent.client import AgentClient, ClientError, RetryLater, Unauthorized
+from agent.platform import OsName, hostname
+from agent.spool import Spool, SpoolError
+from agent.state import BundleRejected, Identity, StateDir, verify_bundle
+
+log = logging.getLogger("warden.agent.sync")
+
+
+def agent_version() -> str:
+    try:
+        return importlib.metadata.version("warden")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def machine_id(state: StateDir) -> str:
+    """A stable id for this machine: the OS's own where it has one, else one we keep."""
+    for candidate in (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id")):
+        try:
+            value = candidate.read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if value:
+            return value
+    path = state.path / "machine-id"
+    if not path.exists():
+        path.write_text(str(uuid.uuid4()), encoding="ascii")
+    return path.read_text(encoding="ascii").strip()
+
+
+def host_facts(state: StateDir, os_name: OsName) -> dict[str, str]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    return {
+        "hostname": hostname(),
+        "machine_id": machine_id(state),
+        "os": os_name,
+        "os_version": platform.release(),
+        "arch": platform.machine(),
+        "agent_version": agent_version(),
+        "user": user,
+    }
+
+
+@dataclass
+class SyncStatus:
+    """What `warden-agent status` and check-ins report; updated by the threads."""
+
+    enrolled: bool = False
+    agent_id: str | None = None
+    policy_version: str | None = None
+    policy_error: str | None = None
+    last_checkin: float | None = None
+    last_upload: float | None = None
+    last_error: str | None = None
+    uploaded_events: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PolicySync:
+    """Enroll once, then check in with jitter and fetch the policy when its etag moves."""
+
+    def __init__(
+        self,
+        client: AgentClient,
+        state: StateDir,
+        facts: Callable[[], dict[str, str]],
+        enroll_secret: Callable[[], str | None],
+        apply_bundle: Callable[[dict[str, Any]], None],
+        agent_status: Callable[[], dict[str, Any]],
+        status: SyncStatus,
+        checkin_interval: float = 60.0,
+        rng: random.Random | None = None,
+        on_reachable: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.client = client
+        self._on_reachable = on_reachable
+        self.state = state
+        self._facts = facts
+        self._enroll_secret = enroll_secret
+        self._apply_bundle = apply_bundle
+        self._agent_status = agent_status
+        self.status = status
+        self.checkin_interval = checkin_interval
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(base=2.0, cap=300.0, rng=self._rng)
+        self.identity: Identity | None = state.load_identity()
+        self.identity_ready = threading.Event()
+        if self.identity is not None:
+            self._mark_enrolled(self.identity)
+
+    def _mark_enrolled(self, identity: Identity) -> None:
+        self.status.enrolled = True
+        self.status.agent_id = identity.agent_id
+        self.identity_ready.set()
+
+    def run(self, stop: threading.Event) -> None:
+        # Check in at once on start, then on the server's schedule.
+        while not stop.is_set():
+            try:
+                delay = self.sync_once()
+                self._backoff.reset()
+                self._on_reachable()
+            except RetryLater as exc:
+                delay = self._backoff.next_delay(exc.seconds)
+                self.status.last_error = str(exc)
+                log.warning("server unreachable, retrying in %.0f s: %s", delay, exc)
+            except Unauthorized as exc:
+                self.status.last_error = str(exc)
+                log.error("the server no longer accepts this agent (%s); re-enrolling", exc)
+                self.state.forget_identity()
+                self.identity = None
+                self.status.enrolled = False
+                delay = self._backoff.next_delay()
+            except ClientError as exc:
+                self.status.last_error = str(exc)
+                log.error("check-in refused: %s", exc)
+                delay = self._backoff.next_delay()
+            stop.wait(delay)
+
+    def sync_once(self) -> float:
+        """One enrollment (if needed) + check-in + policy fetch; returns the next delay."""
+        identity = self.identity or self._enroll()
+        answer = self.client.checkin(identity.agent_token, self.status.policy_version,
+                                     {**self._agent_status(),
+                                      "policy_error": self.status.policy_error})
+        self.status.last_checkin = time.time()
+        etag = answer.get("policy_etag")
+        if etag and etag != self.status.policy_version:
+            self._fetch_policy(identity)
+        interval = float(answer.get("next_checkin_seconds") or self.checkin_interval)
+        return max(1.0, interval)
+
+    def _enroll(self) -> Identity:
+        secret = self._enroll_secret()
+        if not secret:
+            raise ClientError("not enrolled and no enrollment secret: set "
+                              "WARDEN_AGENT_ENROLL_SECRET or WARDEN_AGENT_ENROLL_SECRET_FILE")
+        enrollment = self.client.enroll(secret, self._facts())
+        identity = Identity(enrollment.agent_id, enrollment.agent_token, self.client.server_url,
+                            enrollment.policy_public_key, enrollment.group)
+        self.state.save_identity(identity)
+        self.identity = identity
+        self._mark_enrolled(identity)
+        log.info("enrolled as agent %s", identity.agent_id)
+        return identity
+
+    def _fetch_policy(self, identity: Identity) -> None:
+        signed = self.client.fetch_policy(identity.agent_token, self.status.policy_version)
+        if signed is None:
+            return
+        try:
+            bundle = verify_bundle(signed.bundle, signed.signature, identity.policy_public_key)
+        except BundleRejected as exc:
+            # Keep enforcing the previous policy; say so at every check-in until fixed.
+            self.status.policy_error = f"{exc} (offered version {signed.etag or '?'})"
+            log.error("refused a policy bundle: %s", self.status.policy_error)
+            return
+        self.state.save_policy(bundle, signed.signature)
+        self._apply_bundle(bundle)
+        self.status.policy_version = bundle["version"]
+        self.status.policy_error = None
+        log.info("applied policy %s", bundle["version"][:12])
+
+
+class Uploader:
+    """Moves spooled events to the server in gzip batches; acks only what was committed."""
+
+    def __init__(
+        self,
+        client: AgentClient,
+        spool: Spool,
+        token: Callable[[], str | None],
+        status: SyncStatus,
+        batch_events: int = 500,
+        idle_interval: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.spool = spool
+        self._token = token
+        self.status = status
+        self.batch_events = batch_events
+        self.idle_interval = idle_interval
+        self._backoff = Backoff(base=1.0, cap=60.0, rng=rng)
+        self.wake = threading.Event()
+
+    def nudge(self) -> None:
+        """The server answers again (a check-in went through): retry now, not after backoff."""
+        self._backoff.reset()
+        self.wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            delay = self.idle_interval
+            try:
+                if self.upload_once():
+                    delay = 0.0  # more may be waiting
+                self._backoff.reset()
+            except RetryLater as exc:
+                delay = self._backoff.next_delay(exc.seconds)
+                self.status.last_error = str(exc)
+            except Unauthorized as exc:
+                # PolicySync re-enrolls; the events wait in the spool meanwhile.
+                self.status.last_error = str(exc)
+                delay = self._backoff.next_delay()
+            except (ClientError, SpoolError) as exc:
+                self.status.last_error = str(exc)
+                log.error("upload failed: %s", exc)
+                delay = self._backoff.next_delay()
+            if delay:
+                self.wake.wait(delay)
+                self.wake.clear()
+
+    def upload_once(self) -> bool:
+        """Send one batch; True when a full batch went (so another may follow at once)."""
+        token = self._token()
+        if token is None:
+            return False
+        batch = self.spool.peek(limit=self.batch_events)
+        if not batch:
+            return False
+        committed = self.client.post_events(token, batch)
+        # Answered ids are lower-case UUIDs; ours are too (uuid4 str), but be exact.
+        sent = {event["id"]: event["id"] for event in batch}
+        self.spool.ack(sent[i] for i in sent if i.lower() in committed)
+        self.status.uploaded_events += len(committed)
+        self.status.last_upload = time.time()
+        return len(batch) >= self.batch_events
