@@ -4,7 +4,10 @@ Measures, and prints as a markdown table:
 - CPU (% of one core) and RSS of `warden-agent watch --json --no-network`
   over a steady period with nothing happening;
 - latency from a banned process's start to its finding line (median, p95);
-- one full process scan (sensor + engine) against `ps -eo pid,comm,args`.
+- one full process scan (sensor + engine) against `ps -eo pid,comm,args`;
+- end to end: from a banned process's start to its finding being visible in
+  the server's API, with `warden server run` and `warden-agent run` on default
+  settings (median, p95).
 
 Run: .venv/bin/python bench/agent_footprint.py [--processes 1000] [--steady 20] [--samples 25]
 Bounded to well under three minutes; every child is cleaned up on the way out.
@@ -18,6 +21,7 @@ import os
 import queue
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import IO
 
 import psutil
+import requests
 
 from agent.sensors.network import NetworkSensor, PsutilTable
 from agent.sensors.process_readers import PsutilReader
@@ -168,6 +173,70 @@ def network_costs(runs: int) -> tuple[float, float]:
             timed(lambda: portable.scan(wanted), runs))
 
 
+def server_visible_latency(workdir: Path, banned: Path, samples: int) -> list[float]:
+    """Start a real server and a real agent; time start -> finding in GET /api/v1/findings."""
+    bin_dir = Path(sys.executable).parent
+    data = workdir / "server"
+    init = subprocess.run([str(bin_dir / "warden"), "server", "init", "--data-dir", str(data),
+                           "--json"], capture_output=True, text=True, check=True)
+    tokens = json.loads(init.stdout)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {tokens['admin_token']}"}
+    env = {**os.environ, "WARDEN_AGENT_SERVER_URL": url,
+           "WARDEN_AGENT_ENROLL_SECRET": tokens["enroll_secret"],
+           "WARDEN_AGENT_STATE_DIR": str(workdir / "agent"),
+           "WARDEN_AGENT_NOTIFY_COMMAND": "true"}
+    children = [subprocess.Popen([str(bin_dir / "warden"), "server", "run", "--data-dir",
+                                  str(data), "--port", str(port)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    latencies: list[float] = []
+    try:
+        _poll(lambda: _get(f"{url}/healthz", headers) is not None, 60)
+        children.append(subprocess.Popen([str(bin_dir / "warden-agent"), "run"], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _poll(lambda: bool((_get(f"{url}/api/v1/agents", headers) or {}).get("items")), 60)
+        for _ in range(samples):
+            started = time.perf_counter()
+            process = subprocess.Popen([str(banned), "600"])
+            try:
+                _poll(lambda pid=process.pid: _visible(url, headers, pid), 30)
+                latencies.append(time.perf_counter() - started)
+            finally:
+                process.kill()
+                process.wait()
+            time.sleep(random.uniform(0.1, 0.3))  # spread starts over the tick phase
+    finally:
+        for child in reversed(children):
+            child.terminate()
+            child.wait(timeout=30)
+    return latencies
+
+
+def _get(url: str, headers: dict[str, str]) -> dict[str, object] | None:
+    try:
+        response = requests.get(url, headers=headers, timeout=5)
+    except requests.ConnectionError:
+        return None
+    return response.json() if response.ok else None  # type: ignore[no-any-return]
+
+
+def _visible(url: str, headers: dict[str, str], pid: int) -> bool:
+    answer = _get(f"{url}/api/v1/findings?app=telegram&status=open&limit=50", headers) or {}
+    items = answer.get("items") or []
+    return any(item["evidence"].get("pid") == pid for item in items)  # type: ignore[union-attr]
+
+
+def _poll(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server or agent did not get there in time")
+        time.sleep(0.02)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=1000)
@@ -175,6 +244,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=25, help="latency samples")
     parser.add_argument("--runs", type=int, default=9, help="timed full scans")
     parser.add_argument("--agent-args", default="", help="extra `watch` arguments")
+    parser.add_argument("--e2e-samples", type=int, default=20,
+                        help="start -> visible-in-server-API samples (0 to skip)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="warden-bench-"))
@@ -206,6 +277,8 @@ def main() -> int:
         network, network_psutil = network_costs(args.runs)
         network_interval = load_settings().network_interval
         interval = load_settings().process_interval
+        visible = (server_visible_latency(workdir, banned, args.e2e_samples)
+                   if args.e2e_samples else [])
     finally:
         if agent is not None:
             agent.terminate()
@@ -237,6 +310,13 @@ def main() -> int:
         (f"network sensor's CPU at one listing per {network_interval:g} s",
          f"{100 * network / network_interval:.3f} % of one core", ""),
     ]
+    if visible:
+        rows += [
+            (f"start -> visible in the server API, median of {len(visible)}",
+             f"{statistics.median(visible) * 1000:.0f} ms", ""),
+            ("start -> visible in the server API, p95",
+             f"{percentile(visible, 0.95) * 1000:.0f} ms", "<= 3000 ms"),
+        ]
     print("| measure | value | target |")
     print("| --- | --- | --- |")
     for row in rows:
