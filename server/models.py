@@ -38,6 +38,7 @@ class Base(DeclarativeBase):
 
 class Agent(Base):
     __tablename__ = "agents"
+    __table_args__ = (sa.Index("ix_agents_hostname_id", "hostname", "id"),)
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     hostname: Mapped[str] = mapped_column(sa.String(255))
@@ -68,6 +69,8 @@ class EnrollSecret(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None]
     uses: Mapped[int] = mapped_column(default=0)
+    # What it is for ("laptops of the finance team"), shown in listings.
+    note: Mapped[str | None] = mapped_column(sa.String(255))
 
 
 class User(Base):
@@ -143,7 +146,10 @@ class Finding(Base):
     __table_args__ = (
         sa.UniqueConstraint("agent_id", "key", name="uq_findings_agent_key"),
         sa.Index("ix_findings_app_status", "app", "status"),
-        sa.Index("ix_findings_last_seen", "last_seen"),
+        # Keyset pagination walks these in (time, id) order; see migration 0002.
+        sa.Index("ix_findings_last_seen_id", "last_seen", "id"),
+        sa.Index("ix_findings_first_seen_id", "first_seen", "id"),
+        sa.Index("ix_findings_status_verdict_agent", "status", "verdict", "agent_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -172,6 +178,10 @@ class Finding(Base):
 
 class AuditEntry(Base):
     __tablename__ = "audit_log"
+    __table_args__ = (
+        sa.Index("ix_audit_log_action_id", "action", "id"),
+        sa.Index("ix_audit_log_actor_id", "actor", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     time: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from server.db import utcnow
 from server.models import AuditEntry
+from server.store.listing import text_matches
 
 
 def record(
@@ -26,12 +27,26 @@ def record(
 
 
 def list_entries(
-    session: Session, limit: int = 100, before_id: int | None = None
+    session: Session,
+    limit: int = 100,
+    before_id: int | None = None,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
 ) -> list[AuditEntry]:
-    """Newest first; pass the last id seen as `before_id` for the next page."""
+    """Newest first; pass the last id seen as `before_id` for the next page.
+
+    `actor`, `action` and `target` match exactly, or by prefix when they end
+    in `*` (`action="policy.*"` is every policy change).
+    """
     query = sa.select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
     if before_id is not None:
         query = query.where(AuditEntry.id < before_id)
+    for column, wanted in ((AuditEntry.actor, actor), (AuditEntry.action, action),
+                           (AuditEntry.target, target)):
+        if wanted is not None:
+            query = query.where(text_matches(column, wanted))
     return list(session.scalars(query))
 
 

@@ -13,11 +13,13 @@ from server.models import EnrollSecret
 from server.store import audit
 
 
-def create(session: Session, *, group: str | None, actor: str) -> tuple[EnrollSecret, str]:
+def create(
+    session: Session, *, group: str | None, actor: str, note: str | None = None
+) -> tuple[EnrollSecret, str]:
     """A new secret: the row, and the secret in clear (shown once, never stored)."""
     secret = security.new_token(security.ENROLL_SECRET_PREFIX)
     row = EnrollSecret(secret_hash=security.hash_token(secret), group=group, created_by=actor,
-                       created_at=utcnow(), uses=0)
+                       created_at=utcnow(), uses=0, note=note)
     session.add(row)
     session.flush()
     audit.record(session, actor, "secret.create", f"secret:{row.id}", after=as_dict(row))
@@ -60,6 +62,7 @@ def as_dict(row: EnrollSecret) -> dict[str, Any]:
     return {
         "id": row.id,
         "group": row.group,
+        "note": row.note,
         "created_by": row.created_by,
         "created_at": row.created_at.isoformat(),
         "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,

@@ -16,7 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server.models import Agent, Event, Finding
+from server.db import utcnow
+from server.models import TRIAGE_STATES, Agent, Event, Finding
+from server.store import audit
 
 
 @dataclass
@@ -130,6 +132,35 @@ def open_counts_by_app(session: Session) -> dict[str, int]:
 
 def get(session: Session, finding_id: int) -> Finding | None:
     return session.get(Finding, finding_id)
+
+
+def set_triage(
+    session: Session, finding_id: int, state: str, comment: str | None, actor: str
+) -> Finding | None:
+    """Record a reviewer's verdict on a finding (and its audit entry); None if there is none.
+
+    Triage is the reviewers' state, separate from the agent's `status`: a
+    finding the agent still sees open can be acknowledged or excepted.
+    """
+    if state not in TRIAGE_STATES:
+        raise ValueError(f"unknown triage state {state!r}; use one of {', '.join(TRIAGE_STATES)}")
+    row = session.get(Finding, finding_id, with_for_update=True)
+    if row is None:
+        return None
+    before = _triage_of(row)
+    row.triage = state
+    row.triage_comment = comment or None
+    row.triage_by = actor
+    row.triage_at = utcnow()
+    audit.record(session, actor, "finding.triage", f"finding:{row.id}", before=before,
+                 after=_triage_of(row))
+    return row
+
+
+def _triage_of(row: Finding) -> dict[str, Any]:
+    return {"triage": row.triage, "triage_comment": row.triage_comment,
+            "triage_by": row.triage_by,
+            "triage_at": row.triage_at.isoformat() if row.triage_at else None}
 
 
 def timeline(session: Session, finding: Finding) -> list[Event]:

@@ -1,0 +1,111 @@
+"""The database side of bench/server_load.py: a schema per run, agent-like event rows,
+the raw DB-API executemany baseline, and seeding many findings at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from server import db
+from server.models import Finding
+
+BATCH_EVENTS = 50
+
+
+@contextmanager
+def postgres_schema(base_url: str) -> Iterator[str]:
+    """A schema of its own for this run, dropped afterwards."""
+    schema = f"warden_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base_url, poolclass=sa.pool.NullPool)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def finding(pid: int, kind: str = "finding_opened") -> dict[str, Any]:
+    """One event as the agent sends it: a Telegram process opened (or gone)."""
+    return {
+        "id": str(uuid.uuid4()), "type": kind,
+        "time": dt.datetime.now(dt.UTC).isoformat(),
+        "finding": {"key": f"telegram|process|pid:{pid}:1000.00", "app": "telegram",
+                    "verdict": "deny", "action": "notify", "sensor": "process",
+                    "evidence": {"pid": pid, "create_time": 1000.0, "name": "telegram-desktop",
+                                 "exe": "/usr/bin/telegram-desktop",
+                                 "cmdline": ["/usr/bin/telegram-desktop"], "username": "bench"},
+                    "alternative": "signal", "confidence": "high",
+                    "message": "Telegram is not allowed", "matched": "process.names"},
+    }
+
+
+def raw_executemany(database_url: str, agent_id: str, events: int) -> float:
+    """Events per second for a DB-API executemany of agent-like rows, a commit per batch."""
+    engine = db.create_engine(database_url)
+    try:
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            postgres = engine.dialect.name == "postgresql"
+            mark = "%s" if postgres else "?"
+            statement = (
+                'INSERT INTO events (id, agent_id, type, time, received_at, finding_key, '
+                f'payload) VALUES ({", ".join([mark] * 6)}, '
+                f'{mark + "::jsonb" if postgres else mark})')
+            began = time.perf_counter()
+            for start in range(0, events, BATCH_EVENTS):
+                now = dt.datetime.now(dt.UTC)
+                stamp: Any = now if postgres else now.replace(tzinfo=None).isoformat(" ")
+                rows = []
+                for pid in range(start, min(start + BATCH_EVENTS, events)):
+                    event = finding(10**8 + pid)
+                    rows.append((event["id"], agent_id, event["type"], stamp, stamp,
+                                 event["finding"]["key"], json.dumps(event)))
+                if not postgres:
+                    cursor.execute("BEGIN IMMEDIATE")
+                cursor.executemany(statement, rows)
+                connection.commit()
+            return events / (time.perf_counter() - began)
+        finally:
+            connection.close()
+    finally:
+        engine.dispose()
+
+
+def seed_findings(database_url: str, agent_ids: list[str], count: int) -> float:
+    """`count` findings spread over the agents and the last 30 days; seconds taken."""
+    engine = db.create_engine(database_url)
+    now = dt.datetime.now(dt.UTC)
+    apps = ("telegram", "telegram", "telegram", "discord", "whatsapp")
+    sensors = ("process", "installed", "network")
+    began = time.perf_counter()
+    rows = []
+    for n in range(count):
+        seen = now - dt.timedelta(seconds=n * 26)  # 100,000 findings span ~30 days
+        rows.append({
+            "agent_id": agent_ids[n % len(agent_ids)], "app": apps[n % len(apps)],
+            "sensor": sensors[n % 3], "key": f"seed|{n}", "verdict": "deny",
+            "action": "notify", "status": "open" if n % 4 else "resolved",
+            "first_seen": seen - dt.timedelta(hours=1), "last_seen": seen,
+            "resolved_at": None if n % 4 else seen, "count": 1,
+            "evidence": {"pid": n, "name": "telegram-desktop"}, "alternative": "signal",
+            "confidence": "high", "message": "", "matched": "", "triage": "new"})
+    with db.session_factory(db.writer(engine))() as session:
+        for start in range(0, count, 5000):
+            session.execute(sa.insert(Finding), rows[start:start + 5000])
+        session.commit()
+    seconds = time.perf_counter() - began
+    engine.dispose()
+    return seconds

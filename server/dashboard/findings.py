@@ -1,0 +1,146 @@
+"""Findings: the filtered, sorted, paged table; one finding's detail; triage.
+
+Which findings match is answered by `server.store.findings_query`, the same
+code behind the API's list and export, so the table, its CSV and the API
+agree. The dashboard only adds what a form needs: an inclusive "to" date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import Response
+
+from server.dashboard import apps
+from server.dashboard.auth import AnalystPost, Viewer
+from server.dashboard.web import DashboardDep, DashboardRoute, PageError, redirect
+from server.models import TRIAGE_STATES
+from server.store import agents, findings
+from server.store.findings_query import (
+    SENSORS,
+    VERDICTS,
+    CursorError,
+    FilterError,
+    FindingFilters,
+    count_findings,
+    query_findings,
+)
+
+router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
+
+PAGE_SIZE = 50
+SORTS = {"last_seen": "Last seen", "first_seen": "First seen", "app": "App", "host": "Host"}
+MAX_COMMENT = 4000
+NOTICES = {"triaged": "Triage saved."}
+
+
+def filters_from(params: Mapping[str, str]) -> FindingFilters:
+    """FindingFilters from the form; `until` given as a date includes that whole day."""
+    values = dict(params)
+    until = values.get("until", "").strip()
+    if len(until) == 10:
+        # A bad date is left as typed: from_query then names it.
+        with contextlib.suppress(ValueError):
+            values["until"] = (dt.date.fromisoformat(until) + dt.timedelta(days=1)).isoformat()
+    return FindingFilters.from_query(values)
+
+
+def form_values(params: Mapping[str, str]) -> dict[str, str]:
+    """The filter fields as the person typed them, to fill the form and build links."""
+    return {name: params.get(name, "").strip() for name in FindingFilters.names()
+            if name != "agent_id"}
+
+
+@router.get("/findings")
+def finding_list(
+    request: Request,
+    dashboard: DashboardDep,
+    person: Viewer,
+    order: str = Query("last_seen"),
+    direction: str = Query("desc", alias="dir"),
+    cursor: str = Query("", max_length=2048),
+) -> Response:
+    params = request.query_params
+    shown = form_values(params)
+    if order not in SORTS or direction not in ("asc", "desc"):
+        raise PageError(400, f"Sort by one of {', '.join(SORTS)}, ascending or descending.")
+    context = request.app.state.context
+    problems: list[tuple[str, str]] = []
+    rows: list[dict[str, Any]] = []
+    next_cursor: str | None = None
+    total = 0
+    with context.read_sessions() as session:
+        active = apps.active_bundle(session)
+        try:
+            filters = filters_from(params)
+            rows, next_cursor = query_findings(session, filters, limit=PAGE_SIZE,
+                                               cursor=cursor or None, order=order,
+                                               descending=direction == "desc")
+            total = count_findings(session, filters)
+        except FilterError as exc:
+            problems = exc.problems
+        except CursorError:
+            problems = [("cursor", "that page link is out of date; start from the first page")]
+    names = apps.app_names(active[1] if active else None, context.catalog)
+    return dashboard.page(
+        request, "findings.html", status=400 if problems else 200,
+        rows=rows, total=total, filters=shown, problems=dict(problems), order=order,
+        direction=direction, next_cursor=next_cursor, paged=bool(cursor), sorts=SORTS,
+        names=names, app_choices=sorted(names.items(), key=lambda item: item[1].lower()),
+        statuses=("open", "resolved"), triage_states=TRIAGE_STATES, sensors=SENSORS,
+        verdicts=VERDICTS, can_triage=person.has_role("analyst"))
+
+
+@router.get("/findings/{finding_id:int}")
+def finding_detail(request: Request, dashboard: DashboardDep, person: Viewer,
+                   finding_id: int, notice: str = "") -> Response:
+    context = request.app.state.context
+    with context.read_sessions() as session:
+        row = findings.get(session, finding_id)
+        if row is None:
+            raise PageError(404, f"There is no finding {finding_id}.")
+        agent = agents.get(session, row.agent_id)
+        finding = findings.as_dict(row, agent)
+        events = [findings.event_as_dict(event) for event in findings.timeline(session, row)]
+        active = apps.active_bundle(session)
+    bundle = active[1] if active else None
+    return dashboard.page(
+        request, "finding.html", finding=finding, events=events,
+        host=agents.as_dict(agent) if agent else None,
+        alternatives=_alternatives(finding, bundle, context.catalog),
+        names=apps.app_names(bundle, context.catalog), triage_states=TRIAGE_STATES,
+        can_triage=person.has_role("analyst"), notice=NOTICES.get(notice, ""))
+
+
+@router.post("/findings/{finding_id:int}/triage")
+def triage_finding(
+    request: Request,
+    person: AnalystPost,
+    finding_id: int,
+    state: Annotated[str, Form()],
+    comment: Annotated[str, Form(max_length=MAX_COMMENT)] = "",
+) -> Response:
+    if state not in TRIAGE_STATES:
+        raise PageError(400, f"Choose a triage state: {', '.join(TRIAGE_STATES)}.")
+    with request.app.state.context.write_sessions() as session:
+        if findings.set_triage(session, finding_id, state, comment.strip() or None,
+                               person.actor) is None:
+            raise PageError(404, f"There is no finding {finding_id}.")
+        session.commit()
+    return redirect(f"/findings/{finding_id}?notice=triaged")
+
+
+def _alternatives(finding: dict[str, Any], bundle: dict[str, Any] | None,
+                  catalog: Any) -> list[dict[str, Any]]:
+    """What the person on that machine should use instead, with links."""
+    found = apps.alternatives_for(finding["app"], bundle, catalog)
+    stated = finding.get("alternative")
+    if stated and all(item["id"] != stated for item in found):
+        # The agent ran another policy version naming another app: show that one too.
+        name = apps.app_names(bundle, catalog).get(stated, stated)
+        found.insert(0, {"id": stated, "name": name, "homepage": "", "download_url": ""})
+    return found

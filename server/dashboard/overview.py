@@ -1,0 +1,53 @@
+"""The overview: is the fleet compliant, what is open, what is new, what to use instead."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from server.dashboard import apps, charts
+from server.dashboard.auth import Viewer
+from server.dashboard.hosts import silent_after
+from server.dashboard.web import DashboardDep, DashboardRoute
+from server.db import utcnow
+from server.store import agents, findings, stats
+from server.store.findings_query import FindingFilters, query_findings
+
+router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
+
+CHART_DAYS = 30
+LATEST = 10
+
+
+@router.get("/")
+def overview(request: Request, dashboard: DashboardDep, person: Viewer) -> Response:
+    context = request.app.state.context
+    now = utcnow()
+    quiet = silent_after(context.settings)
+    with context.read_sessions() as session:
+        by_state = agents.count_by_state(session, now, quiet)
+        compliance = stats.compliance(session, by_state)
+        by_app = sorted(findings.open_counts_by_app(session).items(),
+                        key=lambda item: (-item[1], item[0]))
+        per_day = [(dt.date.fromisoformat(item["day"]), item["opened"])
+                   for item in stats.findings_per_day(session, now, CHART_DAYS)]
+        latest, _ = query_findings(session, FindingFilters(), limit=LATEST,
+                                   order="last_seen", descending=True)
+        active = apps.active_bundle(session)
+    bundle = active[1] if active else None
+    return dashboard.page(
+        request, "overview.html",
+        compliance=compliance,
+        revoked=by_state["revoked"],
+        silent_after=quiet.total_seconds(),
+        by_app=by_app,
+        chart=charts.bar_chart(per_day, "opened-chart",
+                               f"Findings opened per day, last {CHART_DAYS} days"),
+        per_day=per_day,
+        latest=latest,
+        banned=apps.banned_with_alternatives(bundle, context.catalog) if bundle else [],
+        names=apps.app_names(bundle, context.catalog),
+        active_number=active[0] if active else None,
+    )

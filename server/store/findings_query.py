@@ -1,0 +1,247 @@
+"""Finding lists for people: filters, sort orders, keyset pages, counts and exports.
+
+One place answers "which findings match", so the API, the dashboard and the
+export agree: `FindingFilters.from_query` turns query parameters into filters
+(or a FilterError naming every bad one), and `query_findings`,
+`count_findings` and `iter_findings` run them. Pages follow a keyset cursor
+(see server.store.listing), in (sort key, id) order so ties never repeat or
+skip a row across pages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal, get_args
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.models import FINDING_STATUSES, TRIAGE_STATES, Agent, Finding
+from server.store import findings
+from server.store.listing import (
+    CursorError,
+    FilterError,
+    decode_cursor,
+    encode_cursor,
+    text_matches,
+)
+
+__all__ = ["CursorError", "FilterError", "FindingFilters", "count_findings", "iter_findings",
+           "parse_limit", "parse_time", "query_findings"]
+
+Order = Literal["last_seen", "first_seen", "app", "host", "id"]
+ORDERS: tuple[str, ...] = get_args(Order)
+SENSORS = ("process", "installed", "network")
+VERDICTS = ("deny", "allow", "alert")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
+# Export pages: big enough to amortise a query, small enough to stream steadily.
+EXPORT_BATCH = 1000
+
+_SORT_COLUMNS: dict[str, Any] = {
+    "last_seen": Finding.last_seen,
+    "first_seen": Finding.first_seen,
+    "app": Finding.app,
+    "host": Agent.hostname,
+}
+_TIME_ORDERS = frozenset({"last_seen", "first_seen"})
+
+
+@dataclass(frozen=True)
+class FindingFilters:
+    """Which findings to show; None means "any". Times bound `last_seen`: since <= t < until.
+
+    `host` matches the agent's hostname without regard to case, exactly, or by
+    prefix when it ends in `*` (`desk-*`).
+    """
+
+    app: str | None = None
+    status: str | None = None
+    triage: str | None = None
+    host: str | None = None
+    group: str | None = None
+    sensor: str | None = None
+    verdict: str | None = None
+    agent_id: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    _CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "status": FINDING_STATUSES, "triage": TRIAGE_STATES, "sensor": SENSORS,
+        "verdict": VERDICTS,
+    }
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The query parameter names the filters read."""
+        return tuple(field.name for field in fields(cls))
+
+    @classmethod
+    def from_query(cls, params: Mapping[str, str]) -> FindingFilters:
+        """Filters from query parameters; other keys are ignored, empty values mean "any".
+
+        Raises FilterError listing every parameter that is wrong, not just the first.
+        """
+        values: dict[str, Any] = {}
+        problems: list[tuple[str, str]] = []
+        for name in cls.names():
+            text = (params.get(name) or "").strip()
+            if not text:
+                continue
+            if name in ("since", "until"):
+                try:
+                    values[name] = parse_time(text)
+                except ValueError as exc:
+                    problems.append((name, str(exc)))
+                continue
+            choices = cls._CHOICES.get(name)
+            if choices is not None and text not in choices:
+                problems.append((name, f"{text!r} is not one of {', '.join(choices)}"))
+            elif len(text) > 255:
+                problems.append((name, "longer than 255 characters"))
+            else:
+                values[name] = text
+        since, until = values.get("since"), values.get("until")
+        if since is not None and until is not None and since >= until:
+            problems.append(("until", "must be later than since"))
+        if problems:
+            raise FilterError(problems)
+        return cls(**values)
+
+    def as_query(self) -> dict[str, str]:
+        """The filters as query parameters again (for links to the next page or an export)."""
+        query: dict[str, str] = {}
+        for name in self.names():
+            value = getattr(self, name)
+            if value is not None:
+                query[name] = value.isoformat() if isinstance(value, dt.datetime) else value
+        return query
+
+    @property
+    def needs_agent(self) -> bool:
+        return self.host is not None or self.group is not None
+
+    def conditions(self) -> list[sa.ColumnElement[bool]]:
+        where: list[sa.ColumnElement[bool]] = []
+        for name, column in (("app", Finding.app), ("status", Finding.status),
+                             ("triage", Finding.triage), ("sensor", Finding.sensor),
+                             ("verdict", Finding.verdict), ("agent_id", Finding.agent_id)):
+            value = getattr(self, name)
+            if value is not None:
+                where.append(column == value)
+        if self.host is not None:
+            where.append(text_matches(Agent.hostname, self.host, caseless=True))
+        if self.group is not None:
+            where.append(Agent.group == self.group)
+        if self.since is not None:
+            where.append(Finding.last_seen >= self.since)
+        if self.until is not None:
+            where.append(Finding.last_seen < self.until)
+        return where
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An RFC 3339 time (`2025-03-01T12:00:00Z`) or a date (midnight UTC), as aware UTC."""
+    try:
+        if len(text) == 10:
+            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.UTC)
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 time (2025-03-01T12:00:00Z) or a "
+                         "date (2025-03-01)") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone; add Z for UTC or an offset like +02:00")
+    return value.astimezone(dt.UTC)
+
+
+def parse_limit(text: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    """A page size from a query parameter; ValueError (with a message) when it is not one."""
+    if text is None or not text.strip():
+        return default
+    if not text.strip().isdigit() or not 1 <= int(text) <= maximum:
+        raise ValueError(f"{text!r} is not a whole number from 1 to {maximum}")
+    return int(text)
+
+
+def query_findings(
+    session: Session,
+    filters: FindingFilters,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    order: str = "last_seen",
+    descending: bool = True,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of findings (API shape, `host` and `group` filled) and the next page's cursor.
+
+    The cursor is None on the last page. Raises CursorError for a cursor made
+    for another order, direction or list, and ValueError for an unknown order.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
+    if not 1 <= limit <= MAX_LIMIT * 10:
+        raise ValueError(f"limit {limit} is out of range")
+    kind = f"findings:{order}:{'desc' if descending else 'asc'}"
+    sort = _SORT_COLUMNS.get(order)
+    keys: list[Any] = [Finding.id] if sort is None else [sort, Finding.id]
+    query = (sa.select(Finding, Agent).join(Agent, Agent.id == Finding.agent_id)
+             .where(*filters.conditions()))
+    if cursor:
+        after = _cursor_key(cursor, kind, order)
+        # Compared as a row value so the index on (key, id) bounds the scan; the
+        # right side is bound with the columns' types (UTC times on SQLite too).
+        bound: Any = sa.tuple_(*keys) if len(keys) > 1 else keys[0]
+        start: Any = tuple(after) if len(after) > 1 else after[0]
+        query = query.where(bound < start if descending else bound > start)
+    query = query.order_by(*(key.desc() if descending else key.asc() for key in keys))
+    rows = session.execute(query.limit(limit + 1)).all()
+    page = [findings.as_dict(row, agent) for row, agent in rows[:limit]]
+    if len(rows) <= limit:
+        return page, None
+    last, last_agent = rows[limit - 1]
+    return page, encode_cursor(kind, _key_of(last, last_agent, order))
+
+
+def _cursor_key(cursor: str, kind: str, order: str) -> list[Any]:
+    if order == "id":
+        return decode_cursor(cursor, kind, (int,))
+    value, finding_id = decode_cursor(cursor, kind, (str, int))
+    if order in _TIME_ORDERS:
+        try:
+            return [dt.datetime.fromisoformat(value), finding_id]
+        except ValueError as exc:
+            raise CursorError("the cursor is not one this server handed out") from exc
+    return [value, finding_id]
+
+
+def _key_of(row: Finding, agent: Agent, order: str) -> list[str | int]:
+    if order == "id":
+        return [row.id]
+    value = {"last_seen": row.last_seen.isoformat(), "first_seen": row.first_seen.isoformat(),
+             "app": row.app, "host": agent.hostname}[order]
+    return [value, row.id]
+
+
+def count_findings(session: Session, filters: FindingFilters) -> int:
+    query = sa.select(sa.func.count()).select_from(Finding)
+    if filters.needs_agent:
+        query = query.join(Agent, Agent.id == Finding.agent_id)
+    return session.scalar(query.where(*filters.conditions())) or 0
+
+
+def iter_findings(
+    session: Session, filters: FindingFilters, batch_size: int = EXPORT_BATCH
+) -> Iterator[dict[str, Any]]:
+    """Every matching finding, newest id first, read `batch_size` rows at a time.
+
+    Keyset on the id, which never changes, so a finding updated while the
+    export runs is neither repeated nor skipped; within one transaction the
+    whole export is one snapshot.
+    """
+    cursor: str | None = None
+    while True:
+        page, cursor = query_findings(session, filters, batch_size, cursor, order="id")
+        yield from page
+        if cursor is None:
+            return

@@ -1,0 +1,111 @@
+"""The real `warden` admin CLI, as a separate process, against the real server on loopback.
+
+Credentials come from WARDEN_URL / WARDEN_TOKEN, as an administrator would set them.
+Runs on SQLite and, with WARDEN_TEST_DATABASE_URL, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.admin_support import (
+    ALLOW_TELEGRAM,
+    TELEGRAM_DEB,
+    TELEGRAM_PROCESS,
+    bearer,
+    event,
+)
+
+WARDEN = Path(sys.executable).with_name("warden")
+Facts = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def warden(live_server: str, admin_token: str, tmp_path: Path) -> Callable[..., str]:
+    if not WARDEN.exists():
+        pytest.skip(f"the warden console script is not installed beside {sys.executable}")
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("WARDEN_")}
+    env.update(WARDEN_URL=live_server, WARDEN_TOKEN=admin_token,
+               XDG_CONFIG_HOME=str(tmp_path / "config"))
+
+    def run(*argv: str) -> str:
+        done = subprocess.run([str(WARDEN), *argv], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, (argv, done.stdout, done.stderr)
+        return done.stdout
+
+    return run
+
+
+def test_an_administrator_session_with_the_cli(
+    warden: Callable[..., str], live_server: str, enroll_secret: str, admin_token: str,
+    host_facts: Facts, tmp_path: Path,
+) -> None:
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        enrolled = http.post("/api/v1/agent/enroll", json=host_facts(hostname="pc-cli"),
+                             headers=bearer(enroll_secret)).json()
+        agent = bearer(enrolled["agent_token"])
+        posted = http.post("/api/v1/agent/events", headers=agent,
+                           json={"events": [event(TELEGRAM_PROCESS), event(TELEGRAM_DEB)]})
+        assert posted.status_code == 200, posted.text
+
+        policy = tmp_path / "allow.yaml"
+        policy.write_text(ALLOW_TELEGRAM, encoding="utf-8")
+        assert warden("policy", "push", str(policy)) == (
+            f"pushed {policy} as policy version 2\n"
+            "activate it with: warden policy activate 2\n")
+        table = warden("policy", "list").splitlines()
+        assert table[0].split()[:4] == ["VERSION", "NAME", "MODE", "ACTIVE"]
+        assert [line.split()[:2] for line in table[1:]] == [["1", "default"],
+                                                            ["2", "telegram-allowed"]]
+        impact = json.loads(warden("policy", "impact", "2", "--json"))
+        assert {(c["app"], c["before"], c["after"]) for c in impact["changes"]} == {
+            ("telegram", "deny", "allow")}
+        assert "+    verdict: allow" in warden("policy", "diff", "1", "2")
+
+        listed = json.loads(warden("findings", "list", "--app", "telegram", "--json"))["items"]
+        assert sorted(item["sensor"] for item in listed) == ["installed", "process"]
+        assert {item["host"] for item in listed} == {"pc-cli"}
+        finding = listed[0]["id"]
+        assert warden("findings", "ack", str(finding), "--comment", "called the user") == (
+            f"finding {finding}: acknowledged\n")
+        triaged = http.get(f"/api/v1/findings/{finding}", headers=bearer(admin_token)).json()
+        assert (triaged["triage"], triaged["triage_comment"]) == ("acknowledged",
+                                                                  "called the user")
+
+        export = tmp_path / "findings.csv"
+        warden("findings", "export", "--format", "csv", "--triage", "acknowledged",
+               "-o", str(export))
+        rows = list(csv.DictReader(export.read_text(encoding="utf-8").splitlines()))
+        assert [int(row["id"]) for row in rows] == [finding]
+
+        agents = warden("agents", "list").splitlines()
+        assert agents[0].split()[:2] == ["ID", "HOSTNAME"]
+        assert agents[1].split()[:2] == [enrolled["agent_id"], "pc-cli"]
+        assert "active" in agents[1].split()
+
+        created = warden("secrets", "create", "--group", "ops")
+        fields = dict(line.split(": ", 1) for line in created.splitlines())
+        assert fields["group"] == "ops"
+        joined = http.post("/api/v1/agent/enroll", json=host_facts(hostname="ops-pc"),
+                           headers=bearer(fields["secret"]))
+        assert joined.status_code == 201 and joined.json()["group"] == "ops"
+
+        assert warden("policy", "activate", "2") == "policy version 2 is now active\n"
+        served = http.get("/api/v1/agent/policy", headers=agent).json()
+        assert served["bundle"]["rules"]["telegram"]["verdict"] == "allow"
+        assert warden("policy", "rollback") == "rolled back: policy version 1 is active again\n"
+        actions = [entry["action"] for entry in json.loads(warden("audit", "--json"))["items"]]
+        assert actions[:4] == ["policy.rollback", "policy.activate", "agent.enroll",
+                               "secret.create"]
