@@ -39,7 +39,10 @@ _MIGRATION_LOCK_ID = 0x5741_5244
 
 def create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        # As many connections as the server's worker threads (anyio's default is 40):
+        # a smaller pool makes requests wait for, or churn through, overflow connections.
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False},
+                                  pool_size=20, max_overflow=30)
         gate = _SqliteWriterGate()
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", gate.begin)

@@ -130,10 +130,13 @@ def current_agent(context: ContextDep, token: TokenDep) -> Agent:
 AgentDep = Annotated[Agent, Depends(current_agent)]
 
 
-def enroll_secret(session: SessionDep, token: TokenDep) -> EnrollSecret:
-    # Unlike the callers above, looked up in the request's own session: enrolling counts a
-    # use of the secret in the same transaction. Enrollment is rare; the early lock is fine.
-    secret = enroll_secrets.find_usable(session, token)
+def enroll_secret(context: ContextDep, token: TokenDep) -> EnrollSecret:
+    # A short read session of its own, as for agent tokens: looked up in the request's
+    # write session, the SQLite write lock would be held from before the handler's thread
+    # hop, and a mass roll-out (dozens of machines enrolling at once) would starve the
+    # thread pool. enroll() counts the use by id in its own transaction.
+    with context.read_sessions() as session:
+        secret = enroll_secrets.find_usable(session, token)
     if secret is None:
         raise unauthorized("unknown or revoked enrollment secret")
     return secret
