@@ -125,7 +125,8 @@ class AgentDaemon:
                                settings.resolved_enroll_secret, self._apply_bundle,
                                self._agent_status, self.status,
                                checkin_interval=settings.checkin_interval,
-                               on_reachable=lambda: self.uploader.nudge())
+                               on_reachable=lambda: self.uploader.nudge(),
+                               on_failure=self._agent_status)
         if self._bundle_is_signed:
             self.status.policy_version = self._bundle["version"]
         self.uploader = Uploader(self.client, self.spool, self._token, self.status,
@@ -151,7 +152,8 @@ class AgentDaemon:
         return embedded_default_bundle()
 
     def _engine(self, bundle: dict[str, Any]) -> Engine:
-        identity = self.sync.identity if hasattr(self, "sync") else self.state.load_identity()
+        # The group comes with enrollment; policies may scope rules and exceptions to it.
+        identity = self.state.load_identity()
         groups = frozenset({identity.group}) if identity and identity.group else frozenset()
         return Engine(bundle, host_context(self.os_name, groups=groups))
 

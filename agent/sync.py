@@ -98,9 +98,13 @@ class PolicySync:
         checkin_interval: float = 60.0,
         rng: random.Random | None = None,
         on_reachable: Callable[[], None] = lambda: None,
+        on_failure: Callable[[], object] = lambda: None,
     ) -> None:
         self.client = client
         self._on_reachable = on_reachable
+        # Told after every failed attempt, so `warden-agent status` can show why an
+        # agent that never got to check in (bad CA, wrong secret) is not enrolled.
+        self._on_failure = on_failure
         self.state = state
         self._facts = facts
         self._enroll_secret = enroll_secret
@@ -123,26 +127,37 @@ class PolicySync:
     def run(self, stop: threading.Event) -> None:
         # Check in at once on start, then on the server's schedule.
         while not stop.is_set():
-            try:
-                delay = self.sync_once()
-                self._backoff.reset()
-                self._on_reachable()
-            except RetryLater as exc:
-                delay = self._backoff.next_delay(exc.seconds)
-                self.status.last_error = str(exc)
-                log.warning("server unreachable, retrying in %.0f s: %s", delay, exc)
-            except Unauthorized as exc:
-                self.status.last_error = str(exc)
-                log.error("the server no longer accepts this agent (%s); re-enrolling", exc)
-                self.state.forget_identity()
-                self.identity = None
-                self.status.enrolled = False
-                delay = self._backoff.next_delay()
-            except ClientError as exc:
-                self.status.last_error = str(exc)
-                log.error("check-in refused: %s", exc)
-                delay = self._backoff.next_delay()
-            stop.wait(delay)
+            stop.wait(self._attempt())
+
+    def _attempt(self) -> float:
+        """One sync; the delay before the next (the server's interval, or a backoff)."""
+        try:
+            delay = self.sync_once()
+        except RetryLater as exc:
+            delay = self._backoff.next_delay(exc.seconds)
+            log.warning("server unreachable, retrying in %.0f s: %s", delay, exc)
+            return self._failed(exc, delay)
+        except Unauthorized as exc:
+            log.error("the server no longer accepts this agent (%s); re-enrolling", exc)
+            self.state.forget_identity()
+            self.identity = None
+            self.status.enrolled = False
+            return self._failed(exc, self._backoff.next_delay())
+        except ClientError as exc:
+            log.error("check-in refused: %s", exc)
+            return self._failed(exc, self._backoff.next_delay())
+        self._backoff.reset()
+        self._on_reachable()
+        return delay
+
+    def _failed(self, exc: Exception, delay: float) -> float:
+        self.status.last_error = str(exc)
+        try:
+            self._on_failure()
+        except OSError as error:
+            # Reporting the failure must not end the sync thread (e.g. a full disk).
+            log.warning("cannot record the sync failure: %s", error)
+        return delay
 
     def sync_once(self) -> float:
         """One enrollment (if needed) + check-in + policy fetch; returns the next delay."""

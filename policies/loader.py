@@ -57,8 +57,7 @@ def parse_model(model: type[ModelT], text: str, source: str) -> ModelT:
     try:
         data, lines = load_with_lines(text)
     except YamlSyntaxError as exc:
-        raise PolicyError([ValidationIssue(source, exc.line, "", str(exc),
-                                           "fix the indentation or quoting on that line")]) from exc
+        raise PolicyError([ValidationIssue(source, exc.line, "", str(exc), exc.hint)]) from exc
     if not isinstance(data, dict):
         raise PolicyError([ValidationIssue(source, 1, "", "expected a mapping of keys at the top",
                                            "start the file with `name:`, `rules:` ...")])

@@ -56,6 +56,8 @@ class ServerSettings(BaseSettings):
     # "udp://HOST:PORT" or "unix:///dev/log".
     alert_syslog_address: str | None = None
     alert_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # Events and resolved findings older than this are pruned daily (open findings never).
+    retention_days: int = Field(default=180, ge=1)
 
     @classmethod
     def settings_customise_sources(

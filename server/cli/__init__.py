@@ -32,6 +32,9 @@ def _register_optional(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     except ImportError:
         return
     server_commands.register(subparsers)
+    from server.cli import maintenance_commands  # adds `prune` under `warden server`
+
+    maintenance_commands.register(subparsers)
     from server.cli import user_commands
 
     user_commands.register(subparsers)

@@ -42,8 +42,11 @@ class WardenServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self.env = {**os.environ, "WARDEN_CHECKIN_INTERVAL_SECONDS": "5", **(env or {})}
+        self.env = {**os.environ, "WARDEN_CHECKIN_INTERVAL_SECONDS": "5"}
+        # The caller's own database setting must not leak in; a test that wants
+        # PostgreSQL passes WARDEN_DATABASE_URL in `env`.
         self.env.pop("WARDEN_DATABASE_URL", None)
+        self.env.update(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         init = subprocess.run(
             [str(BIN / "warden"), "server", "init", "--data-dir", str(data_dir), "--json"],

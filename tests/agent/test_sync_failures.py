@@ -1,0 +1,73 @@
+"""A sync attempt that fails is recorded where `warden-agent status` reads it, every time,
+even before the agent ever checked in (the status file used to be written only by a
+successful check-in, so an agent that could not enroll showed no reason at all)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from agent.client import AgentClient
+from agent.state import StateDir
+from agent.sync import PolicySync, SyncStatus
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_sync(tmp_path: Path, url: str, failures: list[str], status: SyncStatus,
+              secret: str | None = "wen_test") -> PolicySync:
+    def record() -> None:
+        failures.append(status.last_error or "")
+
+    def refuse_bundle(bundle: dict[str, Any]) -> None:
+        raise AssertionError("no policy can arrive from a server that is not there")
+
+    return PolicySync(AgentClient(url, timeout=5), StateDir(tmp_path / "state"),
+                      facts=lambda: {"hostname": "test"}, enroll_secret=lambda: secret,
+                      apply_bundle=refuse_bundle, agent_status=dict, status=status,
+                      on_failure=record)
+
+
+def test_an_unreachable_server_is_reported_after_each_attempt(tmp_path: Path) -> None:
+    failures: list[str] = []
+    status = SyncStatus()
+    sync = make_sync(tmp_path, f"http://127.0.0.1:{closed_port()}", failures, status)
+    delays = [sync._attempt() for _ in range(2)]
+    assert len(failures) == 2
+    assert "POST" in failures[0] and "/api/v1/agent/enroll" in failures[0]
+    assert status.enrolled is False and sync.state.load_identity() is None
+    assert all(delay > 0 for delay in delays), "failures back off"
+
+
+def test_a_missing_secret_is_reported_too(tmp_path: Path) -> None:
+    failures: list[str] = []
+    status = SyncStatus()
+    sync = make_sync(tmp_path, f"http://127.0.0.1:{closed_port()}", failures, status,
+                     secret=None)
+    sync._attempt()
+    assert failures == [status.last_error]
+    assert "WARDEN_AGENT_ENROLL_SECRET" in failures[0]
+
+
+def test_a_failing_report_does_not_end_the_sync_thread(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def disk_full() -> None:
+        calls.append(1)
+        raise OSError(28, "No space left on device")
+
+    status = SyncStatus()
+    sync = PolicySync(AgentClient(f"http://127.0.0.1:{closed_port()}", timeout=5),
+                      StateDir(tmp_path / "state"), facts=lambda: {}, enroll_secret=lambda: "x",
+                      apply_bundle=lambda bundle: None, agent_status=dict, status=status,
+                      on_failure=disk_full)
+    # What the thread's loop runs: a failure to record the failure is logged, not raised.
+    assert sync._attempt() > 0
+    assert sync._attempt() > 0
+    assert len(calls) == 2 and status.last_error
