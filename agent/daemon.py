@@ -15,6 +15,7 @@ default policy shipped with it, so it protects from the first second.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -36,7 +37,7 @@ from agent.notify import Notifier, make_notifier
 from agent.platform import OsName, current_os, host_context, is_privileged
 from agent.scanner import SensorChoice, Sensors, Watch, WatchTiming
 from agent.settings import AgentSettings
-from agent.spool import Spool
+from agent.spool import Spool, SpoolError
 from agent.state import BundleRejected, StateDir, write_private
 from agent.sync import PolicySync, SyncStatus, Uploader, host_facts
 from policies.compiler import compile_bundle
@@ -104,6 +105,12 @@ class AgentDaemon:
         self.stop_event = threading.Event()
         self.health = SelfWatchdog()
         self._actions: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10_000)
+        # Events waiting for a spool that cannot be written (see _spool).
+        self._backlog: collections.deque[
+            tuple[dict[str, Any], dict[str, Any] | None, str | None]] = collections.deque(
+            maxlen=10_000)
+        self._backlog_lock = threading.Lock()
+        self._spool_failing = False
         self._bundle = self._initial_bundle()
         self._choice = choice or SensorChoice(installed=settings.installed,
                                               network=settings.network)
@@ -164,15 +171,39 @@ class AgentDaemon:
 
     # -- events ---------------------------------------------------------------
 
+    def _spool(self, event: dict[str, Any], opened: dict[str, Any] | None = None,
+               resolved: str | None = None) -> None:
+        """Append to the spool; while it cannot be written (disk full, read-only), hold
+        the events in memory, in order and bounded, and retry on the next event or tick."""
+        with self._backlog_lock:
+            self._backlog.append((event, opened, resolved))
+            self._drain_backlog()
+
+    def _drain_backlog(self) -> None:
+        """Move held events to the spool, oldest first; call with _backlog_lock held."""
+        try:
+            while self._backlog:
+                self.spool.append(*self._backlog[0])
+                self._backlog.popleft()
+        except SpoolError as exc:
+            if not self._spool_failing:
+                log.error("%s; holding up to %d events in memory until it can be written",
+                          exc, self._backlog.maxlen)
+            self._spool_failing = True
+            return
+        if self._spool_failing:
+            log.warning("the event spool is writable again; the held events are saved")
+            self._spool_failing = False
+
     def _on_event(self, event: dict[str, Any]) -> None:
         # Durable first: if the agent dies right after, the event is still delivered.
         # The spool also keeps what is open, so a restart resolves what ended
         # meanwhile and does not report what is still there a second time.
         finding = finding_from_event(event)
         if event["event"] == "opened":
-            self.spool.append(to_server_event(event), opened=finding.as_dict())
+            self._spool(to_server_event(event), opened=finding.as_dict())
         else:
-            self.spool.append(to_server_event(event), resolved=finding.key)
+            self._spool(to_server_event(event), resolved=finding.key)
         self.uploader.wake.set()
         if event["event"] == "opened":
             try:
@@ -186,7 +217,7 @@ class AgentDaemon:
             if event is None:
                 return
             for result in self.action_runner.handle(finding_from_event(event)):
-                self.spool.append(action_event(event, result))
+                self._spool(action_event(event, result))
             self.uploader.wake.set()
 
     # -- status ---------------------------------------------------------------
@@ -196,6 +227,8 @@ class AgentDaemon:
         return identity.agent_token if identity else None
 
     def _agent_status(self) -> dict[str, Any]:
+        with self._backlog_lock:
+            self._drain_backlog()
         health = self.health.check()
         factor = health.backoff_factor
         # The self-watchdog slows the scanner down when the agent itself runs hot.

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
+from server.api.admin.common import RowId
 from server.dashboard import apps
 from server.dashboard.auth import AnalystPost, Viewer
 from server.dashboard.web import DashboardDep, DashboardRoute, PageError, redirect
@@ -97,7 +98,7 @@ def finding_list(
 
 @router.get("/findings/{finding_id:int}")
 def finding_detail(request: Request, dashboard: DashboardDep, person: Viewer,
-                   finding_id: int, notice: str = "") -> Response:
+                   finding_id: RowId, notice: str = "") -> Response:
     context = request.app.state.context
     with context.read_sessions() as session:
         row = findings.get(session, finding_id)
@@ -120,7 +121,7 @@ def finding_detail(request: Request, dashboard: DashboardDep, person: Viewer,
 def triage_finding(
     request: Request,
     person: AnalystPost,
-    finding_id: int,
+    finding_id: RowId,
     state: Annotated[str, Form()],
     comment: Annotated[str, Form(max_length=MAX_COMMENT)] = "",
 ) -> Response:

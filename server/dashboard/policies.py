@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from policies.errors import PolicyError, ValidationIssue
 from policies.loader import parse_policy
+from server.api.admin.common import RowId
 from server.dashboard import apps, policy_diff
 from server.dashboard.auth import Admin, AdminPost, Person, Viewer
 from server.dashboard.web import Dashboard, DashboardDep, DashboardRoute, PageError, redirect
@@ -61,7 +62,7 @@ def policy_diff_page(
 
 
 @router.get("/policies/{number:int}")
-def policy_detail(request: Request, dashboard: DashboardDep, person: Viewer, number: int,
+def policy_detail(request: Request, dashboard: DashboardDep, person: Viewer, number: RowId,
                   notice: str = "") -> Response:
     context = request.app.state.context
     with context.read_sessions() as session:
@@ -78,7 +79,7 @@ def policy_detail(request: Request, dashboard: DashboardDep, person: Viewer, num
 
 @router.get("/policies/{number:int}/impact")
 def policy_impact(request: Request, dashboard: DashboardDep, person: Admin,
-                  number: int) -> Response:
+                  number: RowId) -> Response:
     """What activating this version would change: findings and hosts whose verdict moves."""
     context = request.app.state.context
     with context.read_sessions() as session:
@@ -134,7 +135,7 @@ async def upload_policy(
 
 
 @router.post("/policies/{number:int}/activate")
-def activate_policy(request: Request, person: AdminPost, number: int) -> Response:
+def activate_policy(request: Request, person: AdminPost, number: RowId) -> Response:
     with request.app.state.context.write_sessions() as session:
         try:
             policies.activate(session, number, person.actor)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
+from server.api.admin.common import RowId
 from server.dashboard.auth import Admin, AdminPost
 from server.dashboard.web import DashboardDep, DashboardRoute, PageError, redirect
 from server.store import enroll_secrets
@@ -43,7 +44,7 @@ def create_secret(
 
 
 @router.post("/secrets/{secret_id:int}/revoke")
-def revoke_secret(request: Request, person: AdminPost, secret_id: int) -> Response:
+def revoke_secret(request: Request, person: AdminPost, secret_id: RowId) -> Response:
     with request.app.state.context.write_sessions() as session:
         if enroll_secrets.revoke(session, secret_id, actor=person.actor) is None:
             raise PageError(404, f"There is no enrollment secret {secret_id}.")

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Path, Request
 
 from server.api.deps import ServerContext
 from server.api.errors import ApiError
 from server.store.findings_query import parse_limit
 from server.store.listing import CursorError, FilterError
+
+# Row ids are `integer` columns on PostgreSQL: a larger number cannot name a row, and
+# handed to the database it fails there (a 500) instead of being refused here (a 422).
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500

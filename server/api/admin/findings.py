@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from server.api.admin.common import (
     PAGING,
+    RowId,
     check_params,
     cursor_of,
     invalid_cursor,
@@ -161,7 +162,7 @@ def _chain(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[di
 
 
 @router.get("/findings/{finding_id:int}")
-def get_finding(principal: ViewerDep, finding_id: int, session: SessionDep) -> dict[str, Any]:
+def get_finding(principal: ViewerDep, finding_id: RowId, session: SessionDep) -> dict[str, Any]:
     """The finding and its timeline: every event the agent sent about it, oldest first."""
     row = findings.get(session, finding_id)
     if row is None:
@@ -180,7 +181,7 @@ class TriageRequest(BaseModel):
 
 @router.post("/findings/{finding_id:int}/triage")
 def triage_finding(
-    principal: AnalystDep, finding_id: int, body: TriageRequest, session: SessionDep
+    principal: AnalystDep, finding_id: RowId, body: TriageRequest, session: SessionDep
 ) -> dict[str, Any]:
     """Set the reviewers' state of a finding, with a comment; recorded in the audit log."""
     row = findings.set_triage(session, finding_id, body.state, body.comment.strip(),

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from policies.errors import PolicyError
-from server.api.admin.common import not_found
+from server.api.admin.common import MAX_ROW_ID, RowId, not_found
 from server.api.deps import AdminDep, ContextDep, SessionDep, ViewerDep
 from server.api.errors import ApiError
 from server.db import utcnow
@@ -73,8 +73,8 @@ def list_policies(principal: ViewerDep, session: SessionDep) -> dict[str, Any]:
 @router.get("/policies/diff")
 def diff_policies(
     principal: ViewerDep, session: SessionDep,
-    from_number: Annotated[int, Query(alias="from", ge=1)],
-    to_number: Annotated[int, Query(alias="to", ge=1)],
+    from_number: Annotated[int, Query(alias="from", ge=1, le=MAX_ROW_ID)],
+    to_number: Annotated[int, Query(alias="to", ge=1, le=MAX_ROW_ID)],
 ) -> dict[str, Any]:
     """A unified diff of two versions' source texts (empty when they are the same)."""
     old, new = _version(session, from_number), _version(session, to_number)
@@ -90,7 +90,7 @@ def _lines(text: str) -> list[str]:
 
 
 @router.get("/policies/{number:int}")
-def get_policy(principal: ViewerDep, number: int, session: SessionDep) -> dict[str, Any]:
+def get_policy(principal: ViewerDep, number: RowId, session: SessionDep) -> dict[str, Any]:
     """One version: metadata, the source text as uploaded, the compiled bundle and signature."""
     row = _version(session, number)
     active, previous = policies.active_numbers(session)
@@ -100,7 +100,7 @@ def get_policy(principal: ViewerDep, number: int, session: SessionDep) -> dict[s
 
 
 @router.post("/policies/{number:int}/activate")
-def activate_policy(principal: AdminDep, number: int, session: SessionDep) -> dict[str, Any]:
+def activate_policy(principal: AdminDep, number: RowId, session: SessionDep) -> dict[str, Any]:
     """Serve version `number` to agents from now on (they fetch it at their next check-in)."""
     try:
         row = policies.activate(session, number, principal.actor)
@@ -123,7 +123,7 @@ def rollback_policy(principal: AdminDep, session: SessionDep) -> dict[str, Any]:
 
 @router.get("/policies/{number:int}/impact")
 def policy_impact(
-    principal: AdminDep, number: int, session: SessionDep,
+    principal: AdminDep, number: RowId, session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=impact.MAX_LIMIT)] = impact.DEFAULT_LIMIT,
 ) -> dict[str, Any]:
     """Which agents' open findings (and recorded observations) would change verdict if version

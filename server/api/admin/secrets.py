@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.admin.common import not_found
+from server.api.admin.common import RowId, not_found
 from server.api.deps import AdminDep, SessionDep
 from server.store import enroll_secrets
 
@@ -40,7 +40,7 @@ def list_secrets(principal: AdminDep, session: SessionDep) -> dict[str, Any]:
 
 
 @router.post("/secrets/{secret_id:int}/revoke")
-def revoke_secret(principal: AdminDep, secret_id: int, session: SessionDep) -> dict[str, Any]:
+def revoke_secret(principal: AdminDep, secret_id: RowId, session: SessionDep) -> dict[str, Any]:
     """No new agent enrolls with it; agents already enrolled keep working."""
     row = enroll_secrets.revoke(session, secret_id, principal.actor)
     if row is None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.admin.common import not_found
+from server.api.admin.common import RowId, not_found
 from server.api.deps import AdminDep, SessionDep
 from server.store import tokens
 
@@ -35,7 +35,7 @@ def list_tokens(principal: AdminDep, session: SessionDep) -> dict[str, Any]:
 
 
 @router.post("/tokens/{token_id:int}/revoke")
-def revoke_token(principal: AdminDep, token_id: int, session: SessionDep) -> dict[str, Any]:
+def revoke_token(principal: AdminDep, token_id: RowId, session: SessionDep) -> dict[str, Any]:
     row = tokens.revoke(session, token_id, principal.actor)
     if row is None:
         raise not_found(f"API token {token_id}")

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from server.api.admin.common import not_found
+from server.api.admin.common import RowId, not_found
 from server.api.deps import AdminDep, SessionDep
 from server.api.errors import ApiError
 from server.store import users
@@ -53,12 +53,12 @@ def list_users(principal: AdminDep, session: SessionDep) -> dict[str, Any]:
 
 
 @router.post("/users/{user_id:int}/disable")
-def disable_user(principal: AdminDep, user_id: int, session: SessionDep) -> dict[str, Any]:
+def disable_user(principal: AdminDep, user_id: RowId, session: SessionDep) -> dict[str, Any]:
     return _set_disabled(session, user_id, True, principal.actor)
 
 
 @router.post("/users/{user_id:int}/enable")
-def enable_user(principal: AdminDep, user_id: int, session: SessionDep) -> dict[str, Any]:
+def enable_user(principal: AdminDep, user_id: RowId, session: SessionDep) -> dict[str, Any]:
     return _set_disabled(session, user_id, False, principal.actor)
 
 
