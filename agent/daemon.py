@@ -249,7 +249,12 @@ class AgentDaemon:
     def _write_status_file(self, status: dict[str, Any], backoff: float) -> None:
         report = {**status, **dataclasses.asdict(self.status), "backoff_factor": backoff,
                   "written_at": format_time(utc_now())}
-        write_private(self.state.path / "status.json", json.dumps(report, indent=2).encode())
+        try:
+            write_private(self.state.path / "status.json", json.dumps(report, indent=2).encode())
+        except OSError as exc:
+            # A full or read-only state disk must not stop check-ins: the server
+            # still hears from the agent (and its spool depth) while `status` is stale.
+            log.warning("cannot write %s: %s", self.state.path / "status.json", exc)
 
     # -- lifecycle ------------------------------------------------------------
 

@@ -31,6 +31,20 @@ def finding_for(server: WardenServer, pid: int, **filters: str) -> dict[str, Any
     return None
 
 
+def spooled_open_findings(agent: AgentProcess) -> int:
+    """How many findings the agent's spool holds as reported open (read-only peek)."""
+    path = agent.state_dir / "spool.db"
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM open_findings").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
 def event_types(server: WardenServer, finding_id: int) -> Counter[str]:
     detail = server.api(f"findings/{finding_id}")
     return Counter(event["type"] for event in detail["events"])
@@ -92,8 +106,9 @@ def test_kill_9_during_uploads_loses_nothing_and_duplicates_nothing(
     agent.start()
     wait_for(lambda: agent.status().get("enrolled"), SYNC, "enrollment")
     processes = [fake.start("telegram-desktop") for _ in range(12)]
-    # Kill as soon as the first of the 12 arrives: the rest are spooled or in flight.
-    wait_for(lambda: any(finding_for(server, p.pid) for p in processes), SYNC, "first upload")
+    # Kill as soon as the agent has spooled all 12 (a process that lives and dies
+    # wholly while the agent is down cannot be seen): their uploads are in flight.
+    wait_for(lambda: spooled_open_findings(agent) >= 12, SYNC, "all 12 spooled")
     assert agent.stop(signal.SIGKILL) == -signal.SIGKILL
     for process in processes[:6]:
         fake.stop(process)  # these end while the agent is down
