@@ -17,16 +17,15 @@ a server in a temporary directory, starts it, enrolls N agents and measures:
 Load generation (asyncio + httpx) runs in this process, the server in another;
 on a 2-core machine they share the CPU, so figures are a floor. Loopback only.
 Run: .venv/bin/python bench/server_load.py [--agents 500] [--seconds 8]
+     [--phases checkin,poll,events,open] [--findings 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -35,7 +34,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,51 +48,16 @@ from load_database import (
     seed_findings,
 )
 from load_http import Pool
+from load_report import PHASE_KINDS, TARGET_RATE, Backend, Phase, report
 
 from server import db
 from server.bootstrap import initialize
 from server.settings import ServerSettings
 
-TARGET_AGENTS = 20_000
-TARGET_INTERVAL_S = 60
-TARGET_RATE = TARGET_AGENTS / TARGET_INTERVAL_S  # 333 check-ins per second
-TARGET_P99_MS = 100.0
 START_TIMEOUT_S = 60
-# Enrollment takes the SQLite write lock in a dependency, before the handler's thread
-# hop; dozens at once can starve the thread pool (see the report), so enroll gently.
+# Enrollment is not what this measures (it hashes, audits and writes several rows):
+# a few at a time gets the agents enrolled without queueing behind one another.
 ENROLL_CONCURRENCY = 8
-
-
-@dataclass
-class Phase:
-    name: str
-    seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: int = 0
-    events: int = 0
-    cpu_percent: float | None = None
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
-
-    def percentile(self, fraction: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-    @property
-    def events_per_second(self) -> float:
-        return self.events / self.seconds if self.seconds else 0.0
-
-
-@dataclass
-class Backend:
-    name: str
-    phases: list[Phase] = field(default_factory=list)
-    raw_events_per_second: float = 0.0
-    reads: list[Phase] = field(default_factory=list)
 
 
 # -- the server ----------------------------------------------------------------------
@@ -257,14 +220,23 @@ async def agent_load(base_url: str, secret: str, args: argparse.Namespace,
                                          json.dumps({"events": events}).encode())
             return code == 200, len(events)
 
-        return [
-            await closed_loop("check-in", args.seconds, args.concurrency, checkin, server),
-            await closed_loop("policy poll (304)", args.seconds, args.concurrency, poll, server),
-            await closed_loop(f"event batches ({BATCH_EVENTS}/batch)", args.seconds,
-                              max(4, args.concurrency // 4), post_batch, server),
-            await open_loop(f"check-in at {TARGET_RATE:.0f}/s (open loop)", args.seconds,
-                            TARGET_RATE, checkin, server),
-        ]
+        runs: dict[str, Callable[[], Awaitable[Phase]]] = {
+            "checkin": lambda: closed_loop("check-in", args.seconds, args.concurrency,
+                                           checkin, server),
+            "poll": lambda: closed_loop("policy poll (304)", args.seconds, args.concurrency,
+                                        poll, server),
+            "events": lambda: closed_loop(f"event batches ({BATCH_EVENTS}/batch)",
+                                          args.seconds, max(4, args.concurrency // 4),
+                                          post_batch, server),
+            "open": lambda: open_loop(f"check-in at {TARGET_RATE:.0f}/s (open loop)",
+                                      args.seconds, TARGET_RATE, checkin, server),
+        }
+        phases = []
+        for kind in args.phases:
+            phase = await runs[kind]()
+            phase.kind = kind
+            phases.append(phase)
+        return phases
     finally:
         pool.close()
 
@@ -323,15 +295,15 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
         url = settings.resolved_database_url
         with running_server(data_dir, database_url) as (base_url, pid):
             server = psutil.Process(pid)
-            backend.phases = phases = _run(agent_load(base_url, init.enroll_secret, args,
-                                                      server))
+            backend.phases = _run(agent_load(base_url, init.enroll_secret, args, server))
             engine = db.create_engine(url)
             with engine.connect() as connection:
                 agent_ids = list(connection.execute(sa.text("SELECT id FROM agents")).scalars())
             engine.dispose()
-            ingested = next(phase for phase in phases if phase.events)
-            backend.raw_events_per_second = raw_executemany(
-                url, agent_ids[0], max(ingested.events, BATCH_EVENTS * 20))
+            ingested = backend.phase("events")
+            if ingested is not None:
+                backend.raw_events_per_second = raw_executemany(
+                    url, agent_ids[0], max(ingested.events, BATCH_EVENTS * 20))
             if args.findings:
                 seconds = seed_findings(url, agent_ids, args.findings)
                 print(f"  {name}: seeded {args.findings:,} findings in {seconds:.1f} s",
@@ -348,52 +320,6 @@ def _run(coroutine: Awaitable[list[Phase]]) -> list[Phase]:
     return uvloop.run(coroutine)  # type: ignore[arg-type]
 
 
-def report(backends: list[Backend], args: argparse.Namespace) -> None:
-    print(f"Warden server load — {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"{args.agents} agents, {args.concurrency} requests in flight "
-          f"({max(4, args.concurrency // 4)} for event batches), {args.seconds:g} s a phase, "
-          f"{dt.date.today().isoformat()}")
-    print()
-    print("| database | phase | requests/s | p50 ms | p99 ms | events/s | server CPU | errors |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for backend in backends:
-        for phase in backend.phases:
-            events = f"{phase.events_per_second:,.0f}" if phase.events else "-"
-            print(f"| {backend.name} | {phase.name} | {phase.rate:,.0f} | "
-                  f"{phase.percentile(0.5):.1f} | {phase.percentile(0.99):.1f} | {events} | "
-                  f"{phase.cpu_percent:.0f} % | {phase.errors} |")
-        print(f"| {backend.name} | raw executemany, same rows ({BATCH_EVENTS}/commit) | - | - "
-              f"| - | {backend.raw_events_per_second:,.0f} | - | - |")
-    print()
-    for backend in backends:
-        ingest = next(phase for phase in backend.phases if phase.events)
-        checkins = backend.phases[0]
-        at_target = backend.phases[-1]
-        ratio = ingest.events_per_second / backend.raw_events_per_second
-        meets = (checkins.rate >= TARGET_RATE and at_target.percentile(0.99) < TARGET_P99_MS
-                 and at_target.errors == 0)
-        print(f"{backend.name}: ingest / raw executemany = {ratio:.2f} "
-              f"({ingest.events_per_second:,.0f} vs {backend.raw_events_per_second:,.0f} "
-              "events/s)")
-        print(f"{backend.name}: {TARGET_AGENTS:,} agents every {TARGET_INTERVAL_S} s = "
-              f"{TARGET_RATE:.0f} check-ins/s; measured at most {checkins.rate:,.0f}/s "
-              f"({checkins.rate / TARGET_RATE:.1f}x, i.e. {checkins.rate * TARGET_INTERVAL_S:,.0f}"
-              f" agents a minute); at {TARGET_RATE:.0f}/s p99 = "
-              f"{at_target.percentile(0.99):.1f} ms -> one process "
-              f"{'meets' if meets else 'does NOT meet'} the target (p99 < {TARGET_P99_MS:.0f} ms)")
-    if any(backend.reads for backend in backends):
-        print()
-        print(f"Review API over {args.findings:,} findings ({args.read_rounds} requests each):")
-        print()
-        print("| database | read | p50 ms | max ms |")
-        print("| --- | --- | ---: | ---: |")
-        for backend in backends:
-            for phase in backend.reads:
-                extra = f" ({phase.events:,} rows)" if phase.events else ""
-                print(f"| {backend.name} | {phase.name}{extra} | {phase.percentile(0.5):.1f} | "
-                      f"{max(phase.latencies_ms):.1f} |")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--agents", type=int, default=500, help="simulated agents (enrolled)")
@@ -405,6 +331,9 @@ def main() -> int:
                         help="findings to seed for the review-API reads (0: skip)")
     parser.add_argument("--read-rounds", type=int, default=20)
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--phases", type=_phase_list, default=list(PHASE_KINDS),
+                        help=f"agent-API phases to run, comma-separated (default: "
+                             f"{','.join(PHASE_KINDS)})")
     args = parser.parse_args()
     if not 1 <= args.agents <= 5000 or not 1 <= args.concurrency <= 256 \
             or not 1 <= args.seconds <= 60:
@@ -417,8 +346,18 @@ def main() -> int:
         print("measuring PostgreSQL ...", file=sys.stderr)
         with postgres_schema(args.database_url) as url:
             backends.append(run_backend("PostgreSQL", url, args))
-    report(backends, args)
+    report(backends, agents=args.agents, concurrency=args.concurrency, seconds=args.seconds,
+           findings=args.findings, read_rounds=args.read_rounds)
     return 0
+
+
+def _phase_list(text: str) -> list[str]:
+    kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
+    unknown = sorted(set(kinds) - set(PHASE_KINDS))
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"choose from {', '.join(PHASE_KINDS)}; got {text!r}")
+    return [kind for kind in PHASE_KINDS if kind in kinds]  # always in the usual order
 
 
 if __name__ == "__main__":

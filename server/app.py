@@ -33,6 +33,7 @@ from server.api.bodies import BodyLimitMiddleware
 from server.api.deps import ContextDep, ServerContext
 from server.api.errors import error_response, install_error_handlers
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
+from server.retention import RetentionTask
 from server.settings import ServerSettings
 from server.signing import PolicySigner
 from server.store import agents, findings
@@ -46,11 +47,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
     """Build the app; raises server.signing.SigningKeyError if the data dir is not initialised."""
     signer = PolicySigner.load(settings.signing_key_path)
     engine = db.create_engine(settings.resolved_database_url)
+    write_engine = db.writer(engine)
     context = ServerContext(
         settings=settings,
         engine=engine,
         read_sessions=db.session_factory(engine),
-        write_sessions=db.session_factory(db.writer(engine)),
+        write_sessions=db.session_factory(write_engine),
+        write_engine=write_engine,
         signer=signer,
         catalog=load_catalog(),
     )
@@ -64,6 +67,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(agent.router)
     metrics = _install_metrics(app, context)
     _install_alerts(context, metrics)
+    # Prune old events and resolved findings once a day (settings.retention_days).
+    retention = RetentionTask(context)
+    context.hooks.on_startup.append(retention.start)
+    context.hooks.on_shutdown.append(retention.shutdown)
     for module_name in _INSTALLABLE:
         install = _optional(module_name, "install")
         if install is not None:

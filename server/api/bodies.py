@@ -1,4 +1,5 @@
-"""Request bodies: a hard size cap for every request, and gzip/JSON decoding.
+"""Request bodies: a hard size cap for every request, gzip/JSON decoding, and the OpenAPI
+description of bodies that routes read by hand.
 
 The cap is enforced in an ASGI middleware that buffers the body (at most the
 limit) before any route runs, so no handler, form parser or body validator
@@ -13,6 +14,7 @@ import json
 import zlib
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import ApiError, error_response
@@ -113,3 +115,26 @@ def decode_json(
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(422, f"the body is not valid JSON: {exc}", code="malformed") from exc
+
+
+def openapi_json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its JSON body by hand, so FastAPI cannot see it.
+
+    The model's schema goes in whole, its `$defs` inlined (they would not resolve inside
+    the OpenAPI document); fine for models that do not contain themselves.
+    """
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": inline(schema)}}}}

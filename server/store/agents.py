@@ -8,12 +8,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from server import security
 from server.db import utcnow
 from server.models import Agent, EnrollSecret, Finding
-from server.store import audit
+from server.store import audit, policies
 
 AgentState = Literal["active", "silent", "revoked"]
 
@@ -86,30 +87,91 @@ def _by_machine_id(session: Session, machine_id: str) -> Agent | None:
 
 def authenticate(session: Session, token: str) -> Agent | None:
     """The live (unrevoked) agent owning `token`, or None."""
-    if not token.startswith(security.AGENT_TOKEN_PREFIX):
+    digest = token_digest(token)
+    if digest is None:
         return None
-    digest = security.hash_token(token)
     agent = session.scalars(sa.select(Agent).where(Agent.token_hash == digest)).one_or_none()
     if agent is None or agent.revoked_at is not None:
         return None
     return agent if security.tokens_equal(agent.token_hash, digest) else None
 
 
+def token_digest(token: str) -> str | None:
+    """How an agent token is stored; None for anything else (an API token, a secret)."""
+    if not token.startswith(security.AGENT_TOKEN_PREFIX):
+        return None
+    return security.hash_token(token)
+
+
+# -- the agent API's hot path ----------------------------------------------------------
+#
+# Every agent checks in every minute and polls its policy as often, so each of these is
+# one statement that authenticates the token (the unique token_hash index; revoked agents
+# never match) and reads the active policy in the same round trip. Core statements on a
+# Connection, built once: constructing and cache-keying an ORM statement per request cost
+# more CPU than running it (measured: 0.30 ms a check-in on SQLite, 0.14 ms prebuilt).
+
+_AGENTS = Agent.metadata.tables[Agent.__tablename__]
+_ACTIVE = policies.active_subquery()
+
+_CHECKIN = (
+    sa.update(_AGENTS)
+    .where(_AGENTS.c.token_hash == sa.bindparam("digest"), _AGENTS.c.revoked_at.is_(None))
+    .values(last_seen=sa.bindparam("last_seen"), policy_version=sa.bindparam("policy_version"),
+            status=sa.bindparam("status"))
+    .returning(_AGENTS.c.id, sa.select(_ACTIVE.c.version).scalar_subquery())
+)
+
+_POLICY_FOR = (
+    sa.select(_AGENTS.c.id, _ACTIVE.c.number, _ACTIVE.c.version)
+    .select_from(_AGENTS.outerjoin(_ACTIVE, sa.true()))
+    .where(_AGENTS.c.token_hash == sa.bindparam("digest"), _AGENTS.c.revoked_at.is_(None))
+)
+
+
+@dataclass(frozen=True)
+class CheckedIn:
+    agent_id: str
+    policy_etag: str | None  # the active bundle version; None while no policy is active
+
+
 def checkin(
-    session: Session,
-    agent_id: str,
+    connection: Connection,
+    token: str,
     policy_version: str | None,
     status: dict[str, Any],
     now: dt.datetime | None = None,
-) -> bool:
-    """Record a check-in; False if the agent is gone or was revoked meanwhile."""
-    result = session.execute(
-        sa.update(Agent)
-        .where(Agent.id == agent_id, Agent.revoked_at.is_(None))
-        .values(last_seen=now or utcnow(), policy_version=policy_version, status=status)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0))
+) -> CheckedIn | None:
+    """Record a check-in by the agent owning `token`; None if there is no such live agent.
+
+    Run it in a write transaction (`writer(engine).begin()`); the caller commits.
+    """
+    digest = token_digest(token)
+    if digest is None:
+        return None
+    row = connection.execute(_CHECKIN, {
+        "digest": digest, "last_seen": now or utcnow(), "policy_version": policy_version,
+        "status": status}).one_or_none()
+    return CheckedIn(agent_id=row[0], policy_etag=row[1]) if row else None
+
+
+@dataclass(frozen=True)
+class AgentPolicy:
+    agent_id: str
+    active: policies.ActivePolicy | None  # None while no policy is active
+
+
+def policy_for(connection: Connection, token: str) -> AgentPolicy | None:
+    """The live agent owning `token` and the policy it should run; None if no such agent."""
+    digest = token_digest(token)
+    if digest is None:
+        return None
+    row = connection.execute(_POLICY_FOR, {"digest": digest}).one_or_none()
+    if row is None:
+        return None
+    agent_id, number, version = row
+    active = None if number is None else policies.ActivePolicy(number=number, version=version)
+    return AgentPolicy(agent_id=agent_id, active=active)
 
 
 def get(session: Session, agent_id: str) -> Agent | None:

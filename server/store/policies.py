@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from policies.catalog_model import AppDefinition
@@ -110,12 +111,20 @@ def _locked_state(session: Session) -> ServerState:
 
 def active(session: Session) -> ActivePolicy | None:
     """The number and bundle version agents should run; one small query."""
-    row = session.execute(
-        sa.select(PolicyVersion.number, PolicyVersion.version)
-        .join(ServerState, ServerState.active_policy_number == PolicyVersion.number)
-        .where(ServerState.id == _STATE_ID)
-    ).one_or_none()
+    row = session.execute(_active_select()).one_or_none()
     return ActivePolicy(number=row.number, version=row.version) if row else None
+
+
+def active_subquery() -> sa.Subquery:
+    """`active`'s (number, version) row, none while no policy is active, for other queries
+    to join: the agent API reads it in the same statement that authenticates the agent."""
+    return _active_select().subquery("active_policy")
+
+
+def _active_select() -> sa.Select[int, str]:
+    return (sa.select(PolicyVersion.number, PolicyVersion.version)
+            .join(ServerState, ServerState.active_policy_number == PolicyVersion.number)
+            .where(ServerState.id == _STATE_ID))
 
 
 def active_numbers(session: Session) -> tuple[int | None, int | None]:
@@ -126,7 +135,7 @@ def active_numbers(session: Session) -> tuple[int | None, int | None]:
     return state.active_policy_number, state.previous_policy_number
 
 
-def signed_bundle_json(session: Session, number: int) -> bytes:
+def signed_bundle_json(session: Session | Connection, number: int) -> bytes:
     """The agent's `GET policy` body, built from the stored text without re-parsing it."""
     bundle, signature = session.execute(
         sa.select(PolicyVersion.bundle, PolicyVersion.signature)
