@@ -12,7 +12,8 @@ from agent.notify import CommandNotifier, Notice, make_notifier
 def test_command_notifier_runs_the_program_with_title_body_and_link(tmp_path: Path) -> None:
     out = tmp_path / "got.json"
     script = tmp_path / "notifier.py"
-    script.write_text(f"import json, sys\nopen({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))\n")
+    script.write_text("import json, sys\n"
+                      f"open({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))\n")
     notifier = make_notifier("linux", command=[sys.executable, str(script)])
     assert isinstance(notifier, CommandNotifier)
     notice = Notice(title="Telegram is not allowed on this device", body="Use Signal instead.",
