@@ -279,16 +279,10 @@ class AgentDaemon:
             for thread in threads:
                 thread.join(timeout=10)
             self.client.close()
+            waiting = self.spool.depth()
             self.spool.close()
-        log.info("stopped; %d events wait in the spool", self.spool_depth_at_stop())
+        log.info("stopped; %d events wait in the spool", waiting)
         return 0
-
-    def spool_depth_at_stop(self) -> int:
-        spool = Spool(self.state.spool_path)
-        try:
-            return spool.depth()
-        finally:
-            spool.close()
 
     def stop(self) -> None:
         self.watch.stop()

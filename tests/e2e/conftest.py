@@ -3,6 +3,7 @@ each its own process on loopback, so tests can stop, restart and kill -9 them.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -161,13 +162,15 @@ def server(tmp_path: Path) -> Iterator[WardenServer]:
         warden.stop()
 
 
-@pytest.fixture
-def make_agent(tmp_path: Path, server: WardenServer) -> Iterator[Any]:
+@contextlib.contextmanager
+def agent_factory(tmp_path: Path, server: WardenServer) -> Iterator[Any]:
+    """`make(**settings)` starts nothing but builds an AgentProcess; all are killed after."""
     agents: list[AgentProcess] = []
 
     def make(**settings: str) -> AgentProcess:
-        agent = AgentProcess(server, tmp_path / f"agent{len(agents)}", tmp_path / "bin",
-                             tmp_path / f"agent{len(agents)}.log", **settings)
+        name = f"agent{len(agents)}"
+        agent = AgentProcess(server, tmp_path / name, tmp_path / "bin",
+                             tmp_path / f"{name}.log", **settings)
         agents.append(agent)
         return agent
 
@@ -177,6 +180,12 @@ def make_agent(tmp_path: Path, server: WardenServer) -> Iterator[Any]:
         for agent in agents:
             if agent.process is not None:
                 agent.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def make_agent(tmp_path: Path, server: WardenServer) -> Iterator[Any]:
+    with agent_factory(tmp_path, server) as make:
+        yield make
 
 
 @pytest.fixture

@@ -26,7 +26,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from server.cli import main as warden_main
 from tests.agent.conftest import FakeProcesses, wait_for
-from tests.e2e.conftest import BIN, STARTUP, AgentProcess, WardenServer, free_port
+from tests.e2e.conftest import (
+    BIN,
+    STARTUP,
+    AgentProcess,
+    WardenServer,
+    agent_factory,
+    free_port,
+)
 
 SYNC = 45.0  # enrollment + a check-in every 5 s (+ jitter) + upload
 
@@ -158,21 +165,8 @@ def tls_server(tmp_path: Path, pki: Pki) -> Iterator[TlsWardenServer]:
 
 @pytest.fixture
 def tls_agents(tmp_path: Path, tls_server: TlsWardenServer) -> Iterator[Any]:
-    agents: list[AgentProcess] = []
-
-    def make(ca_bundle: Path) -> AgentProcess:
-        name = f"agent{len(agents)}"
-        agent = AgentProcess(tls_server, tmp_path / name, tmp_path / "bin",
-                             tmp_path / f"{name}.log", ca_bundle=str(ca_bundle))
-        agents.append(agent)
-        return agent
-
-    try:
-        yield make
-    finally:
-        for agent in agents:
-            if agent.process is not None:
-                agent.stop(signal.SIGKILL)
+    with agent_factory(tmp_path, tls_server) as make:
+        yield lambda ca_bundle: make(ca_bundle=str(ca_bundle))
 
 
 def _telegram_finding(server: WardenServer, pid: int) -> dict[str, Any] | None:
