@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from typing import Any
 
+from agent.logs import configure_logging
 from agent.service import add_install_service_parser
 from agent.settings import AgentSettings
 from agent.spool import Spool, SpoolError
@@ -36,19 +36,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_install_service_parser(subparsers)
 
 
-def _configure_logging(settings: AgentSettings) -> None:
-    if settings.log_format == "json":
-        fmt = '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",' \
-              '"message":"%(message)s"}'
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=settings.log_level, format=fmt, stream=sys.stderr)
-
-
 def run_command(args: argparse.Namespace, settings: AgentSettings) -> int:
     from agent.daemon import AgentDaemon  # the service's imports are not needed by `scan`
 
-    _configure_logging(settings)
+    configure_logging(settings.log_level, settings.log_format, settings.log_file)
     try:
         daemon = AgentDaemon(settings)
     except (ValueError, SpoolError, OSError) as exc:

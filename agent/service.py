@@ -14,6 +14,7 @@ import plistlib
 import re
 import shlex
 import shutil
+import site
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -36,6 +37,8 @@ LAUNCHD_PLIST_PATH = "/Library/LaunchDaemons/com.warden.agent.plist"
 MACOS_CONFIG_DIR = "/Library/Application Support/Warden"
 MACOS_LOG_PATH = "/Library/Logs/Warden/agent.log"
 WINDOWS_SCRIPT_NAME = "install-warden-agent.ps1"
+WINDOWS_LAUNCHER_NAME = "warden-agent-service.py"
+WINDOWS_LAUNCHER_TEMPLATE = "warden-agent-service.py.in"
 
 SECRET_VAR = "WARDEN_AGENT_ENROLL_SECRET"
 STATE_DIR_VAR = "WARDEN_AGENT_STATE_DIR"
@@ -127,12 +130,55 @@ def _powershell_literal(value: str) -> str:
     return "'" + re.sub("(['\u2018\u2019\u201a\u201b])", r"\1\1", _single_line(value, "path")) + "'"
 
 
-def render_windows_install_script(exe_path: str, state_dir: str | None = None) -> str:
-    """The PowerShell install recipe (New-Service, sc.exe failure actions, private ACLs)."""
+@dataclass(frozen=True)
+class WindowsHost:
+    """The python.exe the Windows service runs, and the package directories it adds.
+
+    In a virtual environment, Scripts\\python.exe is a redirector that starts the
+    base interpreter as a child process, which the SCM cannot talk to; so the
+    service runs the base interpreter with -S (no machine-wide site-packages)
+    and the launcher adds the environment's site-packages itself.
+    """
+
+    python: str
+    site_dirs: tuple[str, ...] = ()
+
+    @classmethod
+    def current(cls) -> WindowsHost:
+        if sys.prefix == sys.base_prefix:
+            return cls(sys.executable)
+        base = getattr(sys, "_base_executable", sys.executable)
+        return cls(base, tuple(path for path in site.getsitepackages()
+                               if PureWindowsPath(path).name.lower() == "site-packages"
+                               or PurePosixPath(path).name == "site-packages"))
+
+    @property
+    def flags(self) -> str:
+        return "-S" if self.site_dirs else ""
+
+    def command_line(self, launcher: str) -> str:
+        return subprocess.list2cmdline([self.python, *self.flags.split(), launcher])
+
+
+def render_windows_launcher(host: WindowsHost, launcher: str) -> str:
+    """warden-agent-service.py: adds the agent's packages, then runs agent.winservice."""
+    for directory in host.site_dirs:
+        _single_line(directory, "site-packages directory")
+    return _fill(_template(WINDOWS_LAUNCHER_TEMPLATE), {
+        "COMMAND_LINE": _single_line(host.command_line(launcher), "command line"),
+        "SITE_DIRS": repr(list(host.site_dirs)),
+    })
+
+
+def render_windows_install_script(host: WindowsHost, launcher: str,
+                                  state_dir: str | None = None) -> str:
+    """The PowerShell install recipe (pre-flight, New-Service, failure actions, private ACLs)."""
     state = (_powershell_literal(_absolute(state_dir, "windows")) if state_dir
              else "(Join-Path $env:ProgramData 'Warden\\state')")
     return _fill(_template(WINDOWS_SCRIPT_NAME), {
-        "EXE": _powershell_literal(_absolute(exe_path, "windows")),
+        "PYTHON": _powershell_literal(_absolute(host.python, "windows")),
+        "PYTHON_FLAGS": _powershell_literal(host.flags),
+        "LAUNCHER": _powershell_literal(_absolute(launcher, "windows")),
         "STATE_DIR": state,
     })
 
@@ -163,8 +209,8 @@ class ServicePlan:
     commands: tuple[PlannedCommand, ...]
 
 
-def plan_service(os_name: OsName, exe_path: str, state_dir: str,
-                 env: Mapping[str, str]) -> ServicePlan:
+def plan_service(os_name: OsName, exe_path: str, state_dir: str, env: Mapping[str, str],
+                 windows_host: WindowsHost | None = None) -> ServicePlan:
     """What installing the service on `os_name` writes and runs. Changes nothing."""
     settings = {name: value for name, value in env.items() if name != STATE_DIR_VAR}
     if os_name == "linux":
@@ -196,12 +242,16 @@ def plan_service(os_name: OsName, exe_path: str, state_dir: str,
             commands=(PlannedCommand(("launchctl", "bootout", target), may_fail=True),
                       PlannedCommand(("launchctl", "enable", target)),
                       PlannedCommand(("launchctl", "bootstrap", "system", LAUNCHD_PLIST_PATH))))
-    script = str(PureWindowsPath(exe_path).parent / WINDOWS_SCRIPT_NAME)
+    folder = PureWindowsPath(_absolute(exe_path, "windows")).parent
+    script, launcher = str(folder / WINDOWS_SCRIPT_NAME), str(folder / WINDOWS_LAUNCHER_NAME)
+    host = windows_host or WindowsHost.current()
     # The script makes its directories itself (it sets their ACLs); the settings
     # reach it through its environment, never its command line.
     return ServicePlan(
         directories=(),
-        files=(PlannedFile(script, render_windows_install_script(exe_path, state_dir), 0o644),),
+        files=(PlannedFile(launcher, render_windows_launcher(host, launcher), 0o644),
+               PlannedFile(script, render_windows_install_script(host, launcher, state_dir),
+                           0o644)),
         commands=(PlannedCommand(("powershell.exe", "-NoProfile", "-NonInteractive",
                                   "-ExecutionPolicy", "Bypass", "-File", script),
                                  env=dict(settings)),))
@@ -214,9 +264,10 @@ def install_service(
     env: Mapping[str, str],
     root: Path = Path("/"),
     runner: Runner = subprocess.run,
+    windows_host: WindowsHost | None = None,
 ) -> list[str]:
     """Write the service files under `root`, enable and start it; what was done, in order."""
-    plan = plan_service(os_name, exe_path, state_dir, env)
+    plan = plan_service(os_name, exe_path, state_dir, env, windows_host)
     done: list[str] = []
     try:
         for directory, mode in plan.directories:

@@ -53,6 +53,9 @@ class AgentSettings(BaseSettings):
     process_interval: float = Field(default=0.25, gt=0, le=60)
     network_interval: float = Field(default=10.0, gt=0, le=3600)
     installed_rescan_interval: float = Field(default=3600.0, gt=0)
+    # How often the policy's messenger domains are looked up again, to know their
+    # addresses (agent.sensors.dns); 0 turns DNS correlation off.
+    dns_refresh_interval: float = Field(default=900.0, ge=0, le=86400)
     checkin_interval: float = Field(default=60.0, gt=0, le=86400)
     upload_interval: float = Field(default=1.0, gt=0, le=3600)
     request_timeout: float = Field(default=15.0, gt=0, le=300)
@@ -66,6 +69,9 @@ class AgentSettings(BaseSettings):
     notify_command: str = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # Standard error when unset (journald, launchd's log); the Windows service has
+    # no console, so its install script sets %ProgramData%\Warden\logs\agent.log.
+    log_file: Path | None = None
     network: bool = True
     installed: bool = True
 

@@ -17,19 +17,32 @@
   Administrators can read, and the service gets its path
   (WARDEN_AGENT_ENROLL_SECRET_FILE).
 
-  The Service Control Manager runs "warden-agent.exe run" as LocalSystem. The
-  program must answer the SCM's start/stop requests (the agent's Windows
-  service mode); a program that does not is stopped after 30 s (error 1053).
+  The Service Control Manager runs python.exe on warden-agent-service.py (the
+  agent's service host, agent/winservice.py) as LocalSystem: python.exe itself,
+  because a launcher such as warden-agent.exe or a venv's python.exe would start
+  Python as a child process, which cannot answer the SCM (errors 1053, 1063).
+  The agent logs to %ProgramData%\Warden\logs\agent.log unless
+  WARDEN_AGENT_LOG_FILE says otherwise.
 #>
 param(
-    [string]$Exe = {{EXE}},
+    [string]$Python = {{PYTHON}},
+    [string]$PythonFlags = {{PYTHON_FLAGS}},
+    [string]$Launcher = {{LAUNCHER}},
     [string]$StateDir = {{STATE_DIR}}
 )
 $ErrorActionPreference = 'Stop'
 $Name = 'WardenAgent'
 $ConfigDir = Join-Path $env:ProgramData 'Warden'
 
-if (-not (Test-Path -LiteralPath $Exe -PathType Leaf)) { throw "warden-agent not found at $Exe" }
+foreach ($file in @($Python, $Launcher)) {
+    if (-not (Test-Path -LiteralPath $file -PathType Leaf)) { throw "not found: $file" }
+}
+$flags = @($PythonFlags -split ' ' | Where-Object { $_ })
+
+# Pre-flight, with this shell's settings: the agent's packages load and the
+# settings are valid, or the install stops here rather than at service start.
+& $Python @flags $Launcher --check
+if ($LASTEXITCODE -ne 0) { throw "the agent's pre-flight check failed (exit $LASTEXITCODE); see above" }
 
 # The agent token, the spool and the secret live here: SYSTEM (S-1-5-18) and
 # Administrators (S-1-5-32-544) only, inherited by every file created inside.
@@ -40,8 +53,12 @@ function New-PrivateDirectory([string]$Path) {
 }
 New-PrivateDirectory $ConfigDir
 New-PrivateDirectory $StateDir
+New-PrivateDirectory (Join-Path $ConfigDir 'logs')
 
 $environment = @("WARDEN_AGENT_STATE_DIR=$StateDir")
+if (-not $env:WARDEN_AGENT_LOG_FILE) {
+    $environment += "WARDEN_AGENT_LOG_FILE=$(Join-Path $ConfigDir 'logs\agent.log')"
+}
 Get-ChildItem env: |
     Where-Object { $_.Name -like 'WARDEN_AGENT_*' -and $_.Name -notin @('WARDEN_AGENT_ENROLL_SECRET', 'WARDEN_AGENT_STATE_DIR') } |
     ForEach-Object { $environment += "$($_.Name)=$($_.Value)" }
@@ -51,7 +68,7 @@ if ($env:WARDEN_AGENT_ENROLL_SECRET) {
     $environment += "WARDEN_AGENT_ENROLL_SECRET_FILE=$secretFile"
 }
 
-$binaryPath = '"{0}" run' -f $Exe
+$binaryPath = (@("`"$Python`"") + $flags + @("`"$Launcher`"")) -join ' '
 $existing = Get-Service -Name $Name -ErrorAction SilentlyContinue
 if ($existing) {
     if ($existing.Status -ne 'Stopped') { Stop-Service -Name $Name -Force }

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+import agent
 from agent.service import (
     ServiceInstallError,
+    WindowsHost,
     add_install_service_parser,
     describe_plan,
     install_service,
@@ -25,6 +27,7 @@ from agent.service import (
     render_launchd_plist,
     render_systemd_unit,
     render_windows_install_script,
+    render_windows_launcher,
 )
 from agent.settings import load_settings
 
@@ -195,35 +198,61 @@ def test_install_on_macos_keeps_the_secret_out_of_the_plist(tmp_path: Path) -> N
 # -- Windows -------------------------------------------------------------------
 
 
+HOST = WindowsHost(r"C:\Program Files\Python311\python.exe")
+VENV_HOST = WindowsHost(r"C:\Program Files\Python311\python.exe",
+                        (r"C:\Warden\venv\Lib\site-packages",))
+LAUNCHER = r"C:\Program Files\Warden\warden-agent-service.py"
+
+
 def test_windows_script_registers_a_service_with_failure_actions() -> None:
-    script = render_windows_install_script(r"C:\Program Files\Warden\warden-agent.exe")
-    assert "[string]$Exe = 'C:\\Program Files\\Warden\\warden-agent.exe'," in script
+    script = render_windows_install_script(HOST, LAUNCHER)
+    assert "[string]$Python = 'C:\\Program Files\\Python311\\python.exe'," in script
+    assert "[string]$PythonFlags = ''," in script
+    assert f"[string]$Launcher = '{LAUNCHER}'," in script
     assert "[string]$StateDir = (Join-Path $env:ProgramData 'Warden\\state')" in script
+    # The SCM starts python.exe itself on the launcher (never warden-agent.exe).
+    assert '$binaryPath = (@("`"$Python`"") + $flags + @("`"$Launcher`"")) -join \' \'' in script
     assert "New-Service -Name $Name -BinaryPathName $binaryPath" in script
+    # A broken install stops before the service is registered.
+    assert script.index("$Launcher --check") < script.index("New-Service")
     assert "sc.exe failure $Name reset= 86400 actions= restart/5000/" in script
     assert "sc.exe failureflag $Name 1" in script
     assert "WARDEN_AGENT_ENROLL_SECRET_FILE" in script
+    assert "WARDEN_AGENT_LOG_FILE=$(Join-Path $ConfigDir 'logs\\agent.log')" in script
     assert "{{" not in script
 
 
 def test_windows_paths_cannot_break_out_of_the_powershell_string() -> None:
-    script = render_windows_install_script(r"C:\Users\O'Brien\warden-agent.exe",
-                                           "D:\\Warden\u2019s state")
-    assert "[string]$Exe = 'C:\\Users\\O''Brien\\warden-agent.exe'," in script
+    script = render_windows_install_script(WindowsHost(r"C:\Users\O'Brien\python.exe"),
+                                           LAUNCHER, "D:\\Warden\u2019s state")
+    assert "[string]$Python = 'C:\\Users\\O''Brien\\python.exe'," in script
     assert "[string]$StateDir = 'D:\\Warden\u2019\u2019s state'" in script
     with pytest.raises(ValueError, match="absolute"):
-        render_windows_install_script("warden-agent.exe")
+        render_windows_install_script(WindowsHost("python.exe"), LAUNCHER)
 
 
-def test_install_on_windows_writes_the_script_next_to_the_exe_and_runs_it(
+def test_the_windows_launcher_adds_a_venvs_packages_to_a_bare_interpreter() -> None:
+    launcher = render_windows_launcher(VENV_HOST, LAUNCHER)
+    assert "for directory in ['C:\\\\Warden\\\\venv\\\\Lib\\\\site-packages']:" in launcher
+    assert ('#   "C:\\Program Files\\Python311\\python.exe" -S '
+            '"C:\\Program Files\\Warden\\warden-agent-service.py" --check') in launcher
+    assert "from agent.winservice import main" in launcher
+    compile(launcher, LAUNCHER, "exec")  # valid Python whatever the paths hold
+    assert "for directory in []:" in render_windows_launcher(HOST, LAUNCHER)
+
+
+def test_install_on_windows_writes_the_launcher_and_script_and_runs_it(
     tmp_path: Path,
 ) -> None:
     runner = RecordingRunner()
     exe = r"C:\Program Files\Warden\warden-agent.exe"
     install_service("windows", exe, r"C:\ProgramData\Warden\state", ENV, root=tmp_path,
-                    runner=runner)
-    script = tmp_path / "Program Files" / "Warden" / "install-warden-agent.ps1"
-    assert script.read_text() == render_windows_install_script(exe, r"C:\ProgramData\Warden\state")
+                    runner=runner, windows_host=VENV_HOST)
+    folder = tmp_path / "Program Files" / "Warden"
+    assert (folder / "install-warden-agent.ps1").read_text() == render_windows_install_script(
+        VENV_HOST, LAUNCHER, r"C:\ProgramData\Warden\state")
+    assert (folder / "warden-agent-service.py").read_text() == render_windows_launcher(
+        VENV_HOST, LAUNCHER)
     [(argv, env)] = runner.calls
     assert argv == ["powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy",
                     "Bypass", "-File", r"C:\Program Files\Warden\install-warden-agent.ps1"]
@@ -231,6 +260,31 @@ def test_install_on_windows_writes_the_script_next_to_the_exe_and_runs_it(
     assert env is not None and env["WARDEN_AGENT_ENROLL_SECRET"] == ENV[
         "WARDEN_AGENT_ENROLL_SECRET"]
     assert not any(ENV["WARDEN_AGENT_ENROLL_SECRET"] in arg for arg in argv)
+
+
+def test_the_launcher_really_runs_the_agent_on_the_base_interpreter(tmp_path: Path) -> None:
+    """What the SCM does, here: the base python with -S, this venv's packages added."""
+    host = WindowsHost.current()
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the test suite does not run in a virtual environment")
+    assert host.python != sys.executable and host.flags == "-S"
+    launcher = tmp_path / "warden-agent-service.py"
+    launcher.write_text(render_windows_launcher(host, str(launcher)))
+    env = {"PATH": "/usr/bin:/bin", "WARDEN_AGENT_CONFIG": str(tmp_path / "none.toml"),
+           "WARDEN_AGENT_SERVER_URL": "https://warden.example.test"}
+    result = subprocess.run([host.python, "-S", str(launcher), "--check"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert found["python"] == host.python
+    assert Path(found["agent"]).parent == Path(agent.__file__).parent
+    assert found["psutil"].startswith(host.site_dirs[0])
+    assert found["server"] == "https://warden.example.test"
+    bad = subprocess.run([host.python, "-S", str(launcher), "--check"],
+                         env={**env, "WARDEN_AGENT_NETWORK_INTERVAL": "0"},
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "network_interval (WARDEN_AGENT_NETWORK_INTERVAL" in bad.stdout
 
 
 # -- command line ----------------------------------------------------------------
