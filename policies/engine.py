@@ -108,6 +108,7 @@ class Engine:
             app: rule for app, rule in self.rules.items() if not self._excepted(rule)
         }
         self._index()
+        self.resolvable_domains = self._resolvable_domains()
 
     # -- public -------------------------------------------------------------
 
@@ -153,6 +154,22 @@ class Engine:
         return [f for obs in observations for f in self.evaluate(obs, include_allowed)]
 
     # -- scope and exceptions -----------------------------------------------
+
+    def _resolvable_domains(self) -> dict[str, str]:
+        """Domain -> app: the names an agent looks up to know the apps' addresses.
+
+        Only apps whose findings are reported (a deny or alert rule, in scope,
+        not excepted): resolving an allowed app's servers would add DNS traffic
+        and chances of a false match for nothing. A wildcard ("*.example") names
+        no host and cannot be resolved, so it is left out.
+        """
+        if not self.in_scope:
+            return {}
+        return {
+            domain: app_id for domain, (app_id, _) in self._domains.items()
+            if "*" not in domain
+            and self._active_rules.get(app_id, {}).get("verdict", "allow") != "allow"
+        }
 
     def _in_scope(self, scope: dict[str, list[str]]) -> bool:
         if scope.get("os") and self.host.os not in scope["os"]:
@@ -326,14 +343,25 @@ class Engine:
                     yield _Match(app_id, f"installed.folders.contains: {sorted(names)}", "medium")
 
     def _match_connection(self, obs: ConnectionObservation) -> Iterator[_Match]:
-        if obs.remote_host:
-            host = obs.remote_host.lower().rstrip(".")
-            parts = host.split(".")
-            for start in range(len(parts)):
-                hit = self._domains.get(".".join(parts[start:]))
-                if hit and (not hit[1] or obs.remote_port in hit[1]):
-                    yield _Match(hit[0], f"network.domains: {'.'.join(parts[start:])}", "high")
-                    break
+        if obs.remote_host and not obs.host_from_dns:
+            yield from self._match_host(obs.remote_host, obs.remote_port, "high", "")
+        yield from self._match_address(obs)
+        if obs.remote_host and obs.host_from_dns:
+            # After the CIDRs, so an exact network match (high) is the one kept:
+            # a DNS answer can be an address shared with unrelated sites (CDNs).
+            yield from self._match_host(obs.remote_host, obs.remote_port, "medium", " (via DNS)")
+
+    def _match_host(self, host: str, port: int, confidence: Confidence, how: str
+                    ) -> Iterator[_Match]:
+        parts = host.lower().rstrip(".").split(".")
+        for start in range(len(parts)):
+            hit = self._domains.get(".".join(parts[start:]))
+            if hit and (not hit[1] or port in hit[1]):
+                yield _Match(hit[0], f"network.domains: {'.'.join(parts[start:])}{how}",
+                             confidence)
+                return
+
+    def _match_address(self, obs: ConnectionObservation) -> Iterator[_Match]:
         try:
             address = ipaddress.ip_address(obs.remote_ip)
         except ValueError:
@@ -389,6 +417,7 @@ def _evidence(observation: Observation) -> dict[str, Any]:
         "remote_ip": observation.remote_ip,
         "remote_port": observation.remote_port,
         "remote_host": observation.remote_host,
+        **({"host_from_dns": True} if observation.host_from_dns else {}),
         "local_address": f"{observation.local_ip}:{observation.local_port}",
         "protocol": observation.protocol,
         "pid": observation.pid,

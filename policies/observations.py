@@ -74,12 +74,19 @@ class ConnectionObservation:
     process_name: str | None = None
     # A host name, when the sensor knows one (e.g. from a proxy log or the CLI).
     remote_host: str | None = None
+    # remote_host was not seen on the connection but inferred: remote_ip was among
+    # the agent's own DNS answers for it (agent.sensors.dns). Weaker evidence,
+    # since an address can serve many names (CDNs).
+    host_from_dns: bool = False
 
     @property
     def identity(self) -> str:
+        # An inferred name may change with the next DNS answers; the connection
+        # stays the same one, so it keeps its address as its identity.
+        remote = self.remote_ip if self.host_from_dns else self.remote_host or self.remote_ip
         return (
             f"conn:{self.protocol}:{self.local_ip}:{self.local_port}->"
-            f"{self.remote_host or self.remote_ip}:{self.remote_port}:{self.pid}"
+            f"{remote}:{self.remote_port}:{self.pid}"
         )
 
 
