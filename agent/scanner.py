@@ -3,7 +3,9 @@
 The loop runs on the caller's thread. It sleeps until the next thing is due:
 a process tick (cheap: list pids, read new ones), a network listing (costly,
 rate-limited), or an installed-apps rescan, which happens when the install
-watcher reports a change and, as a safety net, every few minutes.
+watcher reports a change and, as a safety net, every few minutes. Before each
+network listing it collects the DNS answers that came in and hands out the
+look-ups that are due (agent.sensors.dns); it never waits for them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.findings import FindingTracker, finding_dict
+from agent.sensors.dns import DnsWatch
 from agent.sensors.install_watch import InstallWatcher
 from agent.sensors.installed import InstalledAppsSensor
 from agent.sensors.network import NetworkSensor
@@ -73,6 +76,8 @@ class WatchTiming:
     process_rescan_interval: float = 300.0
     network_interval: float = 10.0
     installed_rescan_interval: float = 3600.0
+    # How often the policy's domains are looked up again; 0: never (no DNS correlation).
+    dns_refresh_interval: float = 900.0
 
 
 @dataclass
@@ -80,6 +85,8 @@ class Sensors:
     processes: ProcessSensor | None = None
     installed: InstalledSource | None = None
     network: NetworkSensor | None = None
+    # Names the network sensor's connections after the policy's domains.
+    dns: DnsWatch | None = None
 
     @classmethod
     def build(
@@ -99,6 +106,8 @@ class Sensors:
             )
         if choice.network:
             sensors.network = NetworkSensor(timing.network_interval, privileged=privileged)
+            if timing.dns_refresh_interval > 0:
+                sensors.dns = DnsWatch(refresh_interval=timing.dns_refresh_interval)
         return sensors
 
 
@@ -121,6 +130,9 @@ def scan_once(engine: Engine, sensors: Sensors) -> ScanResult:
     """Every enabled sensor, one full pass each."""
     findings: list[Finding] = []
     warnings: list[str] = []
+    dns = sensors.dns if sensors.network is not None else None
+    if dns is not None:
+        dns.update(engine.resolvable_domains)  # answered while the other sensors scan
     if sensors.processes is not None:
         findings += engine.evaluate_all(sensors.processes.scan())
         warnings += sensors.processes.warnings()
@@ -128,7 +140,12 @@ def scan_once(engine: Engine, sensors: Sensors) -> ScanResult:
         findings += engine.evaluate_all(sensors.installed.scan())
         warnings += sensors.installed.warnings
     if sensors.network is not None:
-        connections = sensors.network.scan(wanted=_matcher(engine))
+        hosts: dict[str, str] = {}
+        if dns is not None:
+            dns.wait(dns.timeout)
+            hosts = dns.update(engine.resolvable_domains)
+            warnings += dns.warnings
+        connections = sensors.network.scan(wanted=_matcher(engine), hosts=hosts)
         if connections is not None:
             findings += engine.evaluate_all(connections)
         warnings += sensors.network.warnings
@@ -269,6 +286,8 @@ class Watch:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self.sensors.dns is not None:
+            self.sensors.dns.close()
 
     def submit_engine(self, engine: Engine) -> None:
         """Switch policy from any thread: the loop applies it (`set_engine`) at once."""
@@ -329,10 +348,14 @@ class Watch:
         # The sensor keeps its own rate limit (WatchTiming.network_interval, set when
         # it was built); this only asks.
         assert self.sensors.network is not None
-        connections = self.sensors.network.scan(wanted=_matcher(self.engine))
+        dns = self.sensors.dns
+        hosts = dns.update(self.engine.resolvable_domains) if dns is not None else {}
+        connections = self.sensors.network.scan(wanted=_matcher(self.engine), hosts=hosts)
         if connections is not None:
             self._publish(self.tracker.replace("network", self.engine.evaluate_all(connections)))
         self._report(self.sensors.network.warnings)
+        if dns is not None:
+            self._report(dns.warnings)
 
     def _report_warnings(self) -> None:
         """Everything that could not be seen at start; later, new sensor warnings only.

@@ -6,6 +6,12 @@ takes a `wanted` filter (the policy engine's "does this match anything?"),
 lists connections first, and looks for owners only of the wanted ones: on an
 ordinary machine that is none, and a listing costs a few small reads. The
 watch loop still asks at most every `min_interval` seconds.
+
+A connection whose remote address is in the `hosts` table (address -> domain,
+from the agent's DNS look-ups, agent.sensors.dns) is named after that domain,
+marked as inferred, before `wanted` sees it: the engine's domain matching then
+applies to apps known only by name. Nothing is filtered here by address:
+loopback and private answers are kept out of that table, not out of the listing.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import psutil
 
+from agent.sensors.dns_table import host_for
 from policies.observations import ConnectionObservation
 
 DEFAULT_MIN_INTERVAL = 10.0
@@ -115,8 +122,12 @@ class NetworkSensor:
     def due(self) -> bool:
         return self._clock() >= self.next_due()
 
-    def scan(self, wanted: Wanted | None = None) -> list[ConnectionObservation] | None:
+    def scan(
+        self, wanted: Wanted | None = None, hosts: Mapping[str, str] | None = None
+    ) -> list[ConnectionObservation] | None:
         """The current connections (only `wanted` ones, if given); None if they cannot be listed.
+
+        `hosts` (address -> domain) names connections to addresses DNS gave for a domain.
 
         None is not "no connections": the caller keeps what it knew rather than
         resolving every network finding because the OS said no.
@@ -128,15 +139,17 @@ class NetworkSensor:
             self.warnings = ["network connections could not be listed: access denied "
                              "(on macOS the agent must run as root)"]
             return None
+        named = [(conn, host_for(hosts, conn.remote_ip) if hosts else None) for conn in raw]
         if wanted is not None:
-            raw = [conn for conn in raw if wanted(_observation(conn, None, None))]
-        lookup = {conn.inode for conn in raw if conn.pid is None and conn.inode}
+            named = [(conn, host) for conn, host in named
+                     if wanted(_observation(conn, None, None, host))]
+        lookup = {conn.inode for conn, _ in named if conn.pid is None and conn.inode}
         owners = self._table.owners(lookup) if lookup else {}
         names: dict[int, str | None] = {}
         observations = []
-        for conn in raw:
+        for conn, host in named:
             pid = conn.pid or (owners.get(conn.inode) if conn.inode else None)
-            observations.append(_observation(conn, pid, _process_name(pid, names)))
+            observations.append(_observation(conn, pid, _process_name(pid, names), host))
         self.warnings = []
         ownerless = sum(1 for observation in observations if observation.pid is None)
         if ownerless and not self._privileged:
@@ -147,10 +160,13 @@ class NetworkSensor:
         return observations
 
 
-def _observation(conn: RawConnection, pid: int | None, name: str | None) -> ConnectionObservation:
+def _observation(
+    conn: RawConnection, pid: int | None, name: str | None, host: str | None
+) -> ConnectionObservation:
     return ConnectionObservation(
         remote_ip=conn.remote_ip, remote_port=conn.remote_port, local_ip=conn.local_ip,
-        local_port=conn.local_port, protocol=conn.protocol, pid=pid, process_name=name)
+        local_port=conn.local_port, protocol=conn.protocol, pid=pid, process_name=name,
+        remote_host=host, host_from_dns=host is not None)
 
 
 def _process_name(pid: int | None, names: dict[int, str | None]) -> str | None:
