@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Literal
 
 from policies.engine import HostContext
@@ -44,6 +45,17 @@ def host_context(
     tags: frozenset[str] = frozenset(),
 ) -> HostContext:
     """The engine's view of this host. Groups and tags come from the server once enrolled."""
+    os_name = os_name or current_os()
     return HostContext(
-        os=os_name or current_os(), hostname=hostname(), groups=groups, tags=tags
+        os=os_name, hostname=hostname(), groups=groups, tags=tags, homes=user_homes(os_name)
     )
+
+
+def user_homes(os_name: OsName) -> tuple[str, ...]:
+    """Every readable home on this machine; on Linux /etc/passwd may put them anywhere."""
+    if os_name != "linux":
+        return ()  # /Users and C:/Users: where `~` already looks
+    from agent.sensors.homes import MachineRoot, find_homes
+
+    homes, _ = find_homes(MachineRoot(Path("/"), os_name))
+    return tuple(home.logical for home in homes)

@@ -23,7 +23,7 @@ from policies.observations import (
     ProcessObservation,
     Sensor,
 )
-from policies.patterns import glob_is_literal, glob_to_regex, normalise_path
+from policies.patterns import glob_is_literal, glob_to_regex, home_aliases, normalise_path
 
 Confidence = Literal["high", "medium"]
 LINUX_COMM_LENGTH = 15
@@ -53,6 +53,9 @@ class HostContext:
     groups: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
     today: dt.date = field(default_factory=dt.date.today)
+    # Users' home folders as the agent found them (/etc/passwd). Those outside the
+    # places `~` stands for (/home, /Users, C:/Users...) are matched by `~` too.
+    homes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class Engine:
         }
         self._index()
         self.resolvable_domains = self._resolvable_domains()
+        self._home_aliases = home_aliases(self.host.homes)
 
     # -- public -------------------------------------------------------------
 
@@ -297,7 +301,7 @@ class Engine:
         if obs.sha256 and obs.sha256 in self._sha256:
             yield _Match(self._sha256[obs.sha256], f"process.sha256: {obs.sha256}", "high")
         if obs.exe:
-            exe = normalise_path(obs.exe)
+            exe = self._as_standard_home(normalise_path(obs.exe))
             basename = exe.rsplit("/", 1)[-1].lower()
             for regex, app_id, glob in (*self._exe_by_basename.get(basename, ()),
                                         *self._exe_other):
@@ -334,13 +338,20 @@ class Engine:
                 if regex.match(obs.publisher):
                     yield _Match(app_id, f"installed.windows_publishers: {glob}", "medium")
         if obs.source == "folder":
-            path = normalise_path(obs.path or obs.id)
+            path = self._as_standard_home(normalise_path(obs.path or obs.id))
             for glob, (regex, app_id) in self._folder_path_globs:
                 if regex.match(path):
                     yield _Match(app_id, f"installed.folders.path: {glob}", "medium")
             for names, app_id in self._contains:
                 if names <= obs.contents:
                     yield _Match(app_id, f"installed.folders.contains: {sorted(names)}", "medium")
+
+    def _as_standard_home(self, path: str) -> str:
+        """`/srv/people/alice/x` -> `/home/alice/x` when that is alice's home, so `~` matches."""
+        for home, standard in self._home_aliases:
+            if path.startswith(home) and (len(path) == len(home) or path[len(home)] == "/"):
+                return standard + path[len(home):]
+        return path
 
     def _match_connection(self, obs: ConnectionObservation) -> Iterator[_Match]:
         if obs.remote_host and not obs.host_from_dns:

@@ -31,6 +31,28 @@ def normalise_path(path: str) -> str:
     return path
 
 
+_STANDARD_HOME = re.compile(_HOME + r"\Z")
+
+
+def home_aliases(homes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(home, the same user's home where `~` looks) for each home that `~` misses.
+
+    `~` compiles to a fixed set of parents so one bundle serves every machine;
+    a machine whose homes live elsewhere (/srv/people/alice, D:/Profiles/bob)
+    maps them onto that set before matching. Longest first, so a home inside
+    another home is the one that applies.
+    """
+    aliases = []
+    for home in homes:
+        path = normalise_path(home).rstrip("/")
+        if not path or _STANDARD_HOME.match(path):
+            continue
+        windows = len(path) > 1 and path[1] == ":"
+        name = path.rsplit("/", 1)[-1]
+        aliases.append((path, f"c:/users/{name}" if windows else f"/home/{name}"))
+    return sorted(aliases, key=lambda alias: -len(alias[0]))
+
+
 def check_glob(pattern: str) -> str:
     """Reject globs that cannot be compiled or name unknown placeholders."""
     if not pattern.strip():
