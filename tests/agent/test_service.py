@@ -18,11 +18,13 @@ import pytest
 import agent
 from agent.service import (
     ServiceInstallError,
-    WindowsHost,
     add_install_service_parser,
     describe_plan,
     install_service,
     plan_service,
+)
+from agent.service_render import (
+    WindowsHost,
     render_env_file,
     render_launchd_plist,
     render_systemd_unit,
