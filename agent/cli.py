@@ -121,7 +121,8 @@ def _scan(args: argparse.Namespace, settings: AgentSettings) -> int:
     engine = _engine(args)
     if engine is None:
         return EXIT_BAD_POLICY
-    sensors = Sensors.build(engine, _choice(args, settings), is_privileged())
+    sensors = Sensors.build(engine, _choice(args, settings), is_privileged(),
+                            WatchTiming.from_settings(settings))
     result = scan_once(engine, sensors)
     if args.json:
         print(json.dumps(result.as_dict()))
@@ -136,9 +137,7 @@ def _watch(args: argparse.Namespace, settings: AgentSettings) -> int:
     engine = _engine(args)
     if engine is None:
         return EXIT_BAD_POLICY
-    timing = WatchTiming(process_interval=settings.process_interval,
-                         network_interval=settings.network_interval,
-                         installed_rescan_interval=settings.installed_rescan_interval)
+    timing = WatchTiming.from_settings(settings)
     sensors = Sensors.build(engine, _choice(args, settings), is_privileged(), timing)
     emit = _emit_json if args.json else _human_emitter(engine)
     watch = Watch(engine, sensors, emit, timing=timing, warn=_warn)
@@ -232,7 +231,8 @@ def evidence_summary(sensor: str, evidence: dict[str, Any]) -> str:
         return f"{evidence.get('source')} {evidence.get('id')}{where}"
     owner = f" by {evidence.get('process_name') or '?'} (pid {evidence['pid']})" \
         if evidence.get("pid") else ""
-    return f"connection to {evidence.get('remote_address')}{owner}"
+    host = f" ({evidence['remote_host']})" if evidence.get("remote_host") else ""
+    return f"connection to {evidence.get('remote_address')}{host}{owner}"
 
 
 def render_table(result: ScanResult, engine: Engine) -> str:

@@ -114,9 +114,7 @@ class AgentDaemon:
         self._bundle = self._initial_bundle()
         self._choice = choice or SensorChoice(installed=settings.installed,
                                               network=settings.network)
-        self._timing = WatchTiming(process_interval=settings.process_interval,
-                                   network_interval=settings.network_interval,
-                                   installed_rescan_interval=settings.installed_rescan_interval)
+        self._timing = WatchTiming.from_settings(settings)
         engine = self._engine(self._bundle)
         self.watch = Watch(engine, Sensors.build(engine, self._choice, is_privileged(),
                                                  self._timing),

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.findings import FindingTracker, finding_dict
 from agent.sensors.dns import DnsWatch
@@ -25,6 +25,9 @@ from agent.sensors.network import NetworkSensor
 from agent.sensors.processes import ProcessChanges, ProcessSensor
 from policies.engine import Engine, Finding
 from policies.observations import ConnectionObservation, InstalledObservation
+
+if TYPE_CHECKING:
+    from agent.settings import AgentSettings
 
 Event = dict[str, Any]
 
@@ -78,6 +81,13 @@ class WatchTiming:
     installed_rescan_interval: float = 3600.0
     # How often the policy's domains are looked up again; 0: never (no DNS correlation).
     dns_refresh_interval: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> WatchTiming:
+        return cls(process_interval=settings.process_interval,
+                   network_interval=settings.network_interval,
+                   installed_rescan_interval=settings.installed_rescan_interval,
+                   dns_refresh_interval=settings.dns_refresh_interval)
 
 
 @dataclass

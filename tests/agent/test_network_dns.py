@@ -330,3 +330,18 @@ def test_a_hung_resolver_does_not_hold_up_a_one_shot_scan_beyond_its_timeout(
     assert [f.app for f in result.findings if f.evidence.get("pid") == process.pid] == [
         "telegram"]
     assert any("unanswered after 0.05 s" in warning for warning in result.warnings)
+
+
+def test_the_refresh_setting_reaches_the_sensors(tmp_path: Any, default_engine: Engine) -> None:
+    from agent.scanner import SensorChoice
+    from agent.settings import load_settings
+
+    network_only = SensorChoice(processes=False, installed=False, network=True)
+    off = WatchTiming.from_settings(load_settings(dns_refresh_interval=0, state_dir=tmp_path))
+    assert off.dns_refresh_interval == 0
+    assert Sensors.build(default_engine, network_only, False, off).dns is None
+    hourly = WatchTiming.from_settings(load_settings(dns_refresh_interval=3600,
+                                                     state_dir=tmp_path))
+    dns = Sensors.build(default_engine, network_only, False, hourly).dns
+    assert dns is not None and dns.refresh_interval == 3600
+    dns.close()
