@@ -9,15 +9,15 @@ of every network.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from policies.network_index import Confidence, NetworkIndex
+from policies.network_index import Match as _Match
 from policies.observations import (
-    ConnectionObservation,
     InstalledObservation,
     Observation,
     ProcessObservation,
@@ -25,7 +25,6 @@ from policies.observations import (
 )
 from policies.patterns import glob_is_literal, glob_to_regex, home_aliases, normalise_path
 
-Confidence = Literal["high", "medium"]
 LINUX_COMM_LENGTH = 15
 
 # Installed sources whose ids Windows treats case-insensitively.
@@ -90,13 +89,6 @@ class Finding:
         }
 
 
-@dataclass(frozen=True)
-class _Match:
-    app: str
-    signature: str
-    confidence: Confidence
-
-
 class Engine:
     def __init__(self, bundle: dict[str, Any], host: HostContext | None = None) -> None:
         self.bundle = bundle
@@ -140,7 +132,7 @@ class Engine:
             matches = self._match_installed(observation)
         else:
             sensor = "network"
-            matches = self._match_connection(observation)
+            matches = self._network.match(observation)
         findings: list[Finding] = []
         seen: set[str] = set()
         for match in matches:
@@ -170,7 +162,7 @@ class Engine:
         if not self.in_scope:
             return {}
         return {
-            domain: app_id for domain, (app_id, _) in self._domains.items()
+            domain: app_id for domain, (app_id, _) in self._network.domains.items()
             if "*" not in domain
             and self._active_rules.get(app_id, {}).get("verdict", "allow") != "allow"
         }
@@ -237,15 +229,13 @@ class Engine:
         self._team_ids: dict[str, str] = {}
         self._folder_path_globs: list[tuple[str, tuple[re.Pattern[str], str]]] = []
         self._contains: list[tuple[frozenset[str], str]] = []
-        self._networks: dict[int, dict[int, dict[int, tuple[str, frozenset[int]]]]] = {
-            4: defaultdict(dict), 6: defaultdict(dict)}
-        self._domains: dict[str, tuple[str, frozenset[int]]] = {}
+        self._network = NetworkIndex()
 
         for app_id, app in sorted(self.apps.items()):
             signatures = app.get("signatures", {})
             self._index_process(app_id, signatures.get("process", {}))
             self._index_installed(app_id, signatures.get("installed", {}))
-            self._index_network(app_id, signatures.get("network", {}))
+            self._network.add(app_id, signatures.get("network", {}))
 
     def _key(self, name: str) -> str:
         return name.lower() if self.caseless else name
@@ -286,14 +276,6 @@ class Engine:
                     (marker["path"], (_compile_path_glob(marker["path"]), app_id)))
             if marker.get("contains"):
                 self._contains.append((frozenset(marker["contains"]), app_id))
-
-    def _index_network(self, app_id: str, network: dict[str, Any]) -> None:
-        ports = frozenset(network.get("ports", []))
-        for cidr in network.get("cidrs", []):
-            net = ipaddress.ip_network(cidr)
-            self._networks[net.version][net.prefixlen][int(net.network_address)] = (app_id, ports)
-        for domain in network.get("domains", []):
-            self._domains[domain] = (app_id, ports)
 
     # -- matching -----------------------------------------------------------
 
@@ -352,41 +334,6 @@ class Engine:
             if path.startswith(home) and (len(path) == len(home) or path[len(home)] == "/"):
                 return standard + path[len(home):]
         return path
-
-    def _match_connection(self, obs: ConnectionObservation) -> Iterator[_Match]:
-        if obs.remote_host and not obs.host_from_dns:
-            yield from self._match_host(obs.remote_host, obs.remote_port, "high", "")
-        yield from self._match_address(obs)
-        if obs.remote_host and obs.host_from_dns:
-            # After the CIDRs, so an exact network match (high) is the one kept:
-            # a DNS answer can be an address shared with unrelated sites (CDNs).
-            yield from self._match_host(obs.remote_host, obs.remote_port, "medium", " (via DNS)")
-
-    def _match_host(self, host: str, port: int, confidence: Confidence, how: str
-                    ) -> Iterator[_Match]:
-        parts = host.lower().rstrip(".").split(".")
-        for start in range(len(parts)):
-            hit = self._domains.get(".".join(parts[start:]))
-            if hit and (not hit[1] or port in hit[1]):
-                yield _Match(hit[0], f"network.domains: {'.'.join(parts[start:])}{how}",
-                             confidence)
-                return
-
-    def _match_address(self, obs: ConnectionObservation) -> Iterator[_Match]:
-        try:
-            address = ipaddress.ip_address(obs.remote_ip)
-        except ValueError:
-            return
-        if address.version == 6 and address.ipv4_mapped:  # ::ffff:1.2.3.4 sockets
-            address = address.ipv4_mapped
-        value = int(address)
-        bits = address.max_prefixlen
-        for prefix, table in self._networks[address.version].items():
-            network = value >> (bits - prefix) << (bits - prefix) if prefix else 0
-            hit = table.get(network)
-            if hit and (not hit[1] or obs.remote_port in hit[1]):
-                net = ipaddress.ip_network((network, prefix))
-                yield _Match(hit[0], f"network.cidrs: {net}", "high")
 
 
 def _compile_path_glob(glob: str) -> re.Pattern[str]:
