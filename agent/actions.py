@@ -48,6 +48,10 @@ class ActionRunner:
     def handle(self, finding: Finding) -> list[dict[str, Any]]:
         if finding.verdict not in _ACTING_VERDICTS or finding.action == "report":
             return []
+        if finding.named_by_dns:
+            # Named only by a DNS answer: the address may be a CDN's, shared with
+            # unrelated sites. The finding goes to the server; the user is not told.
+            return []
         events = [self._notify(finding)]
         if finding.action != "terminate" or finding.sensor != "process":
             # Only a running process can be ended; an installed copy or a

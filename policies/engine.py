@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from policies.network_index import Confidence, NetworkIndex
+from policies.network_index import VIA_DNS, Confidence, NetworkIndex
 from policies.network_index import Match as _Match
 from policies.observations import (
     InstalledObservation,
@@ -71,6 +71,11 @@ class Finding:
     confidence: Confidence
     message: str
     matched: str  # which signature matched, e.g. "process.names: telegram-desktop"
+
+    @property
+    def named_by_dns(self) -> bool:
+        """Matched only because DNS gave this address for a listed domain (maybe a CDN's)."""
+        return self.sensor == "network" and self.matched.endswith(VIA_DNS)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from policies.observations import ConnectionObservation
 
 Confidence = Literal["high", "medium"]
+# Ends the `matched` text of a domain match made on a DNS answer, not on the connection.
+VIA_DNS = " (via DNS)"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class NetworkIndex:
         if obs.remote_host and obs.host_from_dns:
             # After the CIDRs, so an exact network match (high) is the one kept:
             # a DNS answer can be an address shared with unrelated sites (CDNs).
-            yield from self._match_host(obs.remote_host, obs.remote_port, "medium", " (via DNS)")
+            yield from self._match_host(obs.remote_host, obs.remote_port, "medium", VIA_DNS)
 
     def _match_host(self, host: str, port: int, confidence: Confidence, how: str
                     ) -> Iterator[Match]:

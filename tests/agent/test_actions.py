@@ -23,7 +23,11 @@ from agent.notify import RecordingNotifier
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
 from policies.loader import default_policy_path, load_catalog, load_policy, parse_policy
-from policies.observations import InstalledObservation, ProcessObservation
+from policies.observations import (
+    ConnectionObservation,
+    InstalledObservation,
+    ProcessObservation,
+)
 
 SIGNAL_LINK = "https://signal.org/download/"
 DEADLINE = 10.0
@@ -146,6 +150,26 @@ def test_report_rules_and_allowed_apps_do_nothing() -> None:
     assert allowed.verdict == "allow"
     assert ActionRunner(notifier, lambda: enforce, "linux", terminate).handle(allowed) == []
     assert notifier.notices == [] and terminate.calls == []
+
+
+def test_a_connection_named_only_by_dns_is_reported_but_never_acted_on() -> None:
+    bundle = policy_bundle("enforce", "terminate")
+    notifier = RecordingNotifier()
+    runner = ActionRunner(notifier, lambda: bundle, "linux", RecordingTerminate(),
+                          cooldown_seconds=0)
+    # 149.154.167.51 is in Telegram's own network: a CIDR match (high) acts.
+    [by_cidr] = Engine(bundle).evaluate(ConnectionObservation(
+        remote_ip="149.154.167.51", remote_port=443, remote_host="telegram.org",
+        host_from_dns=True))
+    assert by_cidr.confidence == "high" and not by_cidr.named_by_dns
+    assert [event["action"] for event in runner.handle(by_cidr)] == ["notify"]
+    # An address DNS gave for telegram.org, outside Telegram's networks: medium, told nobody.
+    [by_dns] = Engine(bundle).evaluate(ConnectionObservation(
+        remote_ip="203.0.113.7", remote_port=443, remote_host="telegram.org",
+        host_from_dns=True))
+    assert by_dns.confidence == "medium" and by_dns.named_by_dns
+    assert runner.handle(by_dns) == []
+    assert len(notifier.notices) == 1  # the CIDR match's only
 
 
 def test_only_processes_with_a_known_start_time_are_terminated() -> None:
