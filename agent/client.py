@@ -45,9 +45,14 @@ class Enrollment:
 
 @dataclass(frozen=True)
 class SignedBundle:
+    """`GET policy` as received: nothing here is verified yet (agent.state does that)."""
+
     bundle: dict[str, Any]
     signature: bytes
     etag: str
+    # The signed activation (serial, time, version); None from a server before serials.
+    activation: dict[str, Any] | None = None
+    activation_signature: bytes | None = None
 
 
 class AgentClient:
@@ -89,8 +94,12 @@ class AgentClient:
         if response.status_code == 304:
             return None
         body = response.json()
+        activation_signature = body.get("activation_signature")
         return SignedBundle(bundle=body["bundle"], signature=base64.b64decode(body["signature"]),
-                            etag=response.headers.get("ETag", "").strip('"'))
+                            etag=response.headers.get("ETag", "").strip('"'),
+                            activation=body.get("activation"),
+                            activation_signature=base64.b64decode(activation_signature)
+                            if activation_signature is not None else None)
 
     def post_events(self, token: str, events: list[dict[str, Any]]) -> set[str]:
         """Upload one batch gzip-compressed; return the ids the server committed."""

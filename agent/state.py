@@ -3,7 +3,9 @@
 - `identity.json`: agent id, agent token, server URL and the policy public key
   pinned at enrollment (the server cannot swap it later without re-enrollment);
 - `policy.json`: the last-known-good signed bundle, applied only after its
-  signature and content hash verified, so the agent starts and enforces offline.
+  signature and content hash verified, so the agent starts and enforces offline;
+  with it the server's signed activation of that bundle, whose serial is the
+  floor below which no bundle is accepted any more (see `refuse_older`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,30 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from policies.compiler import bundle_version, canonical_json
 from policies.engine import Engine
 
+# What the server's signed activation document says it is (server/store/policies.py).
+ACTIVATION_PURPOSE = "warden.policy-activation"
+
 
 class BundleRejected(Exception):
     """A policy bundle failed verification; the previous policy stays in force."""
+
+
+@dataclass(frozen=True)
+class Activation:
+    """The server's signed word that bundle `version` became active at `activated_at` as
+    activation `serial`, a number that grows with every activation (rollbacks included)."""
+
+    serial: int
+    activated_at: str
+    version: str
+    document: dict[str, Any]  # exactly as signed, to be saved and verified again
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class SignedPolicy:
+    bundle: dict[str, Any]
+    activation: Activation | None  # None from a server, or a state dir, before serials
 
 
 @dataclass(frozen=True)
@@ -92,24 +115,48 @@ class StateDir:
 
     def load_policy(self, public_key: bytes) -> dict[str, Any] | None:
         """The cached bundle, verified again: the file may have been edited on disk."""
+        signed = self.load_signed_policy(public_key)
+        return signed.bundle if signed else None
+
+    def load_signed_policy(self, public_key: bytes) -> SignedPolicy | None:
+        """The cached bundle and its activation, both verified again."""
         path = self.path / "policy.json"
         if not path.exists():
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return verify_bundle(data["bundle"], base64.b64decode(data["signature"]), public_key)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            bundle, signature = data["bundle"], base64.b64decode(data["signature"])
+            # A policy.json written before activation serials has none: it still loads.
+            activation_signature = data.get("activation_signature")
+            activation_document = data.get("activation")
+            if activation_signature is not None:
+                activation_signature = base64.b64decode(activation_signature)
+        except (ValueError, KeyError, TypeError) as exc:  # binascii.Error is a ValueError
+            raise BundleRejected(f"{path} is unreadable: {exc!r}") from exc
+        bundle = verify_bundle(bundle, signature, public_key)
+        return SignedPolicy(bundle, verify_activation(activation_document, activation_signature,
+                                                      public_key, bundle))
 
-    def save_policy(self, bundle: dict[str, Any], signature: bytes) -> None:
-        data = {"bundle": bundle, "signature": base64.b64encode(signature).decode()}
+    def save_policy(self, bundle: dict[str, Any], signature: bytes,
+                    activation: Activation | None = None) -> None:
+        data: dict[str, Any] = {"bundle": bundle,
+                                "signature": base64.b64encode(signature).decode()}
+        if activation is not None:
+            data["activation"] = activation.document
+            data["activation_signature"] = base64.b64encode(activation.signature).decode()
         write_private(self.path / "policy.json", json.dumps(data).encode())
+
+
+def _verify_signature(public_key: bytes, signature: bytes, data: Any, what: str) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, canonical_json(data))
+    except (InvalidSignature, ValueError) as exc:
+        raise BundleRejected(f"{what} signature does not verify with the pinned key") from exc
 
 
 def verify_bundle(bundle: dict[str, Any], signature: bytes, public_key: bytes) -> dict[str, Any]:
     """Return the bundle when its signature, hash and shape check out; else BundleRejected."""
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, canonical_json(bundle))
-    except (InvalidSignature, ValueError) as exc:
-        raise BundleRejected("policy bundle signature does not verify with the pinned key") \
-            from exc
+    _verify_signature(public_key, signature, bundle, "policy bundle")
     if bundle.get("version") != bundle_version(bundle):
         raise BundleRejected("policy bundle version does not match its content")
     try:
@@ -117,3 +164,44 @@ def verify_bundle(bundle: dict[str, Any], signature: bytes, public_key: bytes) -
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleRejected(f"policy bundle is malformed: {exc!r}") from exc
     return bundle
+
+
+def verify_activation(
+    document: dict[str, Any] | None, signature: bytes | None, public_key: bytes,
+    bundle: dict[str, Any],
+) -> Activation | None:
+    """The verified activation of the (verified) `bundle`; None when there is none."""
+    if document is None:
+        return None
+    if signature is None:
+        raise BundleRejected("policy activation is not signed")
+    _verify_signature(public_key, signature, document, "policy activation")
+    serial, activated_at = document.get("serial"), document.get("activated_at")
+    if (document.get("purpose") != ACTIVATION_PURPOSE or type(serial) is not int
+            or not isinstance(activated_at, str)):
+        raise BundleRejected("policy activation is malformed")
+    if document.get("version") != bundle.get("version"):
+        raise BundleRejected("policy activation is for another bundle version")
+    return Activation(serial, activated_at, bundle["version"], document, signature)
+
+
+def refuse_older(offered: Activation | None, in_force: Activation | None) -> None:
+    """BundleRejected unless `offered` is at least as new as the activation in force.
+
+    Every activation on the server, a rollback to an older version too, signs a
+    higher serial; so a lower one is an old answer replayed (by someone on the
+    path, or a stale mirror), and so is a missing one once serials are in force.
+    The same serial is fine for the same version: it is the policy already in force.
+    """
+    if in_force is None:
+        return  # the first policy, or a state dir from before serials: nothing to compare
+    replayed = "(a replayed or downgraded policy)"
+    if offered is None:
+        raise BundleRejected(f"policy bundle has no activation serial, but serial "
+                             f"{in_force.serial} is in force {replayed}")
+    if offered.serial < in_force.serial:
+        raise BundleRejected(f"policy activation serial {offered.serial} is older than "
+                             f"serial {in_force.serial} in force {replayed}")
+    if offered.serial == in_force.serial and offered.version != in_force.version:
+        raise BundleRejected(f"policy activation serial {offered.serial} is in force for "
+                             f"another version {replayed}")

@@ -25,7 +25,15 @@ from agent.backoff import Backoff
 from agent.client import AgentClient, ClientError, RetryLater, Unauthorized
 from agent.platform import OsName, hostname
 from agent.spool import Spool, SpoolError
-from agent.state import BundleRejected, Identity, StateDir, verify_bundle
+from agent.state import (
+    Activation,
+    BundleRejected,
+    Identity,
+    StateDir,
+    refuse_older,
+    verify_activation,
+    verify_bundle,
+)
 
 log = logging.getLogger("warden.agent.sync")
 
@@ -116,8 +124,18 @@ class PolicySync:
         self._backoff = Backoff(base=2.0, cap=300.0, rng=self._rng)
         self.identity: Identity | None = state.load_identity()
         self.identity_ready = threading.Event()
+        # The activation of the policy in force: no bundle with a lower serial is taken.
+        self.activation: Activation | None = None
         if self.identity is not None:
             self._mark_enrolled(self.identity)
+            self.activation = self._cached_activation(self.identity)
+
+    def _cached_activation(self, identity: Identity) -> Activation | None:
+        try:
+            cached = self.state.load_signed_policy(identity.policy_public_key)
+        except BundleRejected:
+            return None  # the daemon reports the refused cache and runs its default
+        return cached.activation if cached else None
 
     def _mark_enrolled(self, identity: Identity) -> None:
         self.status.enrolled = True
@@ -169,6 +187,10 @@ class PolicySync:
         etag = answer.get("policy_etag")
         if etag and etag != self.status.policy_version:
             self._fetch_policy(identity)
+        elif etag:
+            # The server's active policy is the one in force: nothing is refused any more
+            # (e.g. an admin rolled back to it after a bad bundle was offered).
+            self.status.policy_error = None
         interval = float(answer.get("next_checkin_seconds") or self.checkin_interval)
         return max(1.0, interval)
 
@@ -190,18 +212,25 @@ class PolicySync:
         signed = self.client.fetch_policy(identity.agent_token, self.status.policy_version)
         if signed is None:
             return
+        key = identity.policy_public_key
         try:
-            bundle = verify_bundle(signed.bundle, signed.signature, identity.policy_public_key)
+            bundle = verify_bundle(signed.bundle, signed.signature, key)
+            activation = verify_activation(signed.activation, signed.activation_signature, key,
+                                           bundle)
+            refuse_older(activation, self.activation)
         except BundleRejected as exc:
             # Keep enforcing the previous policy; say so at every check-in until fixed.
             self.status.policy_error = f"{exc} (offered version {signed.etag or '?'})"
             log.error("refused a policy bundle: %s", self.status.policy_error)
             return
-        self.state.save_policy(bundle, signed.signature)
+        # Saved together: the serial in force is the floor after a restart too.
+        self.state.save_policy(bundle, signed.signature, activation)
         self._apply_bundle(bundle)
+        self.activation = activation
         self.status.policy_version = bundle["version"]
         self.status.policy_error = None
-        log.info("applied policy %s", bundle["version"][:12])
+        log.info("applied policy %s (activation serial %s)", bundle["version"][:12],
+                 activation.serial if activation else "none")
 
 
 class Uploader:

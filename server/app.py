@@ -36,7 +36,7 @@ from server.metrics import Metrics, MetricsMiddleware, MetricsState
 from server.retention import RetentionTask
 from server.settings import ServerSettings
 from server.signing import PolicySigner
-from server.store import agents, findings
+from server.store import agents, findings, policies
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,21 @@ def create_app(settings: ServerSettings) -> FastAPI:
     retention = RetentionTask(context)
     context.hooks.on_startup.append(retention.start)
     context.hooks.on_shutdown.append(retention.shutdown)
+    context.hooks.on_startup.append(lambda: _sign_missing_activation(context))
     for module_name in _INSTALLABLE:
         install = _optional(module_name, "install")
         if install is not None:
             install(app, context)
     return app
+
+
+def _sign_missing_activation(context: ServerContext) -> None:
+    with context.write_sessions() as session:
+        serial = policies.sign_missing_activation(session, context.signer)
+        session.commit()
+    if serial is not None:
+        log.info("signed activation serial %d for the active policy (the database predates "
+                 "activation serials)", serial)
 
 
 def healthz(context: ContextDep) -> JSONResponse:

@@ -96,7 +96,7 @@ def _initialize_database(settings: ServerSettings, engine: Engine, data_dir: Pat
         version = policies.add_version(
             session, text=policy_path.read_text(encoding="utf-8"), source_name=policy_path.name,
             catalog=load_catalog(), signer=signer, actor=INIT_ACTOR)
-        policies.activate(session, version.number, INIT_ACTOR)
+        policies.activate(session, version.number, INIT_ACTOR, signer)
         session.commit()
         return InitResult(initialized=True, data_dir=data_dir, database=database,
                           policy_version=version.number, admin_token=admin_token,

@@ -115,7 +115,8 @@ class PolicyVersion(Base):
 
 
 class ServerState(Base):
-    """One row (id 1): which policy version agents get, and the one before it."""
+    """One row (id 1): which policy version agents get, the one before it, and the signed
+    activation that tells agents this version is newer than any they ran before."""
 
     __tablename__ = "server_state"
 
@@ -125,6 +126,13 @@ class ServerState(Base):
     previous_policy_number: Mapped[int | None] = mapped_column(
         sa.ForeignKey("policy_versions.number"))
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Grows with every activation, rollbacks included (see server.store.policies).
+    activation_serial: Mapped[int] = mapped_column(sa.BigInteger, default=0,
+                                                   server_default="0")
+    # The signed activation document as canonical JSON text, exactly as signed, and its
+    # signature; None only in a database migrated from before activations were signed.
+    activation: Mapped[str | None] = mapped_column(sa.Text)
+    activation_signature: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class Event(Base):

@@ -120,7 +120,9 @@ def next_checkin_seconds(context: ServerContext) -> int:
 
 @router.get(
     "/policy",
-    responses={200: {"description": "the signed bundle: {\"bundle\": {...}, \"signature\"}"},
+    responses={200: {"description": "the signed bundle and its signed activation: "
+                          "{\"bundle\", \"signature\", \"activation\", "
+                          "\"activation_signature\"}"},
                304: {"description": "the agent's copy (If-None-Match) is current"}},
 )
 def get_policy(token: TokenDep, request: Request, context: ContextDep) -> Response:
@@ -132,12 +134,18 @@ def get_policy(token: TokenDep, request: Request, context: ContextDep) -> Respon
         active = found.active
         if active is None:
             raise ApiError(404, "no policy is active yet", code="no_policy")
-        etag = f'"{active.version}"'
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag_matches(request.headers.get("if-none-match"), active.version):
-            return Response(status_code=304, headers=headers)
-        return Response(policies.signed_bundle_json(connection, active.number),
-                        media_type="application/json", headers=headers)
+            return Response(status_code=304, headers=_policy_headers(active.version))
+        # Bundle and activation in one statement, under the ETag of what is sent: a policy
+        # activated since the first statement is sent whole. Nothing ever deactivates one.
+        signed = policies.signed_active_json(connection)
+        assert signed is not None
+        return Response(signed.body, media_type="application/json",
+                        headers=_policy_headers(signed.version))
+
+
+def _policy_headers(version: str) -> dict[str, str]:
+    return {"ETag": f'"{version}"', "Cache-Control": "no-cache"}
 
 
 def etag_matches(if_none_match: str | None, version: str) -> bool:

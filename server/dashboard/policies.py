@@ -136,9 +136,10 @@ async def upload_policy(
 
 @router.post("/policies/{number:int}/activate")
 def activate_policy(request: Request, person: AdminPost, number: RowId) -> Response:
-    with request.app.state.context.write_sessions() as session:
+    context = request.app.state.context
+    with context.write_sessions() as session:
         try:
-            policies.activate(session, number, person.actor)
+            policies.activate(session, number, person.actor, context.signer)
         except policies.NoSuchPolicyError as exc:
             raise PageError(404, str(exc)) from exc
         session.commit()
@@ -147,9 +148,10 @@ def activate_policy(request: Request, person: AdminPost, number: RowId) -> Respo
 
 @router.post("/policies/rollback")
 def rollback_policy(request: Request, person: AdminPost) -> Response:
-    with request.app.state.context.write_sessions() as session:
+    context = request.app.state.context
+    with context.write_sessions() as session:
         try:
-            row = policies.rollback(session, person.actor)
+            row = policies.rollback(session, person.actor, context.signer)
         except policies.NoSuchPolicyError as exc:
             raise PageError(409, "There is no previously active version to roll back to.",
                             title="Nothing to roll back to") from exc

@@ -2,6 +2,13 @@
 
 A version is immutable once stored: its bundle text is exactly what was
 signed, so serving it needs no re-serialisation and the signature stays valid.
+
+Every activation (a rollback too) also signs an activation document: "bundle
+`version` became active at `activated_at` as activation `serial`". The serial
+only grows, so an agent refuses a bundle whose serial is lower than the one it
+runs: an older policy, validly signed but replayed by someone on the path or a
+stale mirror, is recognised as old. Rolling back is an admin's decision, so
+it gets a new, higher serial like any activation.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from server.signing import PolicySigner
 from server.store import audit
 
 _STATE_ID = 1
+# What the signed document says it is, so it can never pass for a bundle or anything
+# else signed with the same key. agent/state.py checks the same string.
+ACTIVATION_PURPOSE = "warden.policy-activation"
 
 
 class NoSuchPolicyError(LookupError):
@@ -68,38 +78,76 @@ def add_version(
     return row
 
 
-def activate(session: Session, number: int, actor: str) -> PolicyVersion:
-    """Serve version `number` to agents from now on; the old one becomes "previous"."""
+def activate(session: Session, number: int, actor: str, signer: PolicySigner) -> PolicyVersion:
+    """Serve version `number` to agents from now on; the old one becomes "previous".
+
+    Activating the active version again changes nothing but signs a new activation.
+    """
     row = session.get(PolicyVersion, number)
     if row is None:
         raise NoSuchPolicyError(f"no policy version {number}")
     state = _locked_state(session)
-    before = {"active": state.active_policy_number, "previous": state.previous_policy_number}
+    before = _numbers(state)
     if state.active_policy_number != number:
         state.previous_policy_number = state.active_policy_number
         state.active_policy_number = number
-        state.updated_at = utcnow()
+    _sign_activation(state, row.version, signer)
     audit.record(session, actor, "policy.activate", f"policy:{number}", before=before,
-                 after={"active": state.active_policy_number,
-                        "previous": state.previous_policy_number})
+                 after=_numbers(state))
     return row
 
 
-def rollback(session: Session, actor: str) -> PolicyVersion:
+def rollback(session: Session, actor: str, signer: PolicySigner) -> PolicyVersion:
     """Swap back to the previously active version (a second rollback undoes the first)."""
     state = _locked_state(session)
     if state.previous_policy_number is None:
         raise NoSuchPolicyError("no previously active policy version to roll back to")
-    before = {"active": state.active_policy_number, "previous": state.previous_policy_number}
+    before = _numbers(state)
     state.active_policy_number, state.previous_policy_number = (
         state.previous_policy_number, state.active_policy_number)
-    state.updated_at = utcnow()
-    audit.record(session, actor, "policy.rollback", f"policy:{state.active_policy_number}",
-                 before=before, after={"active": state.active_policy_number,
-                                       "previous": state.previous_policy_number})
     row = session.get(PolicyVersion, state.active_policy_number)
     assert row is not None  # foreign key
+    _sign_activation(state, row.version, signer)
+    audit.record(session, actor, "policy.rollback", f"policy:{state.active_policy_number}",
+                 before=before, after=_numbers(state))
     return row
+
+
+def sign_missing_activation(session: Session, signer: PolicySigner) -> int | None:
+    """Sign an activation for the active policy of a database migrated from before
+    activations were signed (it has none); the new serial, or None if nothing was missing.
+
+    Only a database that never had one (serial 0) gets one this way: every later
+    activation is an admin's, through `activate` or `rollback`.
+    """
+    # Locked: two server processes starting together must not both sign.
+    state = _locked_state(session)
+    if not (state.active_policy_number is not None and state.activation is None
+            and state.activation_serial == 0):
+        return None
+    row = session.get(PolicyVersion, state.active_policy_number)
+    assert row is not None  # foreign key
+    _sign_activation(state, row.version, signer)
+    return state.activation_serial
+
+
+def _sign_activation(state: ServerState, version: str, signer: PolicySigner) -> None:
+    now = utcnow()
+    # The last serial plus one — or the time in milliseconds, when that is larger: after a
+    # database is restored from a backup, a plain counter would restart below serials the
+    # agents already run, and they would refuse every policy until it caught up.
+    serial = max(state.activation_serial + 1, int(now.timestamp() * 1000))
+    document = {"purpose": ACTIVATION_PURPOSE, "serial": serial,
+                "activated_at": now.isoformat(timespec="milliseconds"), "version": version}
+    state.activation_serial = serial
+    state.activation = canonical_json(document).decode()
+    state.activation_signature = signer.sign(document)
+    state.updated_at = now
+
+
+def _numbers(state: ServerState) -> dict[str, int | None]:
+    return {"active": state.active_policy_number, "previous": state.previous_policy_number,
+            "activation_serial": state.activation_serial}
 
 
 def _locked_state(session: Session) -> ServerState:
@@ -135,14 +183,33 @@ def active_numbers(session: Session) -> tuple[int | None, int | None]:
     return state.active_policy_number, state.previous_policy_number
 
 
-def signed_bundle_json(session: Session | Connection, number: int) -> bytes:
-    """The agent's `GET policy` body, built from the stored text without re-parsing it."""
-    bundle, signature = session.execute(
-        sa.select(PolicyVersion.bundle, PolicyVersion.signature)
-        .where(PolicyVersion.number == number)
-    ).one()
-    return b'{"bundle":' + bundle.encode() + b',"signature":' + json.dumps(
-        signature).encode() + b"}"
+@dataclass(frozen=True)
+class SignedActive:
+    version: str
+    body: bytes
+
+
+def signed_active_json(session: Session | Connection) -> SignedActive | None:
+    """The agent's `GET policy` body for the active version, built from the stored text
+    without re-parsing it: `{"bundle", "signature", "activation", "activation_signature"}`.
+
+    One statement reads the bundle and the activation together, so a concurrent
+    activation can never pair one version's bundle with another's activation.
+    """
+    found = session.execute(
+        sa.select(PolicyVersion.version, PolicyVersion.bundle, PolicyVersion.signature,
+                  ServerState.activation, ServerState.activation_signature)
+        .join(ServerState, ServerState.active_policy_number == PolicyVersion.number)
+        .where(ServerState.id == _STATE_ID)
+    ).one_or_none()
+    if found is None:
+        return None
+    body = b'{"bundle":' + found.bundle.encode() + b',"signature":' + json.dumps(
+        found.signature).encode()
+    if found.activation is not None:
+        body += b',"activation":' + found.activation.encode() + \
+            b',"activation_signature":' + json.dumps(found.activation_signature).encode()
+    return SignedActive(version=found.version, body=body + b"}")
 
 
 def get(session: Session, number: int) -> PolicyVersion | None:

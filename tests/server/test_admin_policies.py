@@ -203,10 +203,18 @@ def test_activate_and_rollback_change_what_agents_get(
     assert [entry.action for entry in entries][-3:] == [
         "policy.activate", "policy.rollback", "policy.rollback"]
     activation = entries[-3]
-    assert activation.before == {"active": 1, "previous": None}
-    assert activation.after == {"active": number, "previous": 1}
-    assert entries[-2].before == {"active": number, "previous": 1}
-    assert entries[-2].after == {"active": 1, "previous": number}
+    assert numbers(activation.before) == {"active": 1, "previous": None}
+    assert numbers(activation.after) == {"active": number, "previous": 1}
+    assert numbers(entries[-2].before) == {"active": number, "previous": 1}
+    assert numbers(entries[-2].after) == {"active": 1, "previous": number}
+    # Each of the three, the rollbacks too, signed a higher activation serial.
+    serials = [activation.before["activation_serial"],
+               *(entry.after["activation_serial"] for entry in entries[-3:])]
+    assert serials == sorted(set(serials)), serials
+
+
+def numbers(state: dict[str, Any]) -> dict[str, Any]:
+    return {"active": state["active"], "previous": state["previous"]}
 
 
 def test_activate_unknown_and_rollback_with_nothing_before(

@@ -105,7 +105,7 @@ def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
         second = policies.add_version(session, text=ALLOW_TELEGRAM, source_name="matrix",
                                       catalog=catalog, signer=signer, actor="test")
         # Version 2 active, 1 before it: there is something to roll back to.
-        policies.activate(session, second.number, actor="test")
+        policies.activate(session, second.number, actor="test", signer=signer)
         _, _ = tokens.create(session, name="spare", role="viewer", actor="test")
         target_token, _ = tokens.create(session, name="target", role="viewer", actor="test")
         user = users.create(session, username="target", password="long enough pass",

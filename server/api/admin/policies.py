@@ -100,10 +100,12 @@ def get_policy(principal: ViewerDep, number: RowId, session: SessionDep) -> dict
 
 
 @router.post("/policies/{number:int}/activate")
-def activate_policy(principal: AdminDep, number: RowId, session: SessionDep) -> dict[str, Any]:
+def activate_policy(
+    principal: AdminDep, number: RowId, session: SessionDep, context: ContextDep
+) -> dict[str, Any]:
     """Serve version `number` to agents from now on (they fetch it at their next check-in)."""
     try:
-        row = policies.activate(session, number, principal.actor)
+        row = policies.activate(session, number, principal.actor, context.signer)
     except policies.NoSuchPolicyError as exc:
         raise not_found(f"policy version {number}") from exc
     session.commit()
@@ -111,10 +113,12 @@ def activate_policy(principal: AdminDep, number: RowId, session: SessionDep) -> 
 
 
 @router.post("/policies/rollback")
-def rollback_policy(principal: AdminDep, session: SessionDep) -> dict[str, Any]:
+def rollback_policy(
+    principal: AdminDep, session: SessionDep, context: ContextDep
+) -> dict[str, Any]:
     """Activate the previously active version again; a second rollback undoes the first."""
     try:
-        row = policies.rollback(session, principal.actor)
+        row = policies.rollback(session, principal.actor, context.signer)
     except policies.NoSuchPolicyError as exc:
         raise ApiError(409, str(exc), code="nothing_to_roll_back") from exc
     session.commit()
