@@ -37,6 +37,7 @@ from server.retention import RetentionTask
 from server.settings import ServerSettings
 from server.signing import PolicySigner
 from server.store import agents, findings, policies
+from server.throttle import FailureWindow
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         write_engine=write_engine,
         signer=signer,
         catalog=load_catalog(),
+        enroll_failures=FailureWindow(settings.enroll_failure_window_seconds),
     )
     app = FastAPI(title="Warden", version=_version(), lifespan=_lifespan(context),
                   redoc_url=None)

@@ -51,6 +51,10 @@ class ServerSettings(BaseSettings):
     checkin_jitter_fraction: float = Field(default=0.2, ge=0, lt=1)
     # An agent not seen for this many check-in intervals is reported `silent`.
     silent_after_intervals: int = Field(default=3, ge=1)
+    # Failed enrollments (unknown or revoked secret) one client address may make in the
+    # window before it is answered 429 with Retry-After. Successes are never counted.
+    enroll_failures_per_address: int = Field(default=20, ge=1)
+    enroll_failure_window_seconds: float = Field(default=15 * 60, gt=0)
 
     alert_webhook_url: str | None = None
     # "udp://HOST:PORT" or "unix:///dev/log".

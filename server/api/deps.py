@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from server.models import ROLES, Agent, ApiToken, EnrollSecret
 from server.settings import ServerSettings
 from server.signing import PolicySigner
 from server.store import agents, enroll_secrets, tokens
+from server.throttle import FailureWindow
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ class ServerContext:
     write_engine: Engine
     signer: PolicySigner
     catalog: dict[str, AppDefinition]
+    # Failed enrollments by client address (settings.enroll_failures_per_address).
+    enroll_failures: FailureWindow
     hooks: Hooks = field(default_factory=Hooks)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -124,6 +128,12 @@ def unauthorized(message: str) -> ApiError:
     return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
+def client_address(request: Request) -> str:
+    """The caller's address; behind a proxy, what uvicorn took from X-Forwarded-For when the
+    proxy is in FORWARDED_ALLOW_IPS (else the proxy's own)."""
+    return request.client.host if request.client else "unknown"
+
+
 # -- the agent door ------------------------------------------------------------
 
 
@@ -138,7 +148,16 @@ def current_agent(context: ContextDep, token: TokenDep) -> Agent:
 AgentDep = Annotated[Agent, Depends(current_agent)]
 
 
-def enroll_secret(context: ContextDep, token: TokenDep) -> EnrollSecret:
+def enroll_secret(request: Request, context: ContextDep, token: TokenDep) -> EnrollSecret:
+    # Failures are limited per address, and checked before the secret is looked up: past
+    # the limit even the right secret is refused, or the limit would not slow guessing.
+    address = client_address(request)
+    failures = context.enroll_failures
+    wait = failures.retry_after(address, context.settings.enroll_failures_per_address)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        raise ApiError(429, f"too many failed enrollments from {address}; retry in "
+                       f"{seconds} s", headers={"Retry-After": str(seconds)})
     # A short read session of its own, as for agent tokens: looked up in the request's
     # write session, the SQLite write lock would be held from before the handler's thread
     # hop, and a mass roll-out (dozens of machines enrolling at once) would starve the
@@ -146,6 +165,8 @@ def enroll_secret(context: ContextDep, token: TokenDep) -> EnrollSecret:
     with context.read_sessions() as session:
         secret = enroll_secrets.find_usable(session, token)
     if secret is None:
+        failures.failed(address)
+        log.warning("enrollment with an unknown or revoked secret from %s", address)
         raise unauthorized("unknown or revoked enrollment secret")
     return secret
 

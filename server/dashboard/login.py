@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
+from server.api.deps import client_address
 from server.dashboard.auth import (
     LOGIN_COOKIE,
     Session,
@@ -49,7 +50,7 @@ def log_in(
     if not dashboard.sessions.login_csrf_ok(request.cookies.get(LOGIN_COOKIE), csrf_token):
         return _form(request, dashboard, next, status=403, username=username,
                      error="The login form expired. Please try again.")
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     account = username if method == "password" else f"token@{address}"
     wait = dashboard.throttle.retry_after(account, address)
     if wait > 0:

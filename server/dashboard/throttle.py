@@ -5,21 +5,17 @@ an argon2 hash (CPU) nor a guess. Two limits, because they stop different
 attacks: per account stops guessing one person's password from many
 addresses; per address stops one machine trying many accounts. A success
 clears the account's failures (not the address's: a valid login must not
-launder an attacker's guesses at other accounts).
-
-Kept in memory: on several server processes each has its own counters, which
-only multiplies the allowance by the number of processes.
+launder an attacker's guesses at other accounts). The counting itself is
+server.throttle's, shared with enrollment.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Bounds the memory an attacker can make us spend on counters for made-up names.
-MAX_TRACKED_KEYS = 20_000
+from server.throttle import FailureWindow
 
 
 @dataclass(frozen=True)
@@ -33,50 +29,23 @@ class LoginThrottle:
     def __init__(self, limits: ThrottleLimits | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits or ThrottleLimits()
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        self._failures = FailureWindow(self.limits.window_seconds, clock)
 
     def retry_after(self, account: str, address: str) -> float:
         """Seconds until another attempt is allowed; 0 when it is allowed now."""
-        now = self._clock()
-        waits = [self._wait(self._account_key(account), self.limits.per_account, now),
-                 self._wait(self._address_key(address), self.limits.per_address, now)]
-        return max(waits)
+        return max(self._failures.retry_after(_account_key(account), self.limits.per_account),
+                   self._failures.retry_after(_address_key(address), self.limits.per_address))
 
     def failed(self, account: str, address: str) -> None:
-        now = self._clock()
-        for key in (self._account_key(account), self._address_key(address)):
-            attempts = self._failures.pop(key, deque())
-            attempts.append(now)
-            # Re-inserted last, so the dict's order is oldest activity first (see _evict).
-            self._failures[key] = attempts
-        self._evict()
+        self._failures.failed(_account_key(account), _address_key(address))
 
     def succeeded(self, account: str) -> None:
-        self._failures.pop(self._account_key(account), None)
+        self._failures.forget(_account_key(account))
 
-    def _wait(self, key: str, limit: int, now: float) -> float:
-        attempts = self._failures.get(key)
-        if not attempts:
-            return 0.0
-        window = self.limits.window_seconds
-        while attempts and now - attempts[0] >= window:
-            attempts.popleft()
-        if not attempts:
-            del self._failures[key]
-            return 0.0
-        if len(attempts) < limit:
-            return 0.0
-        return window - (now - attempts[0])
 
-    def _evict(self) -> None:
-        while len(self._failures) > MAX_TRACKED_KEYS:
-            del self._failures[next(iter(self._failures))]
+def _account_key(account: str) -> str:
+    return "account:" + account.strip().casefold()
 
-    @staticmethod
-    def _account_key(account: str) -> str:
-        return "account:" + account.strip().casefold()
 
-    @staticmethod
-    def _address_key(address: str) -> str:
-        return "address:" + address
+def _address_key(address: str) -> str:
+    return "address:" + address

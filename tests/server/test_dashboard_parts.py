@@ -123,20 +123,6 @@ def test_the_throttle_limits_an_address_trying_many_accounts_and_success_clears(
     assert throttle.retry_after("f", "10.0.0.4") == 0  # one failure since the success
 
 
-def test_the_throttle_forgets_the_oldest_keys_beyond_its_bound(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from server.dashboard import throttle as module
-
-    monkeypatch.setattr(module, "MAX_TRACKED_KEYS", 10)
-    throttle = LoginThrottle(ThrottleLimits(per_account=1, per_address=1000), clock=Clock())
-    throttle.failed("first", "10.0.0.1")
-    assert throttle.retry_after("first", "10.9.9.9") > 0
-    for index in range(20):
-        throttle.failed(f"user{index}", "10.0.0.1")
-    assert throttle.retry_after("first", "10.9.9.9") == 0
-
-
 # -- the chart --------------------------------------------------------------------------------
 
 
