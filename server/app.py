@@ -32,6 +32,7 @@ from server.api import agent
 from server.api.bodies import BodyLimitMiddleware
 from server.api.deps import ContextDep, ServerContext
 from server.api.errors import error_response, install_error_handlers
+from server.hsts import StrictTransportSecurityMiddleware
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
 from server.retention import RetentionTask
 from server.settings import ServerSettings
@@ -78,6 +79,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         install = _optional(module_name, "install")
         if install is not None:
             install(app, context)
+    if settings.sends_hsts:
+        # Outermost: error answers of the middlewares inside carry it too.
+        app.add_middleware(StrictTransportSecurityMiddleware)
     return app
 
 

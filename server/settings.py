@@ -43,6 +43,9 @@ class ServerSettings(BaseSettings):
     tls_key: Path | None = None
     # The explicit escape hatch for plain HTTP beyond loopback (e.g. behind a TLS proxy).
     allow_insecure: bool = False
+    # Send Strict-Transport-Security on every answer. Always on when serving TLS itself;
+    # set it behind a TLS-terminating proxy that does not add the header.
+    hsts: bool = False
 
     max_body_bytes: int = Field(default=MIB, ge=1024)
     max_events_per_batch: int = Field(default=1000, ge=1)
@@ -102,6 +105,10 @@ class ServerSettings(BaseSettings):
     @property
     def signing_key_path(self) -> Path:
         return self.data_dir / SIGNING_KEY_FILE_NAME
+
+    @property
+    def sends_hsts(self) -> bool:
+        return self.hsts or self.tls_cert is not None
 
 
 def is_loopback(host: str) -> bool:

@@ -11,6 +11,7 @@ Building blocks, each usable alone:
     app           create_app(settings)
     client        in-process TestClient (lifespan run, engine disposed after)
     live_server   the same app on a real uvicorn on loopback: its base URL
+                  (serve(app, **uvicorn_config) does the same for any app, TLS too)
     admin_token   the first admin API token (str)
     enroll_secret the first enrollment secret (str)
     api_token     factory: api_token("viewer") -> a new token with that role
@@ -26,6 +27,7 @@ Building blocks, each usable alone:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -189,9 +191,16 @@ def enrolled_agent(enroll: Callable[..., EnrolledAgent]) -> EnrolledAgent:
 @pytest.fixture
 def live_server(app: FastAPI) -> Iterator[str]:
     """The app on a real uvicorn, on a free loopback port, in a thread."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
+    with serve(app) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def serve(app: FastAPI, **config: Any) -> Iterator[int]:
+    """Run `app` on a real uvicorn on loopback (extra uvicorn.Config options, e.g. TLS
+    files, in `config`) in a thread until the block ends; yields the port."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                           log_level="warning", lifespan="on", **config))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -199,9 +208,8 @@ def live_server(app: FastAPI) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield int(server.servers[0].sockets[0].getsockname()[1])
     finally:
         server.should_exit = True
         thread.join(timeout=20)
