@@ -59,9 +59,12 @@ def collect_status(settings: AgentSettings) -> dict[str, Any]:
     report["agent_id"] = identity.agent_id if identity else None
     policy_path = state_dir / "policy.json"
     if policy_path.exists():
-        bundle = json.loads(policy_path.read_text(encoding="utf-8"))["bundle"]
+        cached = json.loads(policy_path.read_text(encoding="utf-8"))
+        bundle = cached["bundle"]
         report["policy_version"] = bundle.get("version")
         report["policy_mode"] = bundle.get("policy", {}).get("mode")
+        # The server's activation serial: a policy with a lower one is refused as a replay.
+        report["policy_serial"] = (cached.get("activation") or {}).get("serial")
     else:
         report["policy_version"] = None
     if state.spool_path.exists():
@@ -98,7 +101,8 @@ def status_command(args: argparse.Namespace, settings: AgentSettings) -> int:
     print(f"server          {report['server_url'] or '(not configured)'}")
     print(f"enrolled        {'yes, agent ' + report['agent_id'] if report['enrolled'] else 'no'}")
     version = report.get("policy_version")
-    policy = (f"{version[:12]} ({report.get('policy_mode')})" if version
+    serial = f", activation {report['policy_serial']}" if report.get("policy_serial") else ""
+    policy = (f"{version[:12]} ({report.get('policy_mode')}{serial})" if version
               else "none from the server yet (the embedded default is in force)")
     print(f"policy          {policy}")
     print(f"last check-in   {when(report.get('last_checkin'))}")

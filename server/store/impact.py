@@ -267,7 +267,8 @@ def _connection(evidence: Mapping[str, Any]) -> ConnectionObservation | None:
         local_port=int(local_port) if local_port.isdigit() else 0, protocol=protocol,
         pid=int(evidence["pid"]) if evidence.get("pid") is not None else None,
         process_name=_text(evidence.get("process_name")),
-        remote_host=_text(evidence.get("remote_host")))
+        remote_host=_text(evidence.get("remote_host")),
+        host_from_dns=evidence.get("host_from_dns") is True)
 
 
 def _text(value: object) -> str | None:

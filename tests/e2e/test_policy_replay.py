@@ -80,6 +80,8 @@ def test_an_older_signed_policy_is_refused_and_an_admin_rollback_is_taken(
                        "the agent refusing the replayed policy")
     assert "older than serial" in refused["policy_error"]
     assert refused["policy_version"] == denying
+    in_force = refused["policy_serial"]
+    assert in_force > recorded[STATE.index("activation_serial")]
     telegram = fake.start("telegram-desktop")
     finding = wait_for(lambda: finding_for(server, telegram.pid, status="open"), SYNC,
                        "Telegram still denied under the policy in force")
@@ -94,3 +96,4 @@ def test_an_older_signed_policy_is_refused_and_an_admin_rollback_is_taken(
     status = wait_for(lambda: (s := agent.status()).get("policy_version") == allowing and s,
                       SYNC, "the admin's rollback applied")
     assert not status.get("policy_error")
+    assert status["policy_serial"] > in_force
