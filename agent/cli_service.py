@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.logs import configure_logging
 from agent.service import add_install_service_parser
+from agent.service_uninstall import add_uninstall_service_parser
 from agent.settings import AgentSettings
 from agent.spool import Spool, SpoolError
 from agent.state import StateDir
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=status_command)
     add_install_service_parser(subparsers)
+    add_uninstall_service_parser(subparsers)
 
 
 def run_command(args: argparse.Namespace, settings: AgentSettings) -> int:

@@ -141,7 +141,7 @@ def install_service(
     done: list[str] = []
     try:
         for directory, mode in plan.directories:
-            target = _under(root, directory, os_name)
+            target = under_root(root, directory, os_name)
             if target.is_dir():
                 # Never re-mode an existing directory: a mistyped --state-dir of
                 # /var/lib must not become root-only.
@@ -151,26 +151,31 @@ def install_service(
             os.chmod(target, mode)
             done.append(f"created {directory} ({mode:04o})")
         for planned in plan.files:
-            target = _under(root, planned.path, os_name)
+            target = under_root(root, planned.path, os_name)
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(target, planned.content, planned.mode)
             done.append(f"wrote {planned.path} ({planned.mode:04o})")
     except OSError as exc:
-        raise ServiceInstallError(_failure(f"cannot write: {exc}", done)) from exc
-    for command in plan.commands:
+        raise ServiceInstallError(failure(f"cannot write: {exc}", done)) from exc
+    run_commands(plan.commands, runner, done)
+    return done
+
+
+def run_commands(commands: tuple[PlannedCommand, ...], runner: Runner, done: list[str]) -> None:
+    """Run each command in order; stop at the first failure that may not fail."""
+    for command in commands:
         shown = shlex.join(command.argv)
         try:
             result = runner(list(command.argv), capture_output=True, text=True, check=False,
                             env={**os.environ, **command.env} if command.env else None)
         except (OSError, subprocess.SubprocessError) as exc:
-            raise ServiceInstallError(_failure(f"cannot run {shown}: {exc}", done)) from exc
+            raise ServiceInstallError(failure(f"cannot run {shown}: {exc}", done)) from exc
         if result.returncode != 0 and not command.may_fail:
-            raise ServiceInstallError(_failure(
+            raise ServiceInstallError(failure(
                 f"{shown} failed (exit {result.returncode}): {(result.stderr or '').strip()}",
                 done))
         done.append(f"ran {shown}" + (f" (exit {result.returncode}, ignored)"
                                       if result.returncode else ""))
-    return done
 
 
 def describe_plan(plan: ServicePlan) -> str:
@@ -194,11 +199,11 @@ def _env_file_shown(settings: Mapping[str, str]) -> str | None:
     return render_env_file({**settings, SECRET_VAR: _HIDDEN})
 
 
-def _failure(what: str, done: list[str]) -> str:
+def failure(what: str, done: list[str]) -> str:
     return what + ("\nalready done:\n  " + "\n  ".join(done) if done else "")
 
 
-def _under(root: Path, path: str, os_name: OsName) -> Path:
+def under_root(root: Path, path: str, os_name: OsName) -> Path:
     """`path` on the machine, re-rooted under `root` (an image or a test directory)."""
     if root == Path("/"):
         return Path(path)
@@ -262,7 +267,7 @@ def install_service_command(args: argparse.Namespace, settings: AgentSettings) -
         if args.enroll_secret_file:
             env[SECRET_VAR] = args.enroll_secret_file.read_text(encoding="utf-8").strip()
         state_dir = args.state_dir or str(settings.state_dir)
-        exe = args.exe or _default_exe()
+        exe = args.exe or default_exe()
         if args.dry_run:
             print(describe_plan(plan_service(os_name, exe, state_dir, env)))
             return 0
@@ -274,7 +279,7 @@ def install_service_command(args: argparse.Namespace, settings: AgentSettings) -
     return 0
 
 
-def _default_exe() -> str:
+def default_exe() -> str:
     argv0 = Path(sys.argv[0])
     if argv0.stem == "warden-agent" and argv0.is_file():
         return str(argv0.absolute())
