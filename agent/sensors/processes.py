@@ -9,8 +9,9 @@ start time, so a reused pid is a new process.
 
 Two races are handled on purpose:
 - fork then exec: a pid can be read between the two, still wearing its
-  parent's name. Young processes are looked at again as they age, and a
-  changed name/exe/command line replaces the earlier observation.
+  parent's name, or even across the exec (its name before, its exe after).
+  Young processes are read again in full as they age, and a changed
+  name/exe/command line replaces the earlier observation.
 - exit: pids with open findings are checked every tick, so a finding
   resolves promptly even while its process is a zombie (exited, not yet
   reaped) or its pid was reused; other exits are noticed by the listings.
@@ -297,9 +298,10 @@ class ProcessSensor:
             # Look again when twice as old: a launcher usually execs within
             # milliseconds, a slow wrapper (snap, flatpak) within a second or two.
             self._young[pid] = now + age
-        before = entry.observation
-        if before is not None and not entry.denied and self._reader.exe(pid) == before.exe:
-            return  # same program: one readlink, not a full read
+        # A full read, never just the exe: the observation looked at may itself be
+        # torn. A read is several files (name, command line, exe), and a process
+        # that exec'd between them was seen with its launcher's name but its new
+        # exe; an unchanged exe would then keep that stale name for good.
         info = self._reader.read(pid)
         if info is None:
             self._forget(pid, changes)

@@ -180,6 +180,46 @@ def test_exec_after_start_is_noticed(
     assert opened["evidence"]["exe"] == str(target)
 
 
+@pytest.mark.skipif(not LINUX, reason="tears a /proc read on purpose")
+def test_a_read_torn_by_an_exec_is_read_again_while_young(
+    default_engine: Engine, fakes: Any, wait: Any
+) -> None:
+    """A read is several files: a process that execs between them comes out with its
+    launcher's name but its new exe. A look at a young process must not trust that exe.
+
+    The exec is let through right after the name was read: what a busy agent (its
+    watch thread waiting for the GIL between two reads) does by chance at start-up.
+    """
+    target = fakes.binary("telegram-desktop")
+    launcher = subprocess.Popen(["/bin/sh", "-c", f'read line; exec "{target}" 300'],
+                                stdin=subprocess.PIPE)
+    fakes.running.append(launcher)
+    shell = os.path.realpath("/bin/sh")
+    wait(lambda: ProcfsReader().exe(launcher.pid) == shell, what="the launcher")
+
+    class ExecBetweenReads(ProcfsReader):
+        torn = False
+
+        def _stat(self, pid: int) -> tuple[str, str, int, float] | None:
+            stat = super()._stat(pid)  # the name (comm), read first
+            if pid == launcher.pid and not self.torn:
+                self.torn = True
+                assert launcher.stdin is not None
+                launcher.stdin.write(b"go\n")
+                launcher.stdin.flush()
+                wait(lambda: self.exe(pid) == str(target), what="the exec")
+            return stat
+
+    sensor = ProcessSensor(ExecBetweenReads(), young_seconds=600)
+    follow = Follow(default_engine, sensor, wait)
+    (torn,) = [o for o in sensor.observations() if o.pid == launcher.pid]
+    assert (torn.name, torn.exe) == ("sh", str(target))
+    assert follow.find("opened", launcher.pid) is None
+
+    opened = follow.wait_event("opened", launcher.pid)
+    assert opened["evidence"]["name"] == "telegram-desktop"
+
+
 def test_rescan_catches_exec_of_an_old_process(
     reader: ProcessReader, default_engine: Engine, fakes: Any, wait: Any
 ) -> None:
