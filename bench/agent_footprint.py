@@ -95,8 +95,14 @@ def last_pid() -> int | None:
         return None
 
 
-def steady_footprint(agent: psutil.Process, seconds: float) -> tuple[float, float, str]:
-    """(CPU % of one core, peak RSS in MB, processes created meanwhile) over `seconds`."""
+def steady_footprint(agent: psutil.Process, seconds: float
+                     ) -> tuple[float, float, float, str]:
+    """(CPU % of one core, peak RSS in MB, USS in MB at the end, processes created meanwhile).
+
+    RSS counts the shared libraries' pages (libpython, OpenSSL, the extension
+    modules) that every Python process on the machine shares; USS is the memory
+    the agent alone holds, what the machine gets back when it stops.
+    """
     first_pid = last_pid()
     before = agent.cpu_times()
     start = time.monotonic()
@@ -110,7 +116,8 @@ def steady_footprint(agent: psutil.Process, seconds: float) -> tuple[float, floa
     used = (after.user - before.user) + (after.system - before.system)
     created = "?" if first_pid is None or final_pid is None else str(
         (final_pid - first_pid) % (1 << 22))
-    return 100.0 * used / elapsed, peak / 1e6, created
+    uss = agent.memory_full_info().uss
+    return 100.0 * used / elapsed, peak / 1e6, uss / 1e6, created
 
 
 def detection_latency(lines: Lines, banned: Path, samples: int) -> list[float]:
@@ -271,7 +278,7 @@ def main() -> int:
         lines = Lines(agent.stdout)
         watched = psutil.Process(agent.pid)
         time.sleep(2.0)  # let start-up work settle before measuring the idle state
-        cpu, rss, created = steady_footprint(watched, args.steady)
+        cpu, rss, uss, created = steady_footprint(watched, args.steady)
         latencies = detection_latency(lines, banned, args.samples)
         ours, portable, ps = scan_costs(args.runs)
         network, network_psutil = network_costs(args.runs)
@@ -297,6 +304,7 @@ def main() -> int:
         (f"idle CPU over {args.steady:.0f} s (process tick {interval} s)",
          f"{cpu:.2f} % of one core", "<= 0.5 %"),
         ("peak RSS", f"{rss:.1f} MB", "<= 50 MB"),
+        ("USS (memory the agent alone holds)", f"{uss:.1f} MB", ""),
         (f"detection latency, median of {len(latencies)}", f"{median * 1000:.0f} ms", ""),
         ("detection latency, p95", f"{p95 * 1000:.0f} ms", "<= 1000 ms"),
         ("full process scan + engine (agent)", f"{ours * 1000:.1f} ms", ""),
