@@ -1,4 +1,5 @@
-"""Finding lifecycle: opened when first seen, resolved when its cause goes away.
+"""Finding lifecycle: opened when first seen, resolved when its cause goes away,
+and opened again (the same key) when a new policy says something else about it.
 
 A finding's key (from the engine) is `app|sensor|identity`, where identity
 names the thing seen: a process (pid + start time), an install, a connection.
@@ -17,6 +18,8 @@ from policies.observations import Sensor
 
 EventKind = Literal["opened", "resolved"]
 SENSORS: tuple[Sensor, ...] = ("process", "installed", "network")
+# What the policy says about a finding, as opposed to what was seen.
+POLICY_TERMS = ("verdict", "action", "mode", "alternative", "message")
 
 
 def utc_now() -> dt.datetime:
@@ -57,7 +60,8 @@ class FindingTracker:
         current = {finding.key: finding for finding in findings}
         known = self._open[sensor]
         resolved = [finding for key, finding in known.items() if key not in current]
-        opened = [finding for key, finding in current.items() if key not in known]
+        opened = [finding for key, finding in current.items()
+                  if key not in known or _restated(known[key], finding)]
         return self._apply(sensor, opened, resolved)
 
     def update(
@@ -73,7 +77,8 @@ class FindingTracker:
         known = self._open[sensor]
         resolved = [finding for key, finding in known.items()
                     if key not in incoming and identity_of(key) in gone_identities]
-        opened = [finding for key, finding in incoming.items() if key not in known]
+        opened = [finding for key, finding in incoming.items()
+                  if key not in known or _restated(known[key], finding)]
         return self._apply(sensor, opened, resolved)
 
     def open_findings(self, sensor: Sensor | None = None) -> list[Finding]:
@@ -114,3 +119,14 @@ class FindingTracker:
             known[finding.key] = finding
             events.append(finding_event("opened", finding, moment))
         return events
+
+
+def _restated(before: Finding, now: Finding) -> bool:
+    """Whether a new policy says something else about a finding that is still open.
+
+    The embedded default (audit, notify) judged a Telegram that still runs when
+    the server's policy (enforce, terminate) arrives: the finding is opened
+    again on the new terms, so the agent acts on them and the server, which
+    takes a repeated opening as an update, shows them.
+    """
+    return any(getattr(before, name) != getattr(now, name) for name in POLICY_TERMS)

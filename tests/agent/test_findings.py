@@ -157,6 +157,41 @@ def test_policy_switch_rejudges_running_processes(
     assert [e["event"] for e in events] == ["opened", "resolved"]
 
 
+ENFORCE = """
+name: enforce
+mode: enforce
+rules:
+  - app: telegram
+    verdict: deny
+    action: terminate
+    message: Telegram is closed on this machine.
+"""
+
+
+def test_a_new_policy_restates_a_finding_still_open(
+    default_engine: Engine, make_engine: Any, fakes: Any
+) -> None:
+    """A Telegram seen under the embedded default (audit, notify) is still running when the
+    server's policy (enforce, terminate) replaces it: its finding opens again on the new
+    terms, so the agent acts on them and the server shows them."""
+    events: list[dict[str, Any]] = []
+    process = fakes.start("telegram-desktop")
+    watch = Watch(default_engine, Sensors(processes=ProcessSensor()), events.append)
+    watch.start()
+    assert [(e["event"], e["mode"], e["action"]) for e in events if e["pid"] == process.pid] \
+        == [("opened", "audit", "notify")]
+    events.clear()
+
+    enforce = make_engine(ENFORCE)
+    watch.set_engine(enforce)
+    assert [(e["event"], e["mode"], e["action"], e["message"]) for e in events
+            if e["pid"] == process.pid] == [
+        ("opened", "enforce", "terminate", "Telegram is closed on this machine.")]
+    events.clear()
+    watch.set_engine(enforce)  # the same terms again: nothing new to say
+    assert [e for e in events if e["pid"] == process.pid] == []
+
+
 def test_policy_submitted_from_another_thread_is_applied_by_the_loop(
     make_engine: Any, fakes: Any, wait: Any
 ) -> None:

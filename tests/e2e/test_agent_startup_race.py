@@ -31,13 +31,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.e2e.conftest import AgentProcess, WardenServer, agent_factory
-from tests.e2e.test_agent_service import _push_and_activate
+from tests.e2e.test_agent_service import ENFORCE, _push_and_activate, finding_for
 
 pytestmark = pytest.mark.slow
 
@@ -346,3 +347,25 @@ def test_a_banned_app_started_at_any_moment_of_an_agents_start_is_reported(
     assert len([fake for fake in fakes if not fake.ended_early]) >= 5 * AGENTS
     assert {fake.app for fake in fakes} == {"telegram", "whatsapp"}
     assert not misses, "\n".join(misses)
+
+
+def test_a_telegram_seen_under_the_default_is_ended_once_the_servers_enforce_policy_arrives(
+    server: WardenServer, make_agent: Any, fake: FakeProcesses
+) -> None:
+    """The embedded default only notifies; the server's policy terminates. A Telegram the
+    first scan judged under the default is still running at the swap: the agent must act
+    on the new terms, not keep the old ones for as long as that Telegram runs."""
+    _push_and_activate(server, ENFORCE.format(mode="enforce"))
+    telegram = fake.start("telegram-desktop")
+    agent: AgentProcess = make_agent()
+    agent.start()
+    telegram.wait(timeout=3 * DEADLINE)
+    finding = wait_for(lambda: finding_for(server, telegram.pid, status="resolved"),
+                       3 * DEADLINE, "the finding resolved")
+    assert (finding["action"], finding["message"]) == (
+        "terminate", "Telegram is not allowed here.")
+    results = [event["payload"]["result"]
+               for event in server.api(f"findings/{finding['id']}")["events"]
+               if event["type"] == "action"]
+    assert {"action": "terminate", "ok": True} in [
+        {"action": r["action"], "ok": r["ok"]} for r in results], results
