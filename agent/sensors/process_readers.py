@@ -50,10 +50,6 @@ class ProcessReader(Protocol):
         """A number that changes whenever a process is created; None if unknown."""
         ...
 
-    def exe(self, pid: int) -> str | None:
-        """Just the executable's path (cheap); None when gone or unreadable."""
-        ...
-
     def created_between(self, first: int, last: int) -> list[int] | None:
         """Processes created between two generations, if cheap to tell; else None."""
         ...
@@ -106,13 +102,6 @@ class PsutilReader:
 
     def created_between(self, first: int, last: int) -> list[int] | None:
         return None
-
-    def exe(self, pid: int) -> str | None:
-        try:
-            exe: str = psutil.Process(pid).exe()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return None
-        return exe or None
 
     @staticmethod
     def _info(info: dict[str, object]) -> ProcessInfo:

@@ -32,6 +32,10 @@ from policies.observations import ProcessObservation
 
 # How long after its start a process is re-read, to catch an exec after fork.
 YOUNG_SECONDS = 2.0
+# Start times are the kernel's boot time, in whole seconds (/proc/stat btime, as
+# psutil reads it), plus the process's start ticks: a process can look up to a
+# second older than it is. Young means young by the slowest reckoning.
+START_TIME_SLACK = 1.0
 # Ticks read only the processes created since the last tick (when the reader
 # can tell which); all pids are listed this often anyway, so exits of processes
 # without findings are forgotten in bounded time.
@@ -260,7 +264,7 @@ class ProcessSensor:
     def _remember(self, info: ProcessInfo) -> ProcessObservation | None:
         observation = None if info.zombie else self._observe(info)
         self._known[info.pid] = _Entry(info.create_time, observation, info.denied)
-        if not info.zombie and self._clock() - info.create_time < self._young_seconds:
+        if not info.zombie and self._is_young(self._clock() - info.create_time):
             self._young[info.pid] = 0.0  # at the next tick
         return observation
 
@@ -289,10 +293,13 @@ class ProcessSensor:
         if info is not None:
             self._add(info, changes)
 
+    def _is_young(self, age: float) -> bool:
+        return self._young_seconds > 0 and age < self._young_seconds + START_TIME_SLACK
+
     def _recheck(self, pid: int, now: float, changes: ProcessChanges) -> None:
         entry = self._known[pid]
         age = now - entry.create_time
-        if age >= self._young_seconds:
+        if not self._is_young(age):
             del self._young[pid]
         else:
             # Look again when twice as old: a launcher usually execs within

@@ -69,13 +69,6 @@ class ProcfsReader:
         end = status.find(b"\n", start + 1)
         return start >= 0 and status[start + 6:end].strip() == str(pid).encode()
 
-    def exe(self, pid: int) -> str | None:
-        try:
-            exe = os.readlink(f"{self._proc}/{pid}/exe")
-        except OSError:
-            return None
-        return _strip_deleted(exe) or None
-
     def pids(self) -> list[int]:
         return [int(name) for name in os.listdir(self._proc) if name.isdigit()]
 

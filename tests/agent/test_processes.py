@@ -181,6 +181,13 @@ def test_exec_after_start_is_noticed(
 
 
 @pytest.mark.skipif(not LINUX, reason="tears a /proc read on purpose")
+def exe_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
 def test_a_read_torn_by_an_exec_is_read_again_while_young(
     default_engine: Engine, fakes: Any, wait: Any
 ) -> None:
@@ -195,7 +202,7 @@ def test_a_read_torn_by_an_exec_is_read_again_while_young(
                                 stdin=subprocess.PIPE)
     fakes.running.append(launcher)
     shell = os.path.realpath("/bin/sh")
-    wait(lambda: ProcfsReader().exe(launcher.pid) == shell, what="the launcher")
+    wait(lambda: exe_of(launcher.pid) == shell, what="the launcher")
 
     class ExecBetweenReads(ProcfsReader):
         torn = False
@@ -207,7 +214,7 @@ def test_a_read_torn_by_an_exec_is_read_again_while_young(
                 assert launcher.stdin is not None
                 launcher.stdin.write(b"go\n")
                 launcher.stdin.flush()
-                wait(lambda: self.exe(pid) == str(target), what="the exec")
+                wait(lambda: exe_of(pid) == str(target), what="the exec")
             return stat
 
     sensor = ProcessSensor(ExecBetweenReads(), young_seconds=600)
@@ -314,9 +321,6 @@ def test_a_tick_reads_only_new_pids(reader: ProcessReader, fakes: Any, wait: Any
 
         def generation(self) -> int | None:
             return self.inner.generation()
-
-        def exe(self, pid: int) -> str | None:
-            return self.inner.exe(pid)
 
         def created_between(self, first: int, last: int) -> list[int] | None:
             return self.inner.created_between(first, last)
@@ -439,9 +443,6 @@ def test_warnings_say_what_could_not_be_seen() -> None:
         def generation(self) -> int | None:
             return None
 
-        def exe(self, pid: int) -> str | None:
-            return None
-
         def created_between(self, first: int, last: int) -> list[int] | None:
             return None
 
@@ -451,3 +452,41 @@ def test_warnings_say_what_could_not_be_seen() -> None:
     assert sensor.warnings() == [
         "ran as ordinary user: 2 processes of other users could not be fully inspected "
         "(run as root/Administrator to see them)"]
+
+
+@pytest.mark.parametrize(("looks_older_by", "read_again"), [
+    (2.5, True),   # 0.5 s old but its start time, on a whole-second boot time, says 2.5 s
+    (3.5, False),  # past the young window even by the slowest reckoning
+])
+def test_a_young_process_is_read_again_despite_a_rounded_boot_time(
+    looks_older_by: float, read_again: bool
+) -> None:
+    now = 1_000.0
+
+    class OneProcess:
+        reads = 0
+
+        def pids(self) -> list[int]:
+            return [10]
+
+        def read(self, pid: int) -> Any:
+            self.reads += 1
+            return ProcessInfo(pid=10, name="sh", create_time=now - looks_older_by)
+
+        def read_all(self) -> Any:
+            yield ProcessInfo(pid=10, name="sh", create_time=now - looks_older_by)
+
+        def start_time(self, pid: int) -> Any:
+            return (now - looks_older_by, False)
+
+        def generation(self) -> int | None:
+            return 1
+
+        def created_between(self, first: int, last: int) -> list[int] | None:
+            return []
+
+    reader = OneProcess()
+    sensor = ProcessSensor(reader, young_seconds=2.0, clock=lambda: now)
+    sensor.scan()
+    sensor.poll()
+    assert (reader.reads > 0) == read_again
