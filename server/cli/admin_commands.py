@@ -14,31 +14,15 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from policies.errors import PolicyError
 from policies.loader import load_catalog, parse_policy
-from server.api_client import (
-    ApiError,
-    WardenClient,
-    WardenClientError,
-    config_path,
-    resolve_credentials,
-)
-from server.cli.admin_output import (
-    EXIT_API,
-    EXIT_USAGE,
-    Column,
-    api_failure,
-    fail,
-    render,
-    show,
-    when,
-)
+from server.api_client import WardenClient
+from server.cli.admin_output import EXIT_API, Column, fail, render, show, when
+from server.cli.admin_runner import Command, connection_options, runner
 
-Command = Callable[[WardenClient, argparse.Namespace], int]
 # argparse makes this class generic for type checkers only.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -47,15 +31,7 @@ _ROLES = ["admin", "analyst", "viewer"]
 
 
 def register(subparsers: SubParsers) -> None:
-    connection = argparse.ArgumentParser(add_help=False)
-    group = connection.add_argument_group("server connection")
-    group.add_argument("--url", help="server URL (default: $WARDEN_URL, the config file, "
-                       "or http://127.0.0.1:8700)")
-    group.add_argument("--token", help="API token (default: $WARDEN_TOKEN or the config file)")
-    group.add_argument("--ca-bundle", metavar="FILE",
-                       help="CA certificates for a server with a private CA")
-    group.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="how long to wait for the server to answer (default: 10)")
+    connection = connection_options()
     _register_policy(subparsers, connection)
     _register_findings(subparsers, connection)
     _register_simple_areas(subparsers, connection)
@@ -66,7 +42,7 @@ def _add(actions: SubParsers, name: str, help: str, connection: argparse.Argumen
     parser: argparse.ArgumentParser = actions.add_parser(name, help=help, parents=[connection])
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(func=_runner(command))
+    parser.set_defaults(func=runner(command))
     return parser
 
 
@@ -163,45 +139,13 @@ def _register_simple_areas(subparsers: SubParsers, connection: argparse.Argument
 
     audit = subparsers.add_parser("audit", help="the admin audit log", parents=[connection])
     audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    audit.set_defaults(func=_runner(cmd_audit))
+    audit.set_defaults(func=runner(cmd_audit))
 
 
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return int(text)
-
-
-# --- running a command --------------------------------------------------------------
-
-
-def _runner(command: Command) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            credentials = resolve_credentials(args.url, args.token, args.ca_bundle)
-        except WardenClientError as exc:
-            return fail(str(exc), EXIT_USAGE)
-        if not credentials.token:
-            return fail(f"no API token: pass --token, set WARDEN_TOKEN, or write "
-                         f'{{"url": ..., "token": ...}} to {config_path()}', EXIT_USAGE)
-        client = WardenClient(credentials.url, credentials.token, timeout=args.timeout,
-                              ca_bundle=credentials.ca_bundle)
-        try:
-            return command(client, args)
-        except ApiError as exc:
-            return api_failure(exc)
-        except WardenClientError as exc:
-            return fail(str(exc), EXIT_API)
-        except BrokenPipeError:
-            # `warden findings list | head`: the reader left; stop quietly.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_API
-        except OSError as exc:
-            return fail(f"cannot write the output: {exc}", EXIT_API)
-        finally:
-            client.close()
-
-    return run
 
 
 # --- policies -----------------------------------------------------------------------
