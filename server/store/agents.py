@@ -1,4 +1,4 @@
-"""Agents: enrollment, token authentication, check-ins, revocation."""
+"""Agents: enrollment, token authentication, check-ins, revocation and re-admission."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ class HostFacts:
 
 class AgentRevokedError(Exception):
     """A revoked machine tried to enroll again; an administrator revoked it on purpose."""
+
+
+class AgentNotRevokedError(Exception):
+    """Re-admission asked for an agent that is not revoked (nothing to re-admit)."""
 
 
 def enroll(
@@ -187,6 +191,28 @@ def revoke(session: Session, agent_id: str, actor: str) -> Agent | None:
     if agent.revoked_at is None:
         agent.revoked_at = utcnow()
     audit.record(session, actor, "agent.revoke", f"agent:{agent.id}", before=before,
+                 after=as_dict(agent))
+    return agent
+
+
+def readmit(session: Session, agent_id: str, actor: str) -> Agent | None:
+    """Let a revoked agent's machine enroll again; None if there is no such agent,
+    AgentNotRevokedError if it is not revoked.
+
+    The old token is not revived: it is replaced by the hash of a fresh one nobody is
+    given, so the machine gets in only by enrolling again with a valid secret (which
+    keeps the agent id, its findings and history, and hands it a new token). Until then
+    the agent is silent, or active while its last check-in is recent.
+    """
+    agent = session.get(Agent, agent_id, with_for_update=True)
+    if agent is None:
+        return None
+    if agent.revoked_at is None:
+        raise AgentNotRevokedError(agent_id)
+    before = as_dict(agent)
+    agent.revoked_at = None
+    agent.token_hash = security.hash_token(security.new_token(security.AGENT_TOKEN_PREFIX))
+    audit.record(session, actor, "agent.readmit", f"agent:{agent.id}", before=before,
                  after=as_dict(agent))
     return agent
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from policies.loader import load_catalog
 from server.models import Agent, Finding
-from server.store import policies, tokens, users
+from server.store import agents, policies, tokens, users
 from tests.server.admin_support import (
     ALLOW_TELEGRAM,
     TELEGRAM_DEB,
@@ -42,7 +42,7 @@ ROLE_RANK = {"viewer": 0, "analyst": 1, "admin": 2}
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # placeholders: {finding} {victim} {secret} {token} {user} {app}
+    path: str  # placeholders: {finding} {victim} {revoked} {secret} {token} {user} {app}
     role: str  # the least role that may call it
     ok: int = 200
     body: Any = None  # JSON, or bytes sent as YAML
@@ -61,6 +61,7 @@ ADMIN_API = [
     Endpoint("GET", "/api/v1/agents", "viewer"),
     Endpoint("GET", "/api/v1/agents/{victim}", "viewer"),
     Endpoint("POST", "/api/v1/agents/{victim}/revoke", "admin"),
+    Endpoint("POST", "/api/v1/agents/{revoked}/readmit", "admin"),
     Endpoint("GET", "/api/v1/policies", "viewer"),
     Endpoint("POST", "/api/v1/policies", "admin", ok=201, body=POLICY_YAML),
     Endpoint("GET", "/api/v1/policies/1", "viewer"),
@@ -96,7 +97,8 @@ class World:
 @pytest.fixture
 def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
           enroll: Callable[..., EnrolledAgent], db: DB) -> World:
-    agent, other, victim = (enroll(hostname=name) for name in ("agent-a", "agent-b", "victim"))
+    agent, other, victim, revoked = (enroll(hostname=name) for name in
+                                     ("agent-a", "agent-b", "victim", "revoked"))
     post_events(client, agent.headers, event(TELEGRAM_PROCESS))
     with db() as session:
         finding = session.scalars(sa.select(Finding.id)).one()
@@ -106,13 +108,14 @@ def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
                                       catalog=catalog, signer=signer, actor="test")
         # Version 2 active, 1 before it: there is something to roll back to.
         policies.activate(session, second.number, actor="test", signer=signer)
+        agents.revoke(session, revoked.agent_id, actor="test")
         _, _ = tokens.create(session, name="spare", role="viewer", actor="test")
         target_token, _ = tokens.create(session, name="target", role="viewer", actor="test")
         user = users.create(session, username="target", password="long enough pass",
                             role="viewer", actor="test")
         session.commit()
-        ids = {"finding": finding, "victim": victim.agent_id, "secret": 1, "app": "telegram",
-               "token": target_token.id, "user": user.id}
+        ids = {"finding": finding, "victim": victim.agent_id, "revoked": revoked.agent_id,
+               "secret": 1, "app": "telegram", "token": target_token.id, "user": user.id}
     callers: dict[str, str | None] = {
         "none": None, "bad": "wat_" + "x" * 43, "agent": agent.token,
         "other_agent": other.token, "viewer": api_token("viewer"),

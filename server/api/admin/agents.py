@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session
 
 from server.api.admin.common import (
     PAGING,
@@ -17,8 +18,10 @@ from server.api.admin.common import (
     page,
     silent_after,
 )
-from server.api.deps import AdminDep, ContextDep, SessionDep, ViewerDep
+from server.api.deps import AdminDep, ContextDep, ServerContext, SessionDep, ViewerDep
+from server.api.errors import ApiError
 from server.db import utcnow
+from server.models import Agent
 from server.store import agents, agents_query
 from server.store.agents_query import AgentFilters
 from server.store.listing import CursorError, FilterError
@@ -58,7 +61,7 @@ def get_agent(
     row = agents.get(session, agent_id)
     if row is None:
         raise not_found(f"agent {agent_id}")
-    return agents_query.describe(session, [row], utcnow(), silent_after(context))[0]
+    return _describe(session, context, row)
 
 
 @router.post("/agents/{agent_id}/revoke")
@@ -70,4 +73,24 @@ def revoke_agent(
     if row is None:
         raise not_found(f"agent {agent_id}")
     session.commit()
+    return _describe(session, context, row)
+
+
+@router.post("/agents/{agent_id}/readmit")
+def readmit_agent(
+    principal: AdminDep, agent_id: str, session: SessionDep, context: ContextDep
+) -> dict[str, Any]:
+    """Undo a revocation: the machine may enroll again with a valid enrollment secret, and
+    gets a new token (the old one stays refused). The agent id, findings and history stay."""
+    try:
+        row = agents.readmit(session, agent_id, principal.actor)
+    except agents.AgentNotRevokedError as exc:
+        raise ApiError(409, f"agent {agent_id} is not revoked", code="agent_not_revoked") from exc
+    if row is None:
+        raise not_found(f"agent {agent_id}")
+    session.commit()
+    return _describe(session, context, row)
+
+
+def _describe(session: Session, context: ServerContext, row: Agent) -> dict[str, Any]:
     return agents_query.describe(session, [row], utcnow(), silent_after(context))[0]
