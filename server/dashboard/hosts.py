@@ -33,6 +33,12 @@ router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
 PAGE_SIZE = 50
 HOST_FINDINGS = 200
+# Fixed texts for the notice after a redirect: the URL never carries text to show.
+NOTICES = {
+    "revoked": "Agent revoked: its token no longer works and the machine cannot enroll.",
+    "readmitted": "Machine re-admitted: it can enroll again with an enrollment secret and "
+                  "gets a new token. Its old token stays refused.",
+}
 
 
 def silent_after(settings: ServerSettings) -> dt.timedelta:
@@ -66,7 +72,7 @@ def host_list(request: Request, dashboard: DashboardDep, person: Viewer,
 
 @router.get("/hosts/{agent_id}")
 def host_detail(request: Request, dashboard: DashboardDep, person: Viewer,
-                agent_id: str) -> Response:
+                agent_id: str, notice: str = "") -> Response:
     context = request.app.state.context
     now = utcnow()
     with context.read_sessions() as session:
@@ -85,7 +91,7 @@ def host_detail(request: Request, dashboard: DashboardDep, person: Viewer,
     return dashboard.page(
         request, "host.html", host=host, open_findings=open_findings, resolved=resolved,
         truncated=bool(more_open or more_resolved), installed=installed, limit=HOST_FINDINGS,
-        names=apps.app_names(bundle, context.catalog))
+        names=apps.app_names(bundle, context.catalog), notice=NOTICES.get(notice, ""))
 
 
 @router.post("/hosts/{agent_id}/revoke")
@@ -94,4 +100,17 @@ def revoke_host(request: Request, person: AdminPost, agent_id: str) -> Response:
         if agents.revoke(session, agent_id, actor=person.actor) is None:
             raise PageError(404, "There is no such host.")
         session.commit()
-    return redirect(f"/hosts/{agent_id}")
+    return redirect(f"/hosts/{agent_id}?notice=revoked")
+
+
+@router.post("/hosts/{agent_id}/readmit")
+def readmit_host(request: Request, person: AdminPost, agent_id: str) -> Response:
+    with request.app.state.context.write_sessions() as session:
+        try:
+            row = agents.readmit(session, agent_id, actor=person.actor)
+        except agents.AgentNotRevokedError as exc:
+            raise PageError(409, "This host is not revoked.", title="Not revoked") from exc
+        if row is None:
+            raise PageError(404, "There is no such host.")
+        session.commit()
+    return redirect(f"/hosts/{agent_id}?notice=readmitted")

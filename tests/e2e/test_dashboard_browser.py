@@ -18,11 +18,13 @@ import datetime as dt
 import os
 import re
 import struct
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from server import db
 from server.store import users
@@ -253,3 +255,54 @@ def test_screenshots_of_overview_findings_and_a_policy_diff(
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
         width, height = struct.unpack(">II", data[16:24])
         assert width == 1440 and height >= 900, (name, width, height)
+
+
+def test_an_admin_revokes_and_readmits_a_host_in_chromium(
+    server: WardenServer, chromium: Any
+) -> None:
+    add_user(server, "ada", "admin")
+    enroll = f"{server.url}/api/v1/agent/enroll"
+    secret = {"Authorization": f"Bearer {server.enroll_secret}"}
+    facts = {"hostname": "fin-lt-0300", "machine_id": uuid.uuid4().hex, "os": "linux",
+             "os_version": "Debian 12", "arch": "x86_64", "agent_version": "0.1.0",
+             "user": "m.keller"}
+    agent_id = requests.post(enroll, json=facts, headers=secret, timeout=10).json()["agent_id"]
+    host_page = f"{server.url}/hosts/{agent_id}"
+
+    page, console_errors = open_page(chromium, server)
+    page.goto(host_page)
+    log_in(page, "ada")
+    expect(page).to_have_url(host_page)
+    asked: list[str] = []
+
+    def answer(accept: bool) -> Callable[[Any], None]:
+        def respond(dialog: Any) -> None:
+            asked.append(dialog.message)
+            if accept:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        return respond
+
+    # Answering "Cancel" to the confirmation sends nothing.
+    page.once("dialog", answer(False))
+    page.get_by_role("button", name="Revoke agent").click()
+    assert asked and asked[0].startswith("Revoke this agent?")
+    assert server.api(f"agents/{agent_id}")["state"] == "active"
+
+    page.once("dialog", answer(True))
+    page.get_by_role("button", name="Revoke agent").click()
+    expect(page.get_by_role("status")).to_contain_text("Agent revoked")
+    expect(page.locator("h1 .badge")).to_have_text("revoked")
+    assert requests.post(enroll, json=facts, headers=secret, timeout=10).status_code == 403
+
+    page.once("dialog", answer(True))
+    page.get_by_role("button", name="Re-admit machine").click()
+    expect(page.get_by_role("status")).to_contain_text("Machine re-admitted")
+    assert asked[-1].startswith("Re-admit this machine?")
+    expect(page.get_by_role("button", name="Revoke agent")).to_be_visible()
+    assert server.api(f"agents/{agent_id}")["revoked_at"] is None
+    again = requests.post(enroll, json=facts, headers=secret, timeout=10)
+    assert (again.status_code, again.json()["agent_id"]) == (201, agent_id)
+    assert console_errors == []

@@ -166,6 +166,37 @@ def test_an_admin_revokes_a_host(person: PeopleFactory, many: dict[str, Any],
     assert client.post("/api/v1/agent/checkin", json={}, headers=bob.headers).status_code == 401
 
 
+def test_an_admin_readmits_a_revoked_host(person: PeopleFactory, many: dict[str, Any],
+                                          client: TestClient, enroll_secret: str) -> None:
+    admin, viewer = person("admin"), person("viewer")
+    bob = many["bob"]
+    page = f"/hosts/{bob.agent_id}"
+    assert f'action="{page}/readmit"' not in admin.get(page).text
+    # Only for a revoked host: otherwise the page says why.
+    refused = post_form(admin, f"{page}/readmit", csrf_from=page)
+    assert refused.status_code == 409 and "not revoked" in refused.text
+
+    revoked = post_form(admin, f"{page}/revoke", csrf_from=page, follow_redirects=True)
+    assert "Agent revoked" in revoked.text
+    assert f'action="{page}/readmit"' in revoked.text
+    assert f'action="{page}/readmit"' not in viewer.get(page).text
+    # A viewer's post, and a post without this session's CSRF token, change nothing.
+    assert post_form(viewer, f"{page}/readmit", csrf_from=page).status_code == 403
+    assert admin.post(f"{page}/readmit", data={"csrf_token": "forged"}).status_code == 403
+    assert "badge state-revoked" in admin.get(page).text
+
+    answer = post_form(admin, f"{page}/readmit", csrf_from=page)
+    assert (answer.status_code, answer.headers["location"]) == (303,
+                                                                f"{page}?notice=readmitted")
+    shown = admin.get(answer.headers["location"]).text
+    assert "Machine re-admitted" in shown and "badge state-revoked" not in shown
+    assert f'action="{page}/revoke"' in shown
+    enrolled = client.post("/api/v1/agent/enroll", json=bob.facts,
+                           headers={"Authorization": f"Bearer {enroll_secret}"})
+    assert (enrolled.status_code, enrolled.json()["agent_id"]) == (201, bob.agent_id)
+    assert "agent.readmit" in admin.get("/audit").text
+
+
 def test_the_overview_shows_compliance_apps_chart_and_alternatives(
     person: PeopleFactory, many: dict[str, Any]
 ) -> None:
