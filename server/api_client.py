@@ -206,6 +206,9 @@ class WardenClient:
     def revoke_agent(self, agent_id: str) -> dict[str, Any]:
         return self._object("POST", f"agents/{_segment(agent_id)}/revoke")
 
+    def readmit_agent(self, agent_id: str) -> dict[str, Any]:
+        return self._object("POST", f"agents/{_segment(agent_id)}/readmit")
+
     def create_secret(self, group: str | None = None) -> dict[str, Any]:
         return self._object("POST", "secrets", json={"group": group})
 

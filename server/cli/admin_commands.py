@@ -113,6 +113,9 @@ def _register_simple_areas(subparsers: SubParsers, connection: argparse.Argument
     revoke = _add(actions, "revoke", "stop an agent's token from working", connection,
                   cmd_agents_revoke)
     revoke.add_argument("id", metavar="ID")
+    readmit = _add(actions, "readmit", "let a revoked agent's machine enroll again", connection,
+                   cmd_agents_readmit)
+    readmit.add_argument("id", metavar="ID")
 
     secrets = subparsers.add_parser("secrets", help="enrollment secrets")
     actions = secrets.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -286,6 +289,12 @@ def cmd_agents_list(client: WardenClient, args: argparse.Namespace) -> int:
 def cmd_agents_revoke(client: WardenClient, args: argparse.Namespace) -> int:
     client.revoke_agent(args.id)
     print(f"agent {args.id} revoked: its token no longer works")
+    return 0
+
+
+def cmd_agents_readmit(client: WardenClient, args: argparse.Namespace) -> int:
+    client.readmit_agent(args.id)
+    print(f"agent {args.id} re-admitted: the machine can enroll again and gets a new token")
     return 0
 
 

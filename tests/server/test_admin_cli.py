@@ -306,6 +306,8 @@ def test_a_failed_export_leaves_no_file(api: FakeApi, capsys: pytest.CaptureFixt
     [
         (["agents", "revoke", "7"], "POST", "/api/v1/agents/7/revoke", {"id": 7}, b"",
          "agent 7 revoked: its token no longer works\n"),
+        (["agents", "readmit", "7"], "POST", "/api/v1/agents/7/readmit", {"id": 7}, b"",
+         "agent 7 re-admitted: the machine can enroll again and gets a new token\n"),
         (["secrets", "create", "--group", "ops"], "POST", "/api/v1/secrets",
          {"id": 3, "group": "ops", "secret": "s3cr3t"}, {"group": "ops"},
          "id: 3\ngroup: ops\nsecret: s3cr3t\n"),

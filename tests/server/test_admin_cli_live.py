@@ -109,3 +109,31 @@ def test_an_administrator_session_with_the_cli(
         actions = [entry["action"] for entry in json.loads(warden("audit", "--json"))["items"]]
         assert actions[:4] == ["policy.rollback", "policy.activate", "agent.enroll",
                                "secret.create"]
+
+
+def test_revoke_and_readmit_a_machine_with_the_cli(
+    warden: Callable[..., str], live_server: str, enroll_secret: str, host_facts: Facts,
+) -> None:
+    facts = host_facts(hostname="pc-rebuilt")
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        first = http.post("/api/v1/agent/enroll", json=facts, headers=bearer(enroll_secret))
+        agent_id, old_token = first.json()["agent_id"], first.json()["agent_token"]
+
+        assert warden("agents", "revoke", agent_id) == (
+            f"agent {agent_id} revoked: its token no longer works\n")
+        refused = http.post("/api/v1/agent/enroll", json=facts, headers=bearer(enroll_secret))
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "agent_revoked")
+
+        assert warden("agents", "readmit", agent_id) == (
+            f"agent {agent_id} re-admitted: the machine can enroll again and gets a new token\n")
+        assert "revoked" not in warden("agents", "list").splitlines()[1].split()
+        again = http.post("/api/v1/agent/enroll", json=facts, headers=bearer(enroll_secret))
+        assert again.status_code == 201, again.text
+        assert again.json()["agent_id"] == agent_id
+        new_token = again.json()["agent_token"]
+        checkin = "/api/v1/agent/checkin"
+        assert http.post(checkin, json={}, headers=bearer(new_token)).status_code == 200
+        assert http.post(checkin, json={}, headers=bearer(old_token)).status_code == 401
+
+    actions = [entry["action"] for entry in json.loads(warden("audit", "--json"))["items"]]
+    assert actions[:3] == ["agent.reenroll", "agent.readmit", "agent.revoke"]
