@@ -1,11 +1,11 @@
 """create_app(settings): the whole server as one ASGI app, nothing built before it is called.
 
-Parts written separately plug in here: Prometheus metrics (server.metrics),
-alert delivery (server.alerts, wired when a webhook URL or syslog address is
-configured and fed every newly opened deny finding after commit), and —
-looked up when the app is created, so the server runs before they land —
-`server.api.admin` and `server.dashboard`, each exposing
-`install(app: FastAPI, context: ServerContext) -> None` to add its routes,
+Parts written separately plug in here: Prometheus metrics (server.metrics; `/metrics`
+wants a bearer token when `metrics_token` is set), alert delivery (server.alerts,
+wired when a webhook URL or syslog address is configured and fed every newly
+opened deny finding after commit), and — looked up when the app is created,
+so the server runs before they land — `server.api.admin` and `server.dashboard`,
+each exposing `install(app: FastAPI, context: ServerContext) -> None` to add its routes,
 middleware and hooks (see `server.api.deps.Hooks`). A module that is present
 but fails to import is a bug and fails loudly; only an absent one is skipped.
 """
@@ -22,20 +22,20 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from policies.loader import load_catalog
-from server import db
+from server import db, security
 from server.alerts import AlertDispatcher
 from server.api import agent
 from server.api.bodies import BodyLimitMiddleware
-from server.api.deps import ContextDep, ServerContext
+from server.api.deps import ContextDep, ServerContext, TokenDep, unauthorized
 from server.api.errors import error_response, install_error_handlers
 from server.hsts import StrictTransportSecurityMiddleware
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
 from server.retention import RetentionTask
-from server.settings import ServerSettings
+from server.settings import ServerSettings, is_loopback
 from server.signing import PolicySigner
 from server.store import agents, findings, policies
 from server.throttle import FailureWindow
@@ -129,7 +129,11 @@ def _install_metrics(app: FastAPI, context: ServerContext) -> Metrics:
         return Response(body, media_type=content_type)
 
     app.add_api_route("/metrics", render_metrics, methods=["GET"], tags=["operations"],
-                      response_model=None, include_in_schema=False)
+                      response_model=None, include_in_schema=False,
+                      dependencies=_metrics_guard(context.settings))
+    settings = context.settings
+    if settings.metrics_token is None and not is_loopback(settings.host):
+        context.hooks.on_startup.append(lambda: _warn_open_metrics(settings.host))
 
     def count_ingested(accepted_by_type: dict[str, int], duplicates: int) -> None:
         for event_type, count in accepted_by_type.items():
@@ -139,6 +143,26 @@ def _install_metrics(app: FastAPI, context: ServerContext) -> Metrics:
 
     context.hooks.on_events_ingested.append(count_ingested)
     return metrics
+
+
+def _metrics_guard(settings: ServerSettings) -> list[Any]:
+    """What a scrape must show: the metrics token when one is set, else nothing."""
+    if settings.metrics_token is None:
+        return []
+    # Only the digest is kept; comparing digests in constant time hides even the length.
+    expected = security.hash_token(settings.metrics_token.get_secret_value())
+
+    def check(token: TokenDep) -> None:
+        if not security.token_matches(token, expected):
+            raise unauthorized("/metrics wants the metrics token (WARDEN_METRICS_TOKEN)")
+
+    return [Depends(check)]
+
+
+def _warn_open_metrics(host: str) -> None:
+    log.warning("/metrics needs no token and the server listens on %s: whoever reaches it "
+                "reads open findings by app and agents by state. Set WARDEN_METRICS_TOKEN, "
+                "or restrict /metrics at the proxy or firewall", host)
 
 
 def _metrics_state(context: ServerContext) -> MetricsState:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -26,6 +26,7 @@ CONFIG_FILE_NAME = "warden.toml"
 DATABASE_FILE_NAME = "warden.db"
 SIGNING_KEY_FILE_NAME = "policy-signing.key"
 MIB = 1024 * 1024
+MIN_METRICS_TOKEN = 16
 
 
 class ServerSettings(BaseSettings):
@@ -46,6 +47,10 @@ class ServerSettings(BaseSettings):
     # Send Strict-Transport-Security on every answer. Always on when serving TLS itself;
     # set it behind a TLS-terminating proxy that does not add the header.
     hsts: bool = False
+
+    # When set, GET /metrics wants `Authorization: Bearer <this>`; unset, it is open (and
+    # the server warns at start when it listens beyond loopback).
+    metrics_token: SecretStr | None = None
 
     max_body_bytes: int = Field(default=MIB, ge=1024)
     max_events_per_batch: int = Field(default=1000, ge=1)
@@ -80,6 +85,19 @@ class ServerSettings(BaseSettings):
         if config_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @field_validator("metrics_token", mode="after")
+    @classmethod
+    def _strong_metrics_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is None:
+            return None
+        # Stripped: a token pasted from a file Prometheus also reads (`credentials_file`,
+        # which it trims) often ends with a newline.
+        value = token.get_secret_value().strip()
+        if len(value) < MIN_METRICS_TOKEN:
+            raise ValueError(f"metrics_token must be at least {MIN_METRICS_TOKEN} characters "
+                             "(e.g. the output of `openssl rand -hex 32`)")
+        return SecretStr(value)
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> ServerSettings:
