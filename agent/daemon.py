@@ -233,9 +233,16 @@ class AgentDaemon:
         self.watch.timing = dataclasses.replace(
             self._timing, process_interval=self._timing.process_interval * factor,
             network_interval=self._timing.network_interval * factor)
+        try:
+            depth: int | None = self.spool.depth()
+            dropped: int | None = self.spool.dropped()
+        except SpoolError as exc:
+            # Still check in: the server hears that the agent lives, without the counts.
+            log.warning("%s", exc)
+            depth = dropped = None
         status = {
-            "spool_depth": self.spool.depth(),
-            "dropped_events": self.spool.dropped(),
+            "spool_depth": depth,
+            "dropped_events": dropped,
             "open_findings": len(self.watch.tracker.open_findings()),
             "cpu_percent": round(health.cpu_percent, 2),
             "rss_bytes": health.rss_bytes,
@@ -277,9 +284,12 @@ class AgentDaemon:
             for thread in threads:
                 thread.join(timeout=10)
             self.client.close()
-            waiting = self.spool.depth()
+            try:
+                waiting: int | str = self.spool.depth()
+            except SpoolError:
+                waiting = "an unknown number of"
             self.spool.close()
-        log.info("stopped; %d events wait in the spool", waiting)
+        log.info("stopped; %s events wait in the spool", waiting)
         return 0
 
     def stop(self) -> None:

@@ -111,9 +111,7 @@ class Spool:
 
     def peek(self, limit: int = 500, max_bytes: int = 900 * 1024) -> list[dict[str, Any]]:
         """The oldest events, in order, up to `limit` events and about `max_bytes`."""
-        with self._lock:
-            rows = self._db.execute("SELECT body, size FROM events ORDER BY seq LIMIT ?",
-                                    (limit,)).fetchall()
+        rows = self._read("SELECT body, size FROM events ORDER BY seq LIMIT ?", (limit,))
         batch: list[dict[str, Any]] = []
         total = 0
         for body, size in rows:
@@ -151,18 +149,22 @@ class Spool:
 
     def open_findings(self) -> list[dict[str, Any]]:
         """The findings reported open and not yet resolved (see `append`)."""
-        with self._lock:
-            rows = self._db.execute("SELECT finding FROM open_findings ORDER BY key").fetchall()
+        rows = self._read("SELECT finding FROM open_findings ORDER BY key")
         return [json.loads(row[0]) for row in rows]
 
     def depth(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self._read("SELECT COUNT(*) FROM events")[0][0])
 
     def dropped(self) -> int:
+        return int(self._read("SELECT value FROM counters WHERE name = 'dropped'")[0][0])
+
+    def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+        # A read can fail too (a disk I/O error, a file gone); callers handle SpoolError.
         with self._lock:
-            row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
-        return int(row[0])
+            try:
+                return self._db.execute(sql, parameters).fetchall()
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot read the event spool {self.path}: {exc}") from exc
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):

@@ -100,3 +100,13 @@ def test_a_failed_append_changes_neither_events_nor_open_findings(tmp_path: Path
     spool._db.execute("PRAGMA query_only = OFF")
     assert spool.open_findings() == [] and spool.depth() == 0
     spool.close()
+
+
+def test_a_failed_read_is_a_spool_error_the_threads_handle(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    spool.append({"id": "e1", "type": "finding_opened"})
+    spool._db.execute("DROP TABLE events")  # as a disk error would fail the read
+    for read in (spool.depth, spool.peek):
+        with pytest.raises(SpoolError, match="cannot read the event spool"):
+            read()
+    spool.close()
