@@ -115,8 +115,9 @@ class PolicyVersion(Base):
 
 
 class ServerState(Base):
-    """One row (id 1): which policy version agents get, the one before it, and the signed
-    activation that tells agents this version is newer than any they ran before."""
+    """One row (id 1): which policy version agents get, the one before it, the signed
+    activation that tells agents this version is newer than any they ran before, and the
+    signed rotations that lead agents from an older signing key to the current one."""
 
     __tablename__ = "server_state"
 
@@ -133,6 +134,10 @@ class ServerState(Base):
     # signature; None only in a database migrated from before activations were signed.
     activation: Mapped[str | None] = mapped_column(sa.Text)
     activation_signature: Mapped[str | None] = mapped_column(sa.Text)
+    # Every rotation of the policy-signing key, oldest first, as canonical JSON text: a list
+    # of {"statement", "signature"}, each signed by the key it retires; None before the first
+    # (see server.key_rotation). Public, and useless without the keys: it may be in the database.
+    key_rotations: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class Event(Base):

@@ -26,6 +26,7 @@ from server.api.agent_schemas import (
     EnrollResponse,
     EventBatch,
     EventsResponse,
+    KeyRotation,
 )
 from server.api.bodies import openapi_json_body
 from server.api.deps import (
@@ -66,7 +67,9 @@ def enroll(
                        "to re-admit it", code="agent_revoked") from exc
     session.commit()
     return EnrollResponse(agent_id=agent.id, agent_token=token,
-                          policy_public_key=context.signer.public_key_b64, group=agent.group)
+                          policy_public_key=context.signer.public_key_b64, group=agent.group,
+                          key_rotations=[KeyRotation.model_validate(item)
+                                         for item in policies.key_rotations(session)])
 
 
 # Check-in and policy poll are the server's hot path: every agent calls both every minute
@@ -84,6 +87,7 @@ async def checkin(request: Request, token: TokenDep, context: ContextDep) -> Che
     if checked_in is None:
         raise unauthorized("unknown or revoked agent token; enroll again")
     return CheckinResponse(policy_etag=checked_in.policy_etag,
+                           policy_public_key=context.signer.public_key_b64,
                            next_checkin_seconds=next_checkin_seconds(context))
 
 
@@ -122,7 +126,8 @@ def next_checkin_seconds(context: ServerContext) -> int:
     "/policy",
     responses={200: {"description": "the signed bundle and its signed activation: "
                           "{\"bundle\", \"signature\", \"activation\", "
-                          "\"activation_signature\"}"},
+                          "\"activation_signature\"}, and once the signing key was "
+                          "rotated \"key_rotations\""},
                304: {"description": "the agent's copy (If-None-Match) is current"}},
 )
 def get_policy(token: TokenDep, request: Request, context: ContextDep) -> Response:

@@ -30,11 +30,23 @@ class EnrollRequest(_Request):
     user: str = Field(default="", max_length=255)
 
 
+class KeyRotation(BaseModel):
+    statement: dict[str, Any] = Field(
+        description='{"purpose": "warden.policy-key-rotation", "previous_public_key", '
+                    '"public_key", "created_at"}, exactly as signed')
+    signature: str = Field(description="Ed25519 by `previous_public_key` over the "
+                                       "statement's canonical JSON, base64")
+
+
 class EnrollResponse(BaseModel):
     agent_id: str
     agent_token: str
     policy_public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key")
     group: str | None
+    key_rotations: list[KeyRotation] = Field(
+        default_factory=list,
+        description="every rotation of the signing key, oldest first: an agent configured "
+                    "with an older key follows them to `policy_public_key`")
 
 
 class AgentStatus(_Request):
@@ -46,6 +58,8 @@ class AgentStatus(_Request):
     uptime_seconds: float | None = Field(default=None, ge=0)
     # Set while the agent refuses the policy it was offered (bad signature, malformed).
     policy_error: str | None = Field(default=None, max_length=1024)
+    # The signing key the agent trusts now (base64): who has moved after a key rotation.
+    policy_public_key: str | None = Field(default=None, max_length=64)
 
 
 class CheckinRequest(_Request):
@@ -56,6 +70,9 @@ class CheckinRequest(_Request):
 class CheckinResponse(BaseModel):
     policy_etag: str | None = Field(
         description="the active bundle version (no quotes); null while no policy is active")
+    policy_public_key: str = Field(
+        description="the key the server signs with now; an agent that trusts another fetches "
+                    "the policy, whose `key_rotations` lead it there")
     next_checkin_seconds: int
 
 

@@ -1,4 +1,5 @@
-"""`warden server init|run`: set up a data directory, serve the API.
+"""`warden server init|run|public-key|rotate-key`: set up a data directory, serve the API,
+hand out and rotate the policy-signing key (server.key_rotation).
 
 Settings come from the flags, then `WARDEN_*` variables, then the config
 file (see server.settings). Exit codes: 0 done, 1 failed, 2 refused settings.
@@ -9,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from server.settings import ServerSettings
 
 EXIT_FAILED = 1
@@ -48,6 +52,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     run.set_defaults(func=cmd_run)
+
+    public_key = actions.add_parser(
+        "public-key", help="print the policy-signing public key, for agents to pin "
+        "(WARDEN_AGENT_POLICY_PUBLIC_KEY)")
+    _data_dir_option(public_key)
+    public_key.add_argument("--json", action="store_true",
+                            help="the key, its fingerprint and every rotation that led to it")
+    public_key.set_defaults(func=cmd_public_key)
+
+    rotate = actions.add_parser(
+        "rotate-key", help="replace the policy-signing key; agents move to the new key by "
+        "themselves (running servers pick it up)")
+    _data_dir_option(rotate)
+    rotate.add_argument("--json", action="store_true", help="print the result as JSON")
+    rotate.set_defaults(func=cmd_rotate_key)
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -100,24 +119,23 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server import db
     from server.app import create_app
+    from server.key_rotation import finish_rotation
     from server.signing import SigningKeyError
+
+    def finish(session: Session, settings: ServerSettings) -> int:
+        finished = finish_rotation(session, settings.signing_key_path)
+        if finished:
+            print(f"warden: {finished}", file=sys.stderr)
+        return 0
 
     settings = _settings(args, host=args.host, port=args.port, tls_cert=args.tls_cert,
                          tls_key=args.tls_key, allow_insecure=args.allow_insecure)
-    if settings is None:
-        return EXIT_SETTINGS
-    if not settings.signing_key_path.exists():
-        print(f"warden: {settings.data_dir} is not initialised; run "
-              f"`warden server init --data-dir {settings.data_dir}` first", file=sys.stderr)
-        return EXIT_FAILED
-    # A newer release may bring migrations; applying them at start keeps upgrades one step.
-    engine = db.create_engine(settings.resolved_database_url)
-    try:
-        db.run_migrations(engine)
-    finally:
-        engine.dispose()
+    # Migrations first (a newer release may bring some; applying them at start keeps
+    # upgrades one step), then a key rotation that stopped half-way is finished.
+    failed = _on_database(settings, finish)
+    if failed or settings is None:
+        return failed
     try:
         app = create_app(settings)
     except SigningKeyError as exc:
@@ -135,3 +153,83 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0
+
+
+def cmd_public_key(args: argparse.Namespace) -> int:
+    from server.key_rotation import key_state
+
+    def show(session: Session, settings: ServerSettings) -> int:
+        state = key_state(session, settings.signing_key_path)
+        if state.retired:
+            print(f"warden: {settings.signing_key_path} still holds a retired key (an "
+                  "interrupted rotation); `warden server run` or `rotate-key` installs the "
+                  "current one", file=sys.stderr)
+        if args.json:
+            print(json.dumps(state.as_dict(), indent=2))
+        else:
+            print(state.current)
+        return 0
+
+    return _on_database(_settings(args), show)
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from server.cli.user_commands import _actor
+    from server.key_rotation import rotate
+    from server.signing import fingerprint
+
+    def run(session: Session, settings: ServerSettings) -> int:
+        report = rotate(session, settings.signing_key_path, actor=_actor())
+        if args.json:
+            print(json.dumps(report.as_dict(), indent=2))
+            return 0
+        done = report.rotation
+        if report.finished:
+            print(f"First {report.finished}.")
+        print(f"Rotated the policy-signing key {fingerprint(done.previous_public_key)} -> "
+              f"{fingerprint(done.public_key)}; the old key signed the statement agents "
+              "follow to the new one.")
+        print(f"New public key (for WARDEN_AGENT_POLICY_PUBLIC_KEY): {done.public_key}")
+        print(f"Re-signed policy versions: {_numbers(done.resigned)}; "
+              f"activation serial: {done.activation_serial or 'none (no active policy)'}.")
+        if done.not_resigned:
+            print(f"warden: NOT re-signed: versions {_numbers(done.not_resigned)} (their "
+                  "stored signature does not verify with the old key: changed in the "
+                  "database?); agents refuse them", file=sys.stderr)
+        print(f"Kept: {report.kept_old.name} (old), {report.kept_new.name} (new). Servers on "
+              "other hosts need the new policy-signing.key; agents move at their next "
+              "check-in.")
+        return 0
+
+    return _on_database(_settings(args), run)
+
+
+def _on_database(settings: ServerSettings | None,
+                 work: Callable[[Session, ServerSettings], int]) -> int:
+    """Run `work` with a session on the initialised data directory's migrated database;
+    its exit code, or why it could not run."""
+    import sqlalchemy as sa
+
+    from server import db
+    from server.signing import SigningKeyError
+
+    if settings is None:
+        return EXIT_SETTINGS
+    if not settings.signing_key_path.exists():
+        print(f"warden: {settings.data_dir} is not initialised; run "
+              f"`warden server init --data-dir {settings.data_dir}` first", file=sys.stderr)
+        return EXIT_FAILED
+    engine = db.create_engine(settings.resolved_database_url)
+    try:
+        db.run_migrations(engine)
+        with db.session_factory(db.writer(engine))() as session:
+            return work(session, settings)
+    except (SigningKeyError, sa.exc.SQLAlchemyError) as exc:
+        print(f"warden: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        engine.dispose()
+
+
+def _numbers(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers)) or "none"

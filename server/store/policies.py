@@ -9,6 +9,11 @@ only grows, so an agent refuses a bundle whose serial is lower than the one it
 runs: an older policy, validly signed but replayed by someone on the path or a
 stale mirror, is recognised as old. Rolling back is an admin's decision, so
 it gets a new, higher serial like any activation.
+
+Rotating the signing key (`rotate_signing_key`) re-signs every stored bundle
+whose signature the old key verifies, and signs a new activation, with the new
+key; the old key's signed statement naming the new one is kept, with those of
+earlier rotations, next to the activation and served with it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from policies.compiler import canonical_json, compile_bundle
 from policies.loader import parse_policy
 from server.db import utcnow
 from server.models import PolicyVersion, ServerState
-from server.signing import PolicySigner
+from server.signing import (
+    PolicySigner,
+    SigningKeyError,
+    fingerprint,
+    retired_keys,
+    rotation_statement,
+    verify_bytes,
+)
 from server.store import audit
 
 _STATE_ID = 1
@@ -58,6 +70,9 @@ def add_version(
 ) -> PolicyVersion:
     """Validate, compile, sign and store a policy; raises policies.errors.PolicyError."""
     policy = parse_policy(text, source_name, catalog)
+    state = session.get(ServerState, _STATE_ID)
+    if state is not None:
+        _refuse_retired(state, signer)
     bundle = compile_bundle(policy, catalog)
     bundle_bytes = canonical_json(bundle)
     row = PolicyVersion(
@@ -132,6 +147,7 @@ def sign_missing_activation(session: Session, signer: PolicySigner) -> int | Non
 
 
 def _sign_activation(state: ServerState, version: str, signer: PolicySigner) -> None:
+    _refuse_retired(state, signer)
     now = utcnow()
     # The last serial plus one — or the time in milliseconds, when that is larger: after a
     # database is restored from a backup, a plain counter would restart below serials the
@@ -143,6 +159,79 @@ def _sign_activation(state: ServerState, version: str, signer: PolicySigner) -> 
     state.activation = canonical_json(document).decode()
     state.activation_signature = signer.sign(document)
     state.updated_at = now
+
+
+def _refuse_retired(state: ServerState, signer: PolicySigner) -> None:
+    """SigningKeyError if `signer` holds a key a rotation retired: agents that moved on
+    would refuse what it signs (a server host whose key file was not replaced)."""
+    rotations = _rotations(state)
+    if signer.public_key_b64 in retired_keys(rotations):
+        current = rotations[-1]["statement"]["public_key"]
+        raise SigningKeyError(
+            f"this server's policy-signing key ({fingerprint(signer.public_key_b64)}) was "
+            f"retired by a key rotation; install the current key ({fingerprint(current)}, "
+            "`policy-signing.<fingerprint>.key` on the host where `warden server rotate-key` "
+            "ran) as its policy-signing.key")
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What `rotate_signing_key` did."""
+
+    previous_public_key: str
+    public_key: str
+    activation_serial: int | None  # the new activation's, None while no policy is active
+    resigned: list[int]  # version numbers now signed with the new key
+    # Versions whose stored signature the old key did not verify (changed in the database,
+    # or signed by a key lost before): left as they are, so agents still refuse them.
+    not_resigned: list[int]
+
+
+def rotate_signing_key(session: Session, old: PolicySigner, new: PolicySigner,
+                       actor: str) -> Rotation:
+    """Move signing from `old` to `new`: the old key signs a statement naming the new one;
+    the new key re-signs every bundle the old one verifies and a new activation."""
+    state = _locked_state(session)  # one rotation at a time, and none during an activation
+    _refuse_retired(state, old)  # rotated already (by a concurrent `rotate-key`?)
+    now = utcnow()
+    rotations = [*_rotations(state), rotation_statement(
+        old, new.public_key_b64, now.isoformat(timespec="milliseconds"))]
+    state.key_rotations = canonical_json(rotations).decode()
+    resigned, not_resigned = [], []
+    for row in session.scalars(sa.select(PolicyVersion).order_by(PolicyVersion.number)):
+        # Verified first: a bundle changed in the database must not come out of a rotation
+        # with a good signature.
+        if verify_bytes(old.public_key_b64, row.bundle.encode(), row.signature):
+            row.signature = new.sign_bytes(row.bundle.encode())
+            resigned.append(row.number)
+        else:
+            not_resigned.append(row.number)
+    serial = None
+    if state.active_policy_number is not None:
+        active_row = session.get(PolicyVersion, state.active_policy_number)
+        assert active_row is not None  # foreign key
+        # A new, higher serial: the agents' floor keeps rising; the bundle is the same.
+        _sign_activation(state, active_row.version, new)
+        serial = state.activation_serial
+    state.updated_at = now
+    result = Rotation(previous_public_key=old.public_key_b64, public_key=new.public_key_b64,
+                      activation_serial=serial, resigned=resigned, not_resigned=not_resigned)
+    audit.record(session, actor, "signing_key.rotate", "signing-key",
+                 before={"public_key": old.public_key_b64},
+                 after={"public_key": new.public_key_b64, "activation_serial": serial,
+                        "resigned": resigned, "not_resigned": not_resigned})
+    return result
+
+
+def key_rotations(session: Session) -> list[dict[str, Any]]:
+    """Every rotation of the signing key, oldest first: `[{"statement", "signature"}]`."""
+    state = session.get(ServerState, _STATE_ID)
+    return _rotations(state) if state is not None else []
+
+
+def _rotations(state: ServerState) -> list[dict[str, Any]]:
+    rotations: list[dict[str, Any]] = json.loads(state.key_rotations or "[]")
+    return rotations
 
 
 def _numbers(state: ServerState) -> dict[str, int | None]:
@@ -191,14 +280,17 @@ class SignedActive:
 
 def signed_active_json(session: Session | Connection) -> SignedActive | None:
     """The agent's `GET policy` body for the active version, built from the stored text
-    without re-parsing it: `{"bundle", "signature", "activation", "activation_signature"}`.
+    without re-parsing it: `{"bundle", "signature", "activation", "activation_signature",
+    "key_rotations"}` (the last only once the signing key was rotated).
 
-    One statement reads the bundle and the activation together, so a concurrent
-    activation can never pair one version's bundle with another's activation.
+    One statement reads the bundle, the activation and the rotations together, so a
+    concurrent activation or rotation can never pair one version's bundle with another's
+    activation, or a signature with rotations that do not lead to its key.
     """
     found = session.execute(
         sa.select(PolicyVersion.version, PolicyVersion.bundle, PolicyVersion.signature,
-                  ServerState.activation, ServerState.activation_signature)
+                  ServerState.activation, ServerState.activation_signature,
+                  ServerState.key_rotations)
         .join(ServerState, ServerState.active_policy_number == PolicyVersion.number)
         .where(ServerState.id == _STATE_ID)
     ).one_or_none()
@@ -209,6 +301,8 @@ def signed_active_json(session: Session | Connection) -> SignedActive | None:
     if found.activation is not None:
         body += b',"activation":' + found.activation.encode() + \
             b',"activation_signature":' + json.dumps(found.activation_signature).encode()
+    if found.key_rotations is not None:
+        body += b',"key_rotations":' + found.key_rotations.encode()
     return SignedActive(version=found.version, body=body + b"}")
 
 

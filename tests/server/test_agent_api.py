@@ -89,7 +89,9 @@ def test_enroll_returns_identity_token_and_public_key(
     response = client.post(ENROLL, json=facts, headers=bearer(enroll_secret))
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"agent_id", "agent_token", "policy_public_key", "group"}
+    assert set(body) == {"agent_id", "agent_token", "policy_public_key", "group",
+                         "key_rotations"}
+    assert body["key_rotations"] == []  # the signing key was never rotated
     assert body["agent_token"].startswith("wag_")
     assert body["group"] is None
     with db() as session:
