@@ -41,6 +41,8 @@ class Enrollment:
     agent_token: str
     policy_public_key: bytes
     group: str | None
+    # The server's signed key rotations, oldest first; not verified yet (agent.trust does).
+    key_rotations: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class SignedBundle:
     # The signed activation (serial, time, version); None from a server before serials.
     activation: dict[str, Any] | None = None
     activation_signature: bytes | None = None
+    # Present once the server's signing key was rotated: how to get from ours to its key.
+    key_rotations: tuple[dict[str, Any], ...] = ()
 
 
 class AgentClient:
@@ -79,6 +83,7 @@ class AgentClient:
             agent_token=body["agent_token"],
             policy_public_key=base64.b64decode(body["policy_public_key"]),
             group=body.get("group"),
+            key_rotations=_rotations(body),
         )
 
     def checkin(self, token: str, policy_version: str | None,
@@ -99,7 +104,8 @@ class AgentClient:
                             etag=response.headers.get("ETag", "").strip('"'),
                             activation=body.get("activation"),
                             activation_signature=base64.b64decode(activation_signature)
-                            if activation_signature is not None else None)
+                            if activation_signature is not None else None,
+                            key_rotations=_rotations(body))
 
     def post_events(self, token: str, events: list[dict[str, Any]]) -> set[str]:
         """Upload one batch gzip-compressed; return the ids the server committed."""
@@ -141,6 +147,12 @@ class AgentClient:
         if response.status_code == 401:
             raise Unauthorized(f"{method} {url}: {message}")
         raise ClientError(f"{method} {url}: {response.status_code} {message}")
+
+
+def _rotations(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    rotations = body.get("key_rotations") or []
+    # Kept as sent, whatever is inside: agent.trust refuses a malformed one with a reason.
+    return tuple(rotations) if isinstance(rotations, list) else (rotations,)
 
 
 def _error_message(response: requests.Response) -> str:

@@ -7,6 +7,8 @@ one named by `WARDEN_AGENT_CONFIG`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import sys
 from pathlib import Path
@@ -49,6 +51,10 @@ class AgentSettings(BaseSettings):
     group: str | None = None
     state_dir: Path = Field(default_factory=default_state_dir)
     ca_bundle: Path | None = None
+    # The server's policy-signing public key, given out of band with the enrollment secret
+    # (`warden server public-key`): base64 of the raw Ed25519 key. Set, the agent enrolls
+    # only with a server that signs with it, or with a key its signed rotations lead to.
+    policy_public_key: bytes | None = None
     # Intervals in seconds.
     process_interval: float = Field(default=0.25, gt=0, le=60)
     network_interval: float = Field(default=10.0, gt=0, le=3600)
@@ -83,6 +89,21 @@ class AgentSettings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for a server on loopback)")
         return value.rstrip("/")
+
+    @field_validator("policy_public_key", mode="before")
+    @classmethod
+    def _raw_ed25519_key(cls, value: object) -> bytes | None:
+        text = value.strip() if isinstance(value, str | bytes) else value
+        if not text:
+            return None
+        try:
+            raw = base64.b64decode(text, validate=True) if isinstance(text, str | bytes) else b""
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("must be the server's policy public key as `warden server "
+                             "public-key` prints it: base64 of the 32-byte Ed25519 key")
+        return raw
 
     @model_validator(mode="after")
     def _refuse_plain_http_beyond_loopback(self) -> AgentSettings:

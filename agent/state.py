@@ -1,11 +1,16 @@
 """What the agent keeps in its state directory, written atomically and 0600.
 
 - `identity.json`: agent id, agent token, server URL and the policy public key
-  pinned at enrollment (the server cannot swap it later without re-enrollment);
+  pinned at enrollment, which only the server's signed key rotations move on
+  (agent.trust); with it the rotations as last served, so the key can be checked
+  against the `policy_public_key` setting without the server;
 - `policy.json`: the last-known-good signed bundle, applied only after its
   signature and content hash verified, so the agent starts and enforces offline;
   with it the server's signed activation of that bundle, whose serial is the
-  floor below which no bundle is accepted any more (see `refuse_older`).
+  floor below which no bundle is accepted any more (see `refuse_older`), and the
+  key rotations it came with. After a rotation `policy.json` is written before
+  `identity.json`: a policy signed by the new key still loads with the old key
+  pinned, and the pin is moved at the next start (agent.sync.PolicySync).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.trust import UntrustedKey, follow, key_b64, key_path
 from policies.compiler import bundle_version, canonical_json
 from policies.engine import Engine
 
@@ -48,6 +54,8 @@ class Activation:
 class SignedPolicy:
     bundle: dict[str, Any]
     activation: Activation | None  # None from a server, or a state dir, before serials
+    public_key: bytes  # what it verified with: the pinned key, or where rotations led
+    key_rotations: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,15 @@ class Identity:
     server_url: str
     policy_public_key: bytes
     group: str | None = None
+    # The server's signed key rotations as last served, oldest first (agent.trust).
+    key_rotations: tuple[dict[str, Any], ...] = ()
+
+    def trusted_from(self, configured: bytes) -> bool:
+        """Whether the pinned key is `configured`, or one its rotations lead to."""
+        try:
+            return self.policy_public_key in key_path(configured, self.key_rotations)
+        except UntrustedKey:
+            return False
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -96,6 +113,7 @@ class StateDir:
             server_url=data["server_url"],
             policy_public_key=base64.b64decode(data["policy_public_key"]),
             group=data.get("group"),
+            key_rotations=tuple(data.get("key_rotations") or ()),
         )
 
     def save_identity(self, identity: Identity) -> None:
@@ -105,11 +123,28 @@ class StateDir:
             "server_url": identity.server_url,
             "policy_public_key": base64.b64encode(identity.policy_public_key).decode(),
             "group": identity.group,
+            "key_rotations": list(identity.key_rotations),
         }
         write_private(self.path / "identity.json", json.dumps(data, indent=2).encode())
 
     def forget_identity(self) -> None:
         (self.path / "identity.json").unlink(missing_ok=True)
+
+    def drop_untrusted_identity(self, configured: bytes | None) -> str | None:
+        """Forget an identity (and the policy it verified) whose pinned key the configured
+        `policy_public_key` does not lead to; why, or None when there was nothing to drop.
+
+        Such a state dir was enrolled with another server, or trusted an impostor's key on
+        first use, or predates a lost key: the agent enrolls again, checking the key.
+        """
+        identity = self.load_identity()
+        if configured is None or identity is None or identity.trusted_from(configured):
+            return None
+        self.forget_identity()
+        (self.path / "policy.json").unlink(missing_ok=True)
+        return (f"the state dir pinned policy key {key_b64(identity.policy_public_key)}, "
+                f"which the configured policy_public_key {key_b64(configured)} does not "
+                "lead to; its identity and policy are dropped and the agent enrolls again")
 
     # -- policy ---------------------------------------------------------------
 
@@ -131,20 +166,33 @@ class StateDir:
             activation_document = data.get("activation")
             if activation_signature is not None:
                 activation_signature = base64.b64decode(activation_signature)
+            rotations = tuple(data.get("key_rotations") or ())
         except (ValueError, KeyError, TypeError) as exc:  # binascii.Error is a ValueError
             raise BundleRejected(f"{path} is unreadable: {exc!r}") from exc
-        bundle = verify_bundle(bundle, signature, public_key)
+        key = signing_key(public_key, rotations)
+        bundle = verify_bundle(bundle, signature, key)
         return SignedPolicy(bundle, verify_activation(activation_document, activation_signature,
-                                                      public_key, bundle))
+                                                      key, bundle), key, rotations)
 
     def save_policy(self, bundle: dict[str, Any], signature: bytes,
-                    activation: Activation | None = None) -> None:
+                    activation: Activation | None = None,
+                    key_rotations: tuple[dict[str, Any], ...] = ()) -> None:
         data: dict[str, Any] = {"bundle": bundle,
                                 "signature": base64.b64encode(signature).decode()}
         if activation is not None:
             data["activation"] = activation.document
             data["activation_signature"] = base64.b64encode(activation.signature).decode()
+        if key_rotations:
+            data["key_rotations"] = list(key_rotations)
         write_private(self.path / "policy.json", json.dumps(data).encode())
+
+
+def signing_key(pinned: bytes, rotations: tuple[dict[str, Any], ...]) -> bytes:
+    """The key a policy that came with `rotations` must verify with; else BundleRejected."""
+    try:
+        return follow(pinned, rotations)
+    except UntrustedKey as exc:
+        raise BundleRejected(str(exc)) from exc
 
 
 def _verify_signature(public_key: bytes, signature: bytes, data: Any, what: str) -> None:

@@ -4,6 +4,12 @@ Each runs on its own thread inside `warden-agent run` and sleeps on a stop
 event, so SIGTERM ends them promptly. Neither ever deletes an event the server
 has not acknowledged: the uploader acks the spool only with the ids the
 server answered after its commit.
+
+The policy-signing key the agent trusts (agent.trust) is pinned at enrollment —
+checked against the `policy_public_key` setting when there is one — and moves
+only when a policy answer's signed key rotations lead from it to a new key and
+the policy verifies with that key. A check-in naming another key than the
+pinned one is what makes the agent fetch the policy to look for them.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from agent.backoff import Backoff
-from agent.client import AgentClient, ClientError, RetryLater, Unauthorized
+from agent.client import AgentClient, ClientError, Enrollment, RetryLater, Unauthorized
 from agent.platform import OsName, hostname
 from agent.spool import Spool, SpoolError
 from agent.state import (
@@ -31,9 +37,11 @@ from agent.state import (
     Identity,
     StateDir,
     refuse_older,
+    signing_key,
     verify_activation,
     verify_bundle,
 )
+from agent.trust import UntrustedKey, key_b64, key_path
 
 log = logging.getLogger("warden.agent.sync")
 
@@ -76,6 +84,10 @@ def host_facts(state: StateDir, os_name: OsName) -> dict[str, str]:
     }
 
 
+class KeyRefused(ClientError):
+    """The server's policy key is not the configured one, nor one it leads to."""
+
+
 @dataclass
 class SyncStatus:
     """What `warden-agent status` and check-ins report; updated by the threads."""
@@ -107,8 +119,12 @@ class PolicySync:
         rng: random.Random | None = None,
         on_reachable: Callable[[], None] = lambda: None,
         on_failure: Callable[[], object] = lambda: None,
+        trusted_key: bytes | None = None,
     ) -> None:
         self.client = client
+        # The `policy_public_key` setting: enrollment takes no other key (or one its signed
+        # rotations lead to), and a state dir pinned to another is not used.
+        self.trusted_key = trusted_key
         self._on_reachable = on_reachable
         # Told after every failed attempt, so `warden-agent status` can show why an
         # agent that never got to check in (bad CA, wrong secret) is not enrolled.
@@ -122,10 +138,19 @@ class PolicySync:
         self.checkin_interval = checkin_interval
         self._rng = rng or random.Random()
         self._backoff = Backoff(base=2.0, cap=300.0, rng=self._rng)
+        dropped = state.drop_untrusted_identity(trusted_key)
+        if dropped:
+            log.error("%s", dropped)
+            status.last_error = dropped
         self.identity: Identity | None = state.load_identity()
         self.identity_ready = threading.Event()
         # The activation of the policy in force: no bundle with a lower serial is taken.
         self.activation: Activation | None = None
+        # Fetch the policy whatever its etag at the next check-in (after an enrollment).
+        self._refetch = False
+        # The server key a check-in named when the policy was last fetched because of it:
+        # fetched once per key, not at every check-in while it cannot be followed.
+        self._fetched_for_key: str | None = None
         if self.identity is not None:
             self._mark_enrolled(self.identity)
             self.activation = self._cached_activation(self.identity)
@@ -135,7 +160,13 @@ class PolicySync:
             cached = self.state.load_signed_policy(identity.policy_public_key)
         except BundleRejected:
             return None  # the daemon reports the refused cache and runs its default
-        return cached.activation if cached else None
+        if cached is None:
+            return None
+        if cached.public_key != identity.policy_public_key:
+            # The agent stopped between saving a policy signed by a rotated-to key and
+            # pinning that key: finish the move (the cached policy's rotations verified).
+            self._pin(identity, cached.public_key, cached.key_rotations)
+        return cached.activation
 
     def _mark_enrolled(self, identity: Identity) -> None:
         self.status.enrolled = True
@@ -155,6 +186,9 @@ class PolicySync:
             delay = self._backoff.next_delay(exc.seconds)
             log.warning("server unreachable, retrying in %.0f s: %s", delay, exc)
             return self._failed(exc, delay)
+        except KeyRefused as exc:
+            log.error("%s", exc)
+            return self._failed(exc, self._backoff.next_delay())
         except Unauthorized as exc:
             log.error("the server no longer accepts this agent (%s); re-enrolling", exc)
             self.state.forget_identity()
@@ -180,14 +214,22 @@ class PolicySync:
     def sync_once(self) -> float:
         """One enrollment (if needed) + check-in + policy fetch; returns the next delay."""
         identity = self.identity or self._enroll()
+        pinned = key_b64(identity.policy_public_key)
         answer = self.client.checkin(identity.agent_token, self.status.policy_version,
                                      {**self._agent_status(),
-                                      "policy_error": self.status.policy_error})
+                                      "policy_error": self.status.policy_error,
+                                      "policy_public_key": pinned})
         self.status.last_checkin = time.time()
         etag = answer.get("policy_etag")
-        if etag and etag != self.status.policy_version:
-            self._fetch_policy(identity)
-        elif etag:
+        announced = answer.get("policy_public_key")
+        other_key = isinstance(announced, str) and announced != pinned
+        rekeyed = self._refetch or (other_key and announced != self._fetched_for_key)
+        if etag and (rekeyed or etag != self.status.policy_version):
+            # After a key rotation the bundle is the same, its signature is not: no etag.
+            self._fetch_policy(identity, conditional=not rekeyed)
+            self._refetch = False
+            self._fetched_for_key = announced if other_key else None
+        elif etag and not other_key:
             # The server's active policy is the one in force: nothing is refused any more
             # (e.g. an admin rolled back to it after a bad bundle was offered).
             self.status.policy_error = None
@@ -201,19 +243,53 @@ class PolicySync:
                               "WARDEN_AGENT_ENROLL_SECRET or WARDEN_AGENT_ENROLL_SECRET_FILE")
         enrollment = self.client.enroll(secret, self._facts())
         identity = Identity(enrollment.agent_id, enrollment.agent_token, self.client.server_url,
-                            enrollment.policy_public_key, enrollment.group)
+                            self._enrollment_key(enrollment), enrollment.group,
+                            enrollment.key_rotations)
         self.state.save_identity(identity)
         self.identity = identity
         self._mark_enrolled(identity)
-        log.info("enrolled as agent %s", identity.agent_id)
+        # The policy in force was verified with the key pinned before, if any: fetch it again.
+        self._refetch = True
+        log.info("enrolled as agent %s (policy key %s)", identity.agent_id,
+                 key_b64(identity.policy_public_key))
         return identity
 
-    def _fetch_policy(self, identity: Identity) -> None:
-        signed = self.client.fetch_policy(identity.agent_token, self.status.policy_version)
+    def _enrollment_key(self, enrollment: Enrollment) -> bytes:
+        """The key to pin: where the answer's rotations lead from the configured key (or,
+        with none configured, from the answered key); KeyRefused if the answered key is
+        not on that way."""
+        answered = enrollment.policy_public_key
+        start = self.trusted_key or answered
+        try:
+            path = key_path(start, enrollment.key_rotations)
+        except UntrustedKey as exc:
+            raise KeyRefused(f"not enrolled: the server's key rotations are refused: {exc}") \
+                from exc
+        if answered not in path:
+            raise KeyRefused(
+                f"not enrolled: {self.client.server_url} signs policies with key "
+                f"{key_b64(answered)}, not with the configured policy_public_key "
+                f"{key_b64(start)} nor a key it was rotated to; compare "
+                "WARDEN_AGENT_POLICY_PUBLIC_KEY with `warden server public-key` (or this is "
+                "not your server)")
+        return path[-1]
+
+    def _pin(self, identity: Identity, key: bytes,
+             rotations: tuple[dict[str, Any], ...]) -> None:
+        moved = replace(identity, policy_public_key=key, key_rotations=rotations)
+        self.state.save_identity(moved)
+        self.identity = moved
+        log.warning("the server's policy-signing key was rotated: now trusting %s (the "
+                    "rotation was signed by %s)", key_b64(key),
+                    key_b64(identity.policy_public_key))
+
+    def _fetch_policy(self, identity: Identity, conditional: bool = True) -> None:
+        signed = self.client.fetch_policy(identity.agent_token,
+                                          self.status.policy_version if conditional else None)
         if signed is None:
             return
-        key = identity.policy_public_key
         try:
+            key = signing_key(identity.policy_public_key, signed.key_rotations)
             bundle = verify_bundle(signed.bundle, signed.signature, key)
             activation = verify_activation(signed.activation, signed.activation_signature, key,
                                            bundle)
@@ -223,9 +299,13 @@ class PolicySync:
             self.status.policy_error = f"{exc} (offered version {signed.etag or '?'})"
             log.error("refused a policy bundle: %s", self.status.policy_error)
             return
-        # Saved together: the serial in force is the floor after a restart too.
-        self.state.save_policy(bundle, signed.signature, activation)
-        self._apply_bundle(bundle)
+        # Saved together: the serial in force is the floor after a restart too. The policy
+        # before the pin: it carries the rotations that lead to its key (see agent.state).
+        self.state.save_policy(bundle, signed.signature, activation, signed.key_rotations)
+        if key != identity.policy_public_key:
+            self._pin(identity, key, signed.key_rotations)
+        if bundle["version"] != self.status.policy_version:
+            self._apply_bundle(bundle)
         self.activation = activation
         self.status.policy_version = bundle["version"]
         self.status.policy_error = None
