@@ -8,6 +8,7 @@ check-in), so it works whether or not the service is up.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import time
@@ -59,6 +60,9 @@ def collect_status(settings: AgentSettings) -> dict[str, Any]:
     identity = state.load_identity()
     report["enrolled"] = identity is not None
     report["agent_id"] = identity.agent_id if identity else None
+    # The key policies must be signed with (moved on only by signed key rotations).
+    report["policy_public_key"] = (base64.b64encode(identity.policy_public_key).decode()
+                                   if identity else None)
     policy_path = state_dir / "policy.json"
     if policy_path.exists():
         cached = json.loads(policy_path.read_text(encoding="utf-8"))
@@ -102,6 +106,8 @@ def status_command(args: argparse.Namespace, settings: AgentSettings) -> int:
     print(f"state dir       {report['state_dir']}")
     print(f"server          {report['server_url'] or '(not configured)'}")
     print(f"enrolled        {'yes, agent ' + report['agent_id'] if report['enrolled'] else 'no'}")
+    if report.get("policy_public_key"):
+        print(f"signing key     {report['policy_public_key']}")
     version = report.get("policy_version")
     serial = f", activation {report['policy_serial']}" if report.get("policy_serial") else ""
     policy = (f"{version[:12]} ({report.get('policy_mode')}{serial})" if version

@@ -101,6 +101,12 @@ class AgentDaemon:
         self.client = AgentClient(settings.server_url, timeout=settings.request_timeout,
                                   ca_bundle=settings.ca_bundle)
         self.status = SyncStatus()
+        # A state dir pinned to a key the configured one does not lead to is dropped
+        # before its cached policy is ever used; the agent enrolls again.
+        dropped = self.state.drop_untrusted_identity(settings.policy_public_key)
+        if dropped:
+            log.error("%s", dropped)
+            self.status.last_error = dropped
         self.started = time.monotonic()
         self.stop_event = threading.Event()
         self.health = SelfWatchdog()
@@ -131,7 +137,8 @@ class AgentDaemon:
                                self._agent_status, self.status,
                                checkin_interval=settings.checkin_interval,
                                on_reachable=lambda: self.uploader.nudge(),
-                               on_failure=self._agent_status)
+                               on_failure=self._agent_status,
+                               trusted_key=settings.policy_public_key)
         if self._bundle_is_signed:
             self.status.policy_version = self._bundle["version"]
         self.uploader = Uploader(self.client, self.spool, self._token, self.status,

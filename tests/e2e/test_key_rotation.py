@@ -67,6 +67,7 @@ def test_an_agent_follows_a_key_rotation_and_applies_a_policy_only_the_new_key_s
     status = agent.status()
     assert status["policy_version"] == stock and not status.get("policy_error")
     assert status["policy_serial"] == rotated["activation_serial"]
+    assert status["policy_public_key"] == new
 
     number, version = push(server, AFTER_ROTATION)
     server.api(f"policies/{number}/activate", method="POST")
@@ -90,9 +91,6 @@ def test_an_agent_follows_a_key_rotation_and_applies_a_policy_only_the_new_key_s
     assert status["policy_version"] == version and not status.get("policy_error")
 
 
-@pytest.mark.xfail(strict=True, reason="agent/daemon.py does not pass the policy_public_key "
-                   "setting to PolicySync yet (trusted_key=settings.policy_public_key); "
-                   "tests/server/test_key_pinning.py proves the refusal meanwhile")
 def test_an_agent_configured_with_another_key_refuses_to_enroll(
     server: WardenServer, make_agent: Any
 ) -> None:
