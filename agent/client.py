@@ -8,8 +8,10 @@ loop acts on: `RetryLater` (back off), `Unauthorized` (re-enroll), `ClientError`
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,20 +79,26 @@ class AgentClient:
         self.session.close()
 
     def enroll(self, secret: str, facts: dict[str, Any]) -> Enrollment:
-        body = self._call("POST", "/enroll", secret, json_body=facts, expect=(200, 201)).json()
-        return Enrollment(
-            agent_id=body["agent_id"],
-            agent_token=body["agent_token"],
-            policy_public_key=base64.b64decode(body["policy_public_key"]),
-            group=body.get("group"),
-            key_rotations=_rotations(body),
-        )
+        response = self._call("POST", "/enroll", secret, json_body=facts, expect=(200, 201))
+        with _warden_answer(response):
+            body = response.json()
+            return Enrollment(
+                agent_id=body["agent_id"],
+                agent_token=body["agent_token"],
+                policy_public_key=base64.b64decode(body["policy_public_key"]),
+                group=body.get("group"),
+                key_rotations=_rotations(body),
+            )
 
     def checkin(self, token: str, policy_version: str | None,
                 status: dict[str, Any]) -> dict[str, Any]:
         payload = {"policy_version": policy_version, "status": status}
-        answer: dict[str, Any] = self._call("POST", "/checkin", token, json_body=payload).json()
-        return answer
+        response = self._call("POST", "/checkin", token, json_body=payload)
+        with _warden_answer(response):
+            answer = response.json()
+            if not isinstance(answer, dict):
+                raise TypeError(f"a JSON {type(answer).__name__}, not an object")
+            return answer
 
     def fetch_policy(self, token: str, etag: str | None) -> SignedBundle | None:
         """The signed bundle, or None when the server says ours is current (304)."""
@@ -98,14 +106,16 @@ class AgentClient:
         response = self._call("GET", "/policy", token, headers=headers, expect=(200, 304))
         if response.status_code == 304:
             return None
-        body = response.json()
-        activation_signature = body.get("activation_signature")
-        return SignedBundle(bundle=body["bundle"], signature=base64.b64decode(body["signature"]),
-                            etag=response.headers.get("ETag", "").strip('"'),
-                            activation=body.get("activation"),
-                            activation_signature=base64.b64decode(activation_signature)
-                            if activation_signature is not None else None,
-                            key_rotations=_rotations(body))
+        with _warden_answer(response):
+            body = response.json()
+            activation_signature = body.get("activation_signature")
+            return SignedBundle(
+                bundle=body["bundle"], signature=base64.b64decode(body["signature"]),
+                etag=response.headers.get("ETag", "").strip('"'),
+                activation=body.get("activation"),
+                activation_signature=base64.b64decode(activation_signature)
+                if activation_signature is not None else None,
+                key_rotations=_rotations(body))
 
     def post_events(self, token: str, events: list[dict[str, Any]]) -> set[str]:
         """Upload one batch gzip-compressed; return the ids the server committed."""
@@ -114,9 +124,10 @@ class AgentClient:
             "POST", "/events", token, data=gzip.compress(raw, compresslevel=6),
             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
-        body = response.json()
-        # Duplicates were committed by an earlier try: they are acknowledged too.
-        return set(body.get("accepted", [])) | set(body.get("duplicates", []))
+        with _warden_answer(response):
+            body = response.json()
+            # Duplicates were committed by an earlier try: they are acknowledged too.
+            return set(body.get("accepted", [])) | set(body.get("duplicates", []))
 
     def _call(
         self,
@@ -147,6 +158,17 @@ class AgentClient:
         if response.status_code == 401:
             raise Unauthorized(f"{method} {url}: {message}")
         raise ClientError(f"{method} {url}: {response.status_code} {message}")
+
+
+@contextlib.contextmanager
+def _warden_answer(response: requests.Response) -> Iterator[None]:
+    """A success that is not Warden's JSON (a captive portal's page, a misrouted proxy):
+    treated like an unreachable server, so the caller backs off and tries again."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RetryLater(f"{response.request.method} {response.url}: {response.status_code} "
+                         f"but not Warden's answer ({exc.__class__.__name__}: {exc})") from exc
 
 
 def _rotations(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:

@@ -198,6 +198,10 @@ class PolicySync:
         except ClientError as exc:
             log.error("check-in refused: %s", exc)
             return self._failed(exc, self._backoff.next_delay())
+        except OSError as exc:
+            # The state disk (full, read-only): retry later; the thread must live on.
+            log.error("cannot write the agent's state: %s", exc)
+            return self._failed(exc, self._backoff.next_delay())
         self._backoff.reset()
         self._on_reachable()
         return delay
@@ -226,8 +230,8 @@ class PolicySync:
         rekeyed = self._refetch or (other_key and announced != self._fetched_for_key)
         if etag and (rekeyed or etag != self.status.policy_version):
             # After a key rotation the bundle is the same, its signature is not: no etag.
-            self._fetch_policy(identity, conditional=not rekeyed)
-            self._refetch = False
+            # Fetched again, unconditionally, until the policy in force is saved too.
+            self._refetch = not self._fetch_policy(identity, conditional=not rekeyed)
             self._fetched_for_key = announced if other_key else None
         elif etag and not other_key:
             # The server's active policy is the one in force: nothing is refused any more
@@ -283,11 +287,12 @@ class PolicySync:
                     "rotation was signed by %s)", key_b64(key),
                     key_b64(identity.policy_public_key))
 
-    def _fetch_policy(self, identity: Identity, conditional: bool = True) -> None:
+    def _fetch_policy(self, identity: Identity, conditional: bool = True) -> bool:
+        """Fetch, verify and apply the server's policy; False when it could not be saved."""
         signed = self.client.fetch_policy(identity.agent_token,
                                           self.status.policy_version if conditional else None)
         if signed is None:
-            return
+            return True
         try:
             key = signing_key(identity.policy_public_key, signed.key_rotations)
             bundle = verify_bundle(signed.bundle, signed.signature, key)
@@ -298,12 +303,18 @@ class PolicySync:
             # Keep enforcing the previous policy; say so at every check-in until fixed.
             self.status.policy_error = f"{exc} (offered version {signed.etag or '?'})"
             log.error("refused a policy bundle: %s", self.status.policy_error)
-            return
-        # Saved together: the serial in force is the floor after a restart too. The policy
-        # before the pin: it carries the rotations that lead to its key (see agent.state).
-        self.state.save_policy(bundle, signed.signature, activation, signed.key_rotations)
-        if key != identity.policy_public_key:
-            self._pin(identity, key, signed.key_rotations)
+            return True
+        saved = True
+        try:
+            # Saved together: the serial in force is the floor after a restart too. The
+            # policy before the pin: it carries the rotations to its key (see agent.state).
+            self.state.save_policy(bundle, signed.signature, activation, signed.key_rotations)
+            if key != identity.policy_public_key:
+                self._pin(identity, key, signed.key_rotations)
+        except OSError as exc:
+            # Verified, so enforced now; saved at the next check-in's fetch.
+            log.error("applying policy %s, but cannot save it: %s", bundle["version"][:12], exc)
+            saved = False
         if bundle["version"] != self.status.policy_version:
             self._apply_bundle(bundle)
         self.activation = activation
@@ -311,6 +322,7 @@ class PolicySync:
         self.status.policy_error = None
         log.info("applied policy %s (activation serial %s)", bundle["version"][:12],
                  activation.serial if activation else "none")
+        return saved
 
 
 class Uploader:

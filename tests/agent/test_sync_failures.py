@@ -4,11 +4,15 @@ successful check-in, so an agent that could not enroll showed no reason at all).
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
-from agent.client import AgentClient
+import pytest
+
+from agent.client import AgentClient, RetryLater
 from agent.state import StateDir
 from agent.sync import PolicySync, SyncStatus
 
@@ -71,3 +75,36 @@ def test_a_failing_report_does_not_end_the_sync_thread(tmp_path: Path) -> None:
     assert sync._attempt() > 0
     assert sync._attempt() > 0
     assert len(calls) == 2 and status.last_error
+
+
+def test_a_captive_portal_answering_200_is_retried_later(tmp_path: Path) -> None:
+    """A hotel or airport network answers every request with its own login page."""
+
+    class Portal(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            page = b"<html><body>Please accept the terms of use</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    portal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    thread = threading.Thread(target=portal.serve_forever, daemon=True)
+    thread.start()
+    try:
+        failures: list[str] = []
+        status = SyncStatus()
+        url = f"http://127.0.0.1:{portal.server_address[1]}"
+        sync = make_sync(tmp_path, url, failures, status)
+        assert sync._attempt() > 0
+        assert "200 but not Warden's answer" in failures[0]
+        assert sync.state.load_identity() is None
+        with pytest.raises(RetryLater, match="not Warden's answer"):
+            AgentClient(url, timeout=5).post_events("token", [{"id": "e1"}])
+    finally:
+        portal.shutdown()
+        portal.server_close()
