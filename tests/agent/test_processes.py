@@ -392,8 +392,11 @@ def test_procfs_names_the_processes_created_between_two_generations(fakes: Any) 
 
 
 @pytest.mark.skipif(not LINUX, reason="compares the /proc reader with psutil")
-def test_procfs_reader_agrees_with_psutil(fakes: Any) -> None:
+def test_procfs_reader_agrees_with_psutil(fakes: Any, wait: Any) -> None:
     process = fakes.start("corp-chat-desktop-v2", "300", "5")
+    # Compare after the exec: between fork and exec the child still wears the test's name.
+    wait(lambda: (exe_of(process.pid) or "").endswith("/corp-chat-desktop-v2"),
+         what="the exec")
     fast, portable = ProcfsReader().read(process.pid), PsutilReader().read(process.pid)
     assert fast is not None and portable is not None
     assert fast == portable
