@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ ERROR_CALL_NOT_IMPLEMENTED = 120
 ERROR_FAILED_SERVICE_CONTROLLER_CONNECT = 1063
 ERROR_SERVICE_SPECIFIC_ERROR = 1066
 CTRL_LOGOFF_EVENT = 5
+CTRL_SHUTDOWN_EVENT = 6
 
 # The agent builds its policy engine and opens its spool while START_PENDING;
 # a slow disk at boot can take seconds.
@@ -66,6 +68,8 @@ START_WAIT_HINT_MS = 30_000
 # request times out). The checkpoint rises every STOP_TICK_S, within the hint.
 STOP_WAIT_HINT_MS = 15_000
 STOP_TICK_S = 2.0
+# A clean stop takes seconds; one still going after this is hung.
+STOP_DEADLINE_S = 60.0
 
 EXIT_FAILED = 1
 EXIT_BAD_SETTINGS = 2
@@ -175,10 +179,11 @@ class Advapi32:
             raise WindowsServiceError("SetServiceStatus", self._last_error())
 
     def survive_logoff(self) -> None:
-        """Ignore CTRL_LOGOFF_EVENT: the console's default handler would end the process
-        when any user logs off (the reason the JVM has -Xrs)."""
+        """Ignore CTRL_LOGOFF_EVENT and CTRL_SHUTDOWN_EVENT: the console's default handler
+        would end the process when any user logs off (the reason the JVM has -Xrs), or at
+        shutdown before the SCM's SHUTDOWN control lets the agent close its spool."""
         def on_console(event: int) -> int:
-            return 1 if event == CTRL_LOGOFF_EVENT else 0
+            return 1 if event in (CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT) else 0
 
         callback = CONSOLE_CTRL_HANDLER(on_console)
         self._callbacks.append(callback)
@@ -198,11 +203,13 @@ class WindowsService:
     """Run one daemon as the SCM's service, from START_PENDING to STOPPED."""
 
     def __init__(self, scm: Advapi32, make_daemon: Callable[[], Daemon],
-                 name: str = SERVICE_NAME, stop_tick: float = STOP_TICK_S) -> None:
+                 name: str = SERVICE_NAME, stop_tick: float = STOP_TICK_S,
+                 stop_deadline: float = STOP_DEADLINE_S) -> None:
         self._scm = scm
         self._make_daemon = make_daemon
         self._name = name
         self._stop_tick = stop_tick
+        self._stop_deadline = stop_deadline
         self._handle = 0
         self._lock = threading.Lock()
         self._finished = False
@@ -238,12 +245,14 @@ class WindowsService:
         self._report(SERVICE_RUNNING)
         try:
             self.exit_code = daemon.run()
-        except Exception:
+        except BaseException:  # even SystemExit: the SCM must hear STOPPED
             log.exception("the agent failed")
             self.exit_code = EXIT_FAILED
-        self._stopped.set()
-        self._report(SERVICE_STOPPED)
-        log.info("service stopped with exit code %d", self.exit_code)
+        finally:
+            self._stopped.set()
+            # Logged first: the process may end as soon as the SCM hears STOPPED.
+            log.info("service stopped with exit code %d", self.exit_code)
+            self._report(SERVICE_STOPPED)
 
     # Runs on the dispatcher's thread: answer at once, never block it.
     def _on_control(self, control: int) -> int:
@@ -264,8 +273,15 @@ class WindowsService:
         return ERROR_CALL_NOT_IMPLEMENTED
 
     def _tick_while_stopping(self) -> None:
-        # Each new checkpoint tells the SCM that stopping is progressing.
+        # Each new checkpoint tells the SCM that stopping is progressing; past the
+        # deadline the ticks stop, so a hung stop times out (the SCM then ends the
+        # process) instead of holding `sc stop` and an uninstall forever.
+        deadline = time.monotonic() + self._stop_deadline
         while not self._stopped.wait(self._stop_tick):
+            if time.monotonic() >= deadline:
+                log.error("the agent has not stopped after %.0f s; leaving it to the Service "
+                          "Control Manager to end", self._stop_deadline)
+                return
             self._report(SERVICE_STOP_PENDING, wait_hint_ms=STOP_WAIT_HINT_MS)
 
     def _report(self, state: int, wait_hint_ms: int = 0) -> None:
@@ -365,7 +381,11 @@ def _check() -> int:
     except SettingsError as exc:
         print(exc)
         return EXIT_BAD_SETTINGS
-    print(f"server    {settings.server_url or '(not configured)'}")
+    if not settings.server_url:
+        print("server_url is not set: give WARDEN_AGENT_SERVER_URL or `server_url` in the "
+              "config file")
+        return EXIT_BAD_SETTINGS
+    print(f"server    {settings.server_url}")
     print(f"state dir {settings.state_dir}")
     print(f"log file  {settings.log_file or '(standard error)'}")
     return 0

@@ -46,9 +46,13 @@ if ($LASTEXITCODE -ne 0) { throw "the agent's pre-flight check failed (exit $LAS
 
 # The agent token, the spool and the secret live here: SYSTEM (S-1-5-18) and
 # Administrators (S-1-5-32-544) only, inherited by every file created inside.
+# Owned by Administrators first: a user who created the folder before the install
+# would otherwise, as its owner, keep the right to change its access list.
 function New-PrivateDirectory([string]$Path) {
     New-Item -ItemType Directory -Force -Path $Path | Out-Null
-    & icacls.exe $Path /inheritance:r /grant:r '*S-1-5-18:(OI)(CI)F' '*S-1-5-32-544:(OI)(CI)F' | Out-Null
+    & icacls.exe $Path /setowner '*S-1-5-32-544' /T /C | Out-Null
+    if ($LASTEXITCODE -ne 0) { throw "icacls could not give $Path to Administrators" }
+    & icacls.exe $Path /inheritance:r /grant:r '*S-1-5-18:(OI)(CI)F' '*S-1-5-32-544:(OI)(CI)F' /T /C | Out-Null
     if ($LASTEXITCODE -ne 0) { throw "icacls could not restrict $Path" }
 }
 New-PrivateDirectory $ConfigDir
@@ -69,23 +73,29 @@ if ($env:WARDEN_AGENT_ENROLL_SECRET) {
 }
 
 $binaryPath = (@("`"$Python`"") + $flags + @("`"$Launcher`"")) -join ' '
+$serviceKey = "HKLM:\SYSTEM\CurrentControlSet\Services\$Name"
 $existing = Get-Service -Name $Name -ErrorAction SilentlyContinue
 if ($existing) {
     if ($existing.Status -ne 'Stopped') { Stop-Service -Name $Name -Force }
-    & sc.exe config $Name binPath= $binaryPath | Out-Null
+    # The command line goes to the registry as is: passed to sc.exe, Windows
+    # PowerShell 5.1 would mangle its embedded quotes.
+    Set-ItemProperty -LiteralPath $serviceKey -Name ImagePath -Value $binaryPath
 } else {
     New-Service -Name $Name -BinaryPathName $binaryPath -DisplayName 'Warden agent' `
         -Description 'Detects banned messaging apps, points users to the approved alternative, reports to the Warden server.' `
         -StartupType Automatic | Out-Null
 }
+function Invoke-Sc([string[]]$Arguments) {
+    & sc.exe @Arguments | Out-Null
+    if ($LASTEXITCODE -ne 0) { throw "sc.exe $($Arguments -join ' ') failed (exit $LASTEXITCODE)" }
+}
 # Delayed start: the agent is not worth slowing the boot for.
-& sc.exe config $Name start= delayed-auto | Out-Null
+Invoke-Sc @('config', $Name, 'start=', 'delayed-auto')
 # Restart after 5 s, 30 s, then every minute; forget failures after a day.
-& sc.exe failure $Name reset= 86400 actions= restart/5000/restart/30000/restart/60000 | Out-Null
+Invoke-Sc @('failure', $Name, 'reset=', '86400', 'actions=', 'restart/5000/restart/30000/restart/60000')
 # Also restart when it exits with an error code, not only when it crashes.
-& sc.exe failureflag $Name 1 | Out-Null
-if ($LASTEXITCODE -ne 0) { throw "sc.exe could not set the failure actions of $Name" }
-New-ItemProperty -Path "HKLM:\SYSTEM\CurrentControlSet\Services\$Name" -Name Environment `
+Invoke-Sc @('failureflag', $Name, '1')
+New-ItemProperty -Path $serviceKey -Name Environment `
     -PropertyType MultiString -Value $environment -Force | Out-Null
 
 Start-Service -Name $Name

@@ -217,8 +217,15 @@ def test_windows_script_registers_a_service_with_failure_actions() -> None:
     assert "New-Service -Name $Name -BinaryPathName $binaryPath" in script
     # A broken install stops before the service is registered.
     assert script.index("$Launcher --check") < script.index("New-Service")
-    assert "sc.exe failure $Name reset= 86400 actions= restart/5000/" in script
-    assert "sc.exe failureflag $Name 1" in script
+    assert "Invoke-Sc @('failure', $Name, 'reset=', '86400', 'actions=', 'restart/5000/" in script
+    assert "Invoke-Sc @('failureflag', $Name, '1')" in script
+    # A re-install replaces the command line in the registry, never through sc.exe's
+    # quoting, and every sc.exe call is checked.
+    assert "Set-ItemProperty -LiteralPath $serviceKey -Name ImagePath -Value $binaryPath" in script
+    assert "sc.exe config $Name binPath=" not in script
+    assert 'if ($LASTEXITCODE -ne 0) { throw "sc.exe' in script
+    # A folder created beforehand by a user is taken over before it is restricted.
+    assert script.index("/setowner '*S-1-5-32-544'") < script.index("/inheritance:r")
     assert "WARDEN_AGENT_ENROLL_SECRET_FILE" in script
     assert "WARDEN_AGENT_LOG_FILE=$(Join-Path $ConfigDir 'logs\\agent.log')" in script
     assert "{{" not in script

@@ -14,6 +14,7 @@ import pytest
 
 from agent.winservice import (
     CTRL_LOGOFF_EVENT,
+    CTRL_SHUTDOWN_EVENT,
     ERROR_CALL_NOT_IMPLEMENTED,
     ERROR_FAILED_SERVICE_CONTROLLER_CONNECT,
     ERROR_SERVICE_SPECIFIC_ERROR,
@@ -43,7 +44,7 @@ SERVICE_CONTROL_PAUSE = 2
 class FakeDaemon:
     """Runs until stopped; `slow_stop` holds run() back after stop() to show STOP_PENDING."""
 
-    def __init__(self, exit_code: int = 0, fail: Exception | None = None) -> None:
+    def __init__(self, exit_code: int = 0, fail: BaseException | None = None) -> None:
         self.exit_code = exit_code
         self.fail = fail
         self.running = threading.Event()
@@ -203,4 +204,34 @@ def test_a_user_logging_off_does_not_end_the_service() -> None:
     WindowsService(scm.api(), lambda: daemon).run()
     assert scm.console_handler is not None
     assert scm.console_handler(CTRL_LOGOFF_EVENT) == 1  # handled: the process lives on
+    assert scm.console_handler(CTRL_SHUTDOWN_EVENT) == 1  # the SCM's SHUTDOWN stops it
     assert scm.console_handler(0) == 0  # Ctrl+C still goes to the next handler
+
+
+def test_a_hung_stop_stops_ticking_so_the_scm_can_time_it_out() -> None:
+    scm = FakeScm()
+    daemon = FakeDaemon()
+    daemon.release.clear()  # run() never returns on its own
+    service = WindowsService(scm.api(), lambda: daemon, stop_tick=0.01, stop_deadline=0.2)
+    thread, _ = run_service(scm, service)
+    scm.wait_for_state(SERVICE_RUNNING)
+    scm.control(SERVICE_CONTROL_STOP)
+    with scm._changed:
+        assert scm._changed.wait_for(lambda: scm.states().count(SERVICE_STOP_PENDING) >= 3, 10)
+    ticks = scm.states().count(SERVICE_STOP_PENDING)
+    # Past the deadline no checkpoint rises any more (waits on the condition, with
+    # a deadline, for a report that must not come).
+    with scm._changed:
+        assert not scm._changed.wait_for(
+            lambda: scm.states().count(SERVICE_STOP_PENDING) > ticks + 25, 1.0)
+    assert scm.states()[-1] == SERVICE_STOP_PENDING
+    daemon.release.set()
+    thread.join(30)
+    assert scm.states()[-1] == SERVICE_STOPPED
+
+
+def test_even_system_exit_in_the_agent_reports_stopped() -> None:
+    scm = FakeScm()
+    daemon = FakeDaemon(fail=SystemExit(0))
+    assert WindowsService(scm.api(), lambda: daemon).run() == 1
+    assert scm.states()[-1] == SERVICE_STOPPED
