@@ -153,5 +153,6 @@ def load_settings(**overrides: object) -> AgentSettings:
             where = f"{name} ({env} or `{name}` in {default_config_path()})" if env else name
             lines.append(f"{where}: {message}")
         raise SettingsError("invalid agent settings:\n  " + "\n  ".join(lines)) from exc
-    except OSError as exc:
-        raise SettingsError(f"cannot read the agent config file: {exc}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: not TOML (or not UTF-8)
+        raise SettingsError(f"cannot read the agent config file {default_config_path()}: "
+                            f"{exc}") from exc

@@ -289,3 +289,15 @@ def test_watch_sees_an_install_and_its_removal(
         if watch.poll() is None:
             watch.kill()
         watch.wait()
+
+
+@pytest.mark.parametrize("content", [b"server_url = \n", "server_url = 'x'".encode("utf-16")])
+def test_a_config_file_that_is_not_toml_is_a_clear_settings_error(
+    content: bytes, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_bytes(content)  # a typo, or PowerShell 5.1's `>` writing UTF-16
+    monkeypatch.setenv("WARDEN_AGENT_CONFIG", str(config))
+    assert main(["status"]) == 2
+    assert f"cannot read the agent config file {config}" in capsys.readouterr().err
