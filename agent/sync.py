@@ -176,7 +176,14 @@ class PolicySync:
     def run(self, stop: threading.Event) -> None:
         # Check in at once on start, then on the server's schedule.
         while not stop.is_set():
-            stop.wait(self._attempt())
+            try:
+                delay = self._attempt()
+            except Exception as exc:
+                # Whatever it was, the thread must live: without it the agent
+                # never checks in or takes a new policy again, silently.
+                log.exception("check-in failed unexpectedly")
+                delay = self._failed(exc, self._backoff.next_delay())
+            stop.wait(delay)
 
     def _attempt(self) -> float:
         """One sync; the delay before the next (the server's interval, or a backoff)."""
@@ -369,6 +376,10 @@ class Uploader:
             except (ClientError, SpoolError) as exc:
                 self.status.last_error = str(exc)
                 log.error("upload failed: %s", exc)
+                delay = self._backoff.next_delay()
+            except Exception as exc:  # the thread must live, whatever went wrong
+                self.status.last_error = str(exc)
+                log.exception("upload failed unexpectedly")
                 delay = self._backoff.next_delay()
             if delay:
                 self.wake.wait(delay)

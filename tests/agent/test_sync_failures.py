@@ -108,3 +108,26 @@ def test_a_captive_portal_answering_200_is_retried_later(tmp_path: Path) -> None
     finally:
         portal.shutdown()
         portal.server_close()
+
+
+def test_an_unexpected_error_does_not_end_the_sync_thread(tmp_path: Path) -> None:
+    failures: list[str] = []
+    status = SyncStatus()
+    sync = make_sync(tmp_path, f"http://127.0.0.1:{closed_port()}", failures, status)
+    stop = threading.Event()
+    calls: list[int] = []
+
+    def attempt() -> float:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug nobody foresaw")
+        stop.set()
+        return 0.0
+
+    sync._attempt = attempt  # type: ignore[method-assign]
+    sync._backoff.next_delay = lambda seconds=None: 0.01  # type: ignore[method-assign]
+    thread = threading.Thread(target=sync.run, args=(stop,))
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive() and len(calls) == 2
+    assert failures == ["a bug nobody foresaw"]
