@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 # What the agent writes in its state directory; anything else stops a purge.
 _STATE_FILE = re.compile(
-    r"(identity\.json|policy\.json|status\.json|machine-id|spool\.db(-wal|-shm|-journal)?"
+    r"((identity|policy)\.json(\.untrusted)?|status\.json|machine-id"
+    r"|spool\.db(-wal|-shm|-journal)?"
     r"|\..+\.tmp|\.(identity|policy|status)\.json\..+)\Z")
 
 
@@ -80,9 +81,12 @@ def plan_uninstall(os_name: OsName, exe_path: str, state_dir: str, purge: bool,
     config = windows_config_dir or str(
         PureWindowsPath(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Warden")
     return RemovalPlan(
-        # sc.exe answers 1062 (not started) or 1060 (no such service) when there is
-        # nothing to do; delete takes effect once the service has stopped.
-        stop=(PlannedCommand(("sc.exe", "stop", WINDOWS_SERVICE_NAME), may_fail=True),
+        # Stop-Service waits until the service has stopped (`sc.exe stop` does not), so
+        # its spool is closed before a purge; sc.exe delete answers 1060 when there is
+        # no such service, which is nothing to do.
+        stop=(PlannedCommand(("powershell.exe", "-NoProfile", "-NonInteractive", "-Command",
+                              f"Stop-Service -Name {WINDOWS_SERVICE_NAME} -Force "
+                              "-ErrorAction SilentlyContinue"), may_fail=True),
               PlannedCommand(("sc.exe", "delete", WINDOWS_SERVICE_NAME), may_fail=True)),
         files=(str(folder / WINDOWS_LAUNCHER_NAME), str(folder / WINDOWS_SCRIPT_NAME),
                str(PureWindowsPath(config) / "enroll-secret")),

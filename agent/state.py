@@ -140,11 +140,15 @@ class StateDir:
         identity = self.load_identity()
         if configured is None or identity is None or identity.trusted_from(configured):
             return None
-        self.forget_identity()
-        (self.path / "policy.json").unlink(missing_ok=True)
+        # Set aside, not deleted: a mistyped setting pushed to a fleet must be recoverable
+        # (fix it, move the files back) even where the enrollment secret is gone by now.
+        for name in ("identity.json", "policy.json"):
+            if (self.path / name).exists():
+                os.replace(self.path / name, self.path / f"{name}.untrusted")
         return (f"the state dir pinned policy key {key_b64(identity.policy_public_key)}, "
                 f"which the configured policy_public_key {key_b64(configured)} does not "
-                "lead to; its identity and policy are dropped and the agent enrolls again")
+                "lead to; its identity and policy are set aside (*.untrusted) and the agent "
+                "enrolls again")
 
     # -- policy ---------------------------------------------------------------
 

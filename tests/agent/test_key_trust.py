@@ -171,6 +171,10 @@ def test_a_state_dir_is_kept_only_when_the_configured_key_leads_to_its_pin(
         assert dropped is not None and b64(configured) in dropped and b64(pinned) in dropped
         assert state.load_identity() is None
         assert not (tmp_path / "policy.json").exists()  # verified with the distrusted key
+        # Set aside, not destroyed: an admin who pushed a wrong key can move them back.
+        kept = json.loads((tmp_path / "identity.json.untrusted").read_text())
+        assert kept["policy_public_key"] == b64(pinned)
+        assert (tmp_path / "policy.json.untrusted").exists()
 
 
 def test_without_a_configured_key_any_pin_is_kept(tmp_path: Path) -> None:

@@ -84,12 +84,15 @@ def test_windows_stops_and_deletes_the_service_and_removes_its_host(tmp_path: Pa
     secret.parent.mkdir(parents=True)
     secret.write_text("s")
     # Not installed as a service: sc.exe fails, and that is fine.
-    runner = RecordingRunner(fail={"sc.exe stop WardenAgent", "sc.exe delete WardenAgent"})
+    runner = RecordingRunner(fail={"sc.exe delete WardenAgent"})
     plan = plan_uninstall("windows", WINDOWS_EXE, r"C:\ProgramData\Warden\state", purge=False,
                           windows_config_dir=r"C:\ProgramData\Warden")
     done = uninstall_service("windows", plan, root=tmp_path, runner=runner)
-    assert runner.argvs == [["sc.exe", "stop", "WardenAgent"], ["sc.exe", "delete", "WardenAgent"]]
-    assert "ran sc.exe stop WardenAgent (exit 1, ignored)" in done
+    assert runner.argvs == [
+        ["powershell.exe", "-NoProfile", "-NonInteractive", "-Command",
+         "Stop-Service -Name WardenAgent -Force -ErrorAction SilentlyContinue"],
+        ["sc.exe", "delete", "WardenAgent"]]
+    assert "ran sc.exe delete WardenAgent (exit 1, ignored)" in done
     assert files_under(tmp_path) == set()
 
 
