@@ -288,11 +288,11 @@ class Engine:
         if obs.sha256 and obs.sha256 in self._sha256:
             yield _Match(self._sha256[obs.sha256], f"process.sha256: {obs.sha256}", "high")
         if obs.exe:
-            exe = self._as_standard_home(normalise_path(obs.exe))
-            basename = exe.rsplit("/", 1)[-1].lower()
+            exes = self._with_standard_home(normalise_path(obs.exe))
+            basename = exes[0].rsplit("/", 1)[-1].lower()
             for regex, app_id, glob in (*self._exe_by_basename.get(basename, ()),
                                         *self._exe_other):
-                if regex.match(exe):
+                if any(regex.match(exe) for exe in exes):
                     yield _Match(app_id, f"process.exe_globs: {glob}", "high")
         for app_id in self._names.get(self._key(obs.name), ()):
             yield _Match(app_id, f"process.names: {obs.name}", "medium")
@@ -325,20 +325,22 @@ class Engine:
                 if regex.match(obs.publisher):
                     yield _Match(app_id, f"installed.windows_publishers: {glob}", "medium")
         if obs.source == "folder":
-            path = self._as_standard_home(normalise_path(obs.path or obs.id))
+            paths = self._with_standard_home(normalise_path(obs.path or obs.id))
             for glob, (regex, app_id) in self._folder_path_globs:
-                if regex.match(path):
+                if any(regex.match(path) for path in paths):
                     yield _Match(app_id, f"installed.folders.path: {glob}", "medium")
             for names, app_id in self._contains:
                 if names <= obs.contents:
                     yield _Match(app_id, f"installed.folders.contains: {sorted(names)}", "medium")
 
-    def _as_standard_home(self, path: str) -> str:
-        """`/srv/people/alice/x` -> `/home/alice/x` when that is alice's home, so `~` matches."""
+    def _with_standard_home(self, path: str) -> tuple[str, ...]:
+        """The path, and `/home/alice/x` too when `/srv/people/alice` is alice's home, so
+        `~` matches it. Both: a glob naming the real place (`/opt/...`, with a home at
+        /opt) must still match."""
         for home, standard in self._home_aliases:
             if path.startswith(home) and (len(path) == len(home) or path[len(home)] == "/"):
-                return standard + path[len(home):]
-        return path
+                return path, standard + path[len(home):]
+        return (path,)
 
 
 def _compile_path_glob(glob: str) -> re.Pattern[str]:

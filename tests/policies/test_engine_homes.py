@@ -44,6 +44,9 @@ def _apps(engine: Engine, observation: ProcessObservation | InstalledObservation
         ("/opt/shared" + FLATPAK_EXE, HOMES, []),
         # A home inside a home: the longest applies.
         ("/data/users/alice/nested" + FLATPAK_EXE, HOMES, ["telegram"]),
+        # A glob naming the real place still matches when a home is there too
+        # (a service account whose home is /var/lib).
+        ("/var/lib/flatpak/app/org.telegram.desktop/x/telegram", ("/var/lib",), ["telegram"]),
     ],
 )
 def test_process_exe_under_a_home_anywhere(
