@@ -149,8 +149,9 @@ def test_a_state_dir_pinned_to_another_key_is_dropped_and_enrolled_again(
     state.save_policy(bundle, STRANGER.sign(canonical_json(bundle)))
     agent = server.agent(tmp_path / "agent", trusted_key=base64.b64decode(server.key))
     error = agent.sync.status.last_error or ""
-    assert "dropped" in error and b64(STRANGER_KEY) in error
+    assert "set aside" in error and b64(STRANGER_KEY) in error
     assert agent.sync.identity is None and not (tmp_path / "agent" / "policy.json").exists()
+    assert (tmp_path / "agent" / "identity.json.untrusted").exists()
 
     agent.sync.sync_once()
     assert agent.pinned == server.key and agent.sync.identity is not None
