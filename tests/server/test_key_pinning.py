@@ -139,7 +139,7 @@ def test_a_server_whose_key_differs_from_the_configured_one_is_refused_at_enroll
     assert right.applied == [stock_version()]
 
 
-def test_a_state_dir_pinned_to_another_key_is_dropped_and_enrolled_again(
+def test_a_state_dir_pinned_to_another_key_is_set_aside_and_enrolled_again(
     server: Server, tmp_path: Path
 ) -> None:
     # Enrolled earlier, on first use, with an impostor; and a policy signed by it.
