@@ -122,11 +122,15 @@ class FindingTracker:
 
 
 def _restated(before: Finding, now: Finding) -> bool:
-    """Whether a new policy says something else about a finding that is still open.
+    """Whether a finding still open is now seen on other terms, or as another program.
 
     The embedded default (audit, notify) judged a Telegram that still runs when
     the server's policy (enforce, terminate) arrives: the finding is opened
     again on the new terms, so the agent acts on them and the server, which
-    takes a repeated opening as an update, shows them.
+    takes a repeated opening as an update, shows them. Likewise when a process
+    re-read after an exec (or after a read torn by one) turns out to run another
+    executable: the server gets the evidence as it is now.
     """
-    return any(getattr(before, name) != getattr(now, name) for name in POLICY_TERMS)
+    if any(getattr(before, name) != getattr(now, name) for name in POLICY_TERMS):
+        return True
+    return before.sensor == "process" and before.evidence.get("exe") != now.evidence.get("exe")

@@ -247,3 +247,21 @@ def test_open_findings_filter_by_sensor(default_engine: Engine, sensor: str, cou
     found = tracker.open_findings(sensor)  # type: ignore[arg-type]
     assert [f.sensor for f in found] == [sensor] * count
     assert len(tracker.open_findings()) == 2
+
+
+def test_a_process_seen_running_another_exe_is_restated(default_engine: Engine) -> None:
+    """A read torn by an exec opened the finding with the launcher's exe; the re-read
+    while young sees the real one, and the server gets the evidence as it is now."""
+    tracker = FindingTracker()
+    torn = ProcessObservation(pid=77, name="telegram-desktop", create_time=5.0,
+                              exe="/usr/bin/dash")
+    real = ProcessObservation(pid=77, name="telegram-desktop", create_time=5.0,
+                              exe="/opt/Telegram/telegram-desktop")
+    [first] = default_engine.evaluate(torn)
+    [second] = default_engine.evaluate(real)
+    assert first.key == second.key
+    opened = tracker.update("process", [first], [])
+    restated = tracker.update("process", [second], [])
+    assert [e["event"] for e in opened + restated] == ["opened", "opened"]
+    assert restated[0]["evidence"]["exe"] == "/opt/Telegram/telegram-desktop"
+    assert tracker.update("process", [second], []) == []  # the same again: nothing to say
