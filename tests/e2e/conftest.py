@@ -89,6 +89,14 @@ class WardenServer:
         response.raise_for_status()
         return response.json()
 
+    def push_policy(self, text: str) -> tuple[int, str]:
+        """Upload a policy file (YAML) as the admin; its version number and version hash."""
+        response = requests.post(f"{self.url}/api/v1/policies", data=text.encode(), timeout=10,
+                                 headers={"Authorization": f"Bearer {self.admin_token}",
+                                          "Content-Type": "application/yaml"})
+        assert response.status_code == 201, response.text
+        return response.json()["version_number"], response.json()["version"]
+
     def findings(self, **filters: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.api("findings", params={"limit": 500, **filters})[
             "items"]

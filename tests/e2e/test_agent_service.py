@@ -14,7 +14,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import requests
 
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.e2e.conftest import AgentProcess, WardenServer
@@ -196,13 +195,8 @@ rules:
 
 
 def _push_and_activate(server: WardenServer, text: str) -> str:
-    response = requests.post(f"{server.url}/api/v1/policies", data=text.encode(), timeout=10,
-                             headers={"Authorization": f"Bearer {server.admin_token}",
-                                      "Content-Type": "application/yaml"})
-    response.raise_for_status()
-    number = response.json()["version_number"]
+    number, version = server.push_policy(text)
     server.api(f"policies/{number}/activate", method="POST")
-    version: str = response.json()["version"]
     return version
 
 

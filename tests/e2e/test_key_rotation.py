@@ -19,7 +19,7 @@ from server.signing import verify_bundle
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.e2e.conftest import BIN, AgentProcess, WardenServer
 from tests.e2e.test_agent_service import SYNC, finding_for
-from tests.e2e.test_policy_replay import policy_is, push
+from tests.e2e.test_policy_replay import policy_is
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def test_an_agent_follows_a_key_rotation_and_applies_a_policy_only_the_new_key_s
     assert status["policy_serial"] == rotated["activation_serial"]
     assert status["policy_public_key"] == new
 
-    number, version = push(server, AFTER_ROTATION)
+    number, version = server.push_policy(AFTER_ROTATION)
     server.api(f"policies/{number}/activate", method="POST")
     signed = server.api(f"policies/{number}")
     assert verify_bundle(new, signed["bundle"], signed["signature"])

@@ -12,7 +12,6 @@ import sqlite3
 from typing import Any
 
 import pytest
-import requests
 
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.e2e.conftest import AgentProcess, WardenServer
@@ -28,14 +27,6 @@ rules:
 """
 STATE = ("active_policy_number", "previous_policy_number", "activation_serial",
          "activation", "activation_signature")
-
-
-def push(server: WardenServer, text: str) -> tuple[int, str]:
-    response = requests.post(f"{server.url}/api/v1/policies", data=text.encode(), timeout=10,
-                             headers={"Authorization": f"Bearer {server.admin_token}",
-                                      "Content-Type": "application/yaml"})
-    response.raise_for_status()
-    return response.json()["version_number"], response.json()["version"]
 
 
 def read_state(server: WardenServer) -> tuple[Any, ...]:
@@ -66,7 +57,7 @@ def test_an_older_signed_policy_is_refused_and_an_admin_rollback_is_taken(
     agent.start()
     denying = wait_for(lambda: agent.status().get("policy_version"), SYNC,
                        "the stock policy applied")
-    allow_number, allowing = push(server, ALLOW_TELEGRAM)
+    allow_number, allowing = server.push_policy(ALLOW_TELEGRAM)
     server.api(f"policies/{allow_number}/activate", method="POST")
     wait_for(lambda: policy_is(agent, allowing), SYNC, "the Telegram-allowing policy applied")
     recorded = read_state(server)  # the signed answer that allowed Telegram
