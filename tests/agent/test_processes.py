@@ -403,9 +403,14 @@ def test_procfs_names_the_processes_created_between_two_generations(fakes: Any) 
 @pytest.mark.skipif(not LINUX, reason="compares the /proc reader with psutil")
 def test_procfs_reader_agrees_with_psutil(fakes: Any, wait: Any) -> None:
     process = fakes.start("corp-chat-desktop-v2", "300", "5")
-    # Compare after the exec: between fork and exec the child still wears the test's name.
-    wait(lambda: (exe_of(process.pid) or "").endswith("/corp-chat-desktop-v2"),
-         what="the exec")
+    # Compare after the exec has finished: between fork and exec the child still wears the
+    # test's name, and inside execve the new exe is set before the new name and argv are.
+    def exec_finished() -> bool:
+        seen = ProcfsReader().read(process.pid)
+        return (seen is not None and seen.name == "corp-chat-desktop-v2"
+                and seen.cmdline[1:] == ("300", "5")
+                and (exe_of(process.pid) or "").endswith("/corp-chat-desktop-v2"))
+    wait(exec_finished, what="the exec")
     fast, portable = ProcfsReader().read(process.pid), PsutilReader().read(process.pid)
     assert fast is not None and portable is not None
     assert fast == portable
