@@ -92,11 +92,34 @@ def load_app(path: Path) -> AppDefinition:
 
 
 def load_catalog(directory: Path | None = None) -> dict[str, AppDefinition]:
-    """Every app definition in `directory` (default: the stock catalog), by id."""
+    """Every app definition in `directory` (default: the stock catalog), by id.
+
+    The server, the agent and the CLI all load the same few files again and again; the
+    parsed definitions are frozen models, so they are kept per directory and reused for as
+    long as no file there changed (name, size and mtime of each).
+    """
     directory = directory or default_catalog_dir()
+    paths = sorted(directory.glob("*.yaml"))
+    stamp = tuple((path.name, *_stat_stamp(path)) for path in paths)
+    cached = _catalog_cache.get(directory)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, _parse_catalog(paths))
+        _catalog_cache[directory] = cached
+    return dict(cached[1])
+
+
+_catalog_cache: dict[Path, tuple[tuple[tuple[str, int, int], ...], dict[str, AppDefinition]]] = {}
+
+
+def _stat_stamp(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
+def _parse_catalog(paths: list[Path]) -> dict[str, AppDefinition]:
     apps: dict[str, AppDefinition] = {}
     issues: list[ValidationIssue] = []
-    for path in sorted(directory.glob("*.yaml")):
+    for path in paths:
         try:
             app = load_app(path)
         except PolicyError as exc:
