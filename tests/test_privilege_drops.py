@@ -38,27 +38,28 @@ def _is_switch_command(node: ast.expr) -> bool:
     return bool(words) and Path(words[0]).name in SWITCH_COMMANDS
 
 
+def _switch(node: ast.expr) -> str | None:
+    """How `node` switches to another user, if it does."""
+    if isinstance(node, ast.Call):
+        called = _name(node.func)
+        if called in IDENTITY_CALLS:
+            return f"calls {called}()"
+        if called in SUBPROCESS_CALLS and any(
+                keyword.arg in SWITCH_KEYWORDS for keyword in node.keywords):
+            return f"starts a process as another user ({called}(user=...))"
+    elif isinstance(node, ast.List | ast.Tuple) and node.elts and _is_switch_command(
+            node.elts[0]):
+        return f"runs {ast.literal_eval(node.elts[0]).split()[0]}"
+    elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+          and len(node.value.split()) > 1 and _is_switch_command(node)):
+        return f"runs a shell command line starting with {node.value.split()[0]}"
+    return None
+
+
 def privilege_drops(source: str, filename: str) -> list[str]:
     """Where `source` switches to another user: `file:line what`."""
-    found = []
-    for node in ast.walk(ast.parse(source, filename)):
-        what = None
-        if isinstance(node, ast.Call):
-            called = _name(node.func)
-            if called in IDENTITY_CALLS:
-                what = f"calls {called}()"
-            elif called in SUBPROCESS_CALLS and any(
-                    keyword.arg in SWITCH_KEYWORDS for keyword in node.keywords):
-                what = f"starts a process as another user ({called}(user=...))"
-        elif isinstance(node, ast.List | ast.Tuple) and node.elts and _is_switch_command(
-                node.elts[0]):
-            what = f"runs {ast.literal_eval(node.elts[0]).split()[0]}"
-        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
-              and len(node.value.split()) > 1 and _is_switch_command(node)):
-            what = f"runs a shell command line starting with {node.value.split()[0]}"
-        if what is not None:
-            found.append(f"{filename}:{node.lineno} {what}")
-    return found
+    return [f"{filename}:{node.lineno} {what}" for node in ast.walk(ast.parse(source, filename))
+            if isinstance(node, ast.expr) and (what := _switch(node)) is not None]
 
 
 @pytest.mark.parametrize(("source", "drops"), [
