@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.cli import build_parser, main
+from tests.unprivileged import Unprivileged
 
 NOTHING_POLICY = """
 name: nothing-here
@@ -186,55 +184,18 @@ def test_watch_human_output(fakes: Any, lines: Any, agent_environ: Any,
         watch.wait()
 
 
-def _nobody() -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam("nobody")
-    except KeyError:
-        return None
-
-
-def _main_as(user: pwd.struct_passwd, argv: list[str]) -> tuple[int, str]:
-    """Run `main(argv)` in a forked child that has dropped root for `user`.
-
-    Forking (rather than starting the console script) keeps the already
-    loaded interpreter: this machine's Python may live where `user` cannot read.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns to pytest
-        code = 99
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-            os.dup2(write_end, 1)
-            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-            code = main(argv)
-            sys.stdout.flush()
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        output = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output
-
-
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0 or _nobody() is None,
-                    reason="needs root, to run the agent as the ordinary user `nobody`")
 def test_ordinary_user_sees_what_it_can_and_says_what_it_could_not(
-    fakes: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fakes: Any, unprivileged: Unprivileged
 ) -> None:
-    user = _nobody()
-    assert user is not None
-    # Somewhere nobody may look (the pytest tmp folder is root's own).
-    monkeypatch.setenv("WARDEN_AGENT_CONFIG", "/warden-test-no-such-dir/agent.toml")
     # The fake Telegram runs as root; the agent runs as nobody.
     process = fakes.start("telegram-desktop")
-    code, output = _main_as(user, ["scan", "--once", "--json", *SENSOR_FLAGS])
-    assert code == 3, output
-    report = json.loads(output)
+    result = unprivileged.run(
+        "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))",
+        "scan", "--once", "--json", *SENSOR_FLAGS,
+        # Somewhere nobody may look (the pytest tmp folder is root's own).
+        env={"WARDEN_AGENT_CONFIG": "/warden-test-no-such-dir/agent.toml"})
+    assert result.returncode == 3, result.stderr
+    report = json.loads(result.stdout)
     (finding,) = [f for f in report["findings"] if f.get("pid") == process.pid]
     # The name is public; the exe link of another user's process is not.
     assert finding["evidence"]["name"] == "telegram-desktop"

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from agent.enforce import terminate_tree
+from tests.unprivileged import Unprivileged
 
 DEADLINE = 10.0
 
@@ -127,9 +128,9 @@ def test_the_agent_never_ends_itself_init_or_a_tree_it_runs_in(target: str) -> N
     assert process.create_time() == before and process.status() != psutil.STATUS_STOPPED
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv to run the enforcer as an unprivileged user")
-def test_access_denied_is_reported_clearly(spawned: list[subprocess.Popen[str]]) -> None:
+def test_access_denied_is_reported_clearly(
+    spawned: list[subprocess.Popen[str]], unprivileged: Unprivileged
+) -> None:
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], text=True)
     spawned.append(victim)
     created = psutil.Process(victim.pid).create_time()
@@ -137,9 +138,7 @@ def test_access_denied_is_reported_clearly(spawned: list[subprocess.Popen[str]])
             "from agent.enforce import terminate_tree\n"
             f"r = terminate_tree({victim.pid}, {created!r})\n"
             "print(json.dumps([r.ok, r.detail]))\n")
-    enforcer = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-         code], capture_output=True, text=True, timeout=60, check=False)
+    enforcer = unprivileged.run(code)
     assert enforcer.returncode == 0, enforcer.stderr
     ok, detail = json.loads(enforcer.stdout)
     assert not ok

@@ -8,14 +8,15 @@ real installs; removing the files must make the finding go away.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import pickle
 import shutil
 import sys
 import tarfile
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 from agent.sensors.installed import InstalledAppsSensor
 from agent.sensors.installed_linux import parse_dpkg_status
 from policies.engine import Engine, Finding
+from tests.unprivileged import Unprivileged
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/bash
@@ -381,61 +383,61 @@ def world_readable_tmp() -> Iterator[Path]:
         shutil.rmtree(path)
 
 
-def scan_as_nobody(root: Path, engine: Engine) -> tuple[list[Finding], list[str]]:
-    """Scan in a forked child that has become `nobody`.
+# Run by `nobody`: scan the machine, hand back what was seen, pickled, as base64 text.
+SCAN_AS_NOBODY = """
+import base64, json, pickle, sys
+from pathlib import Path
+from agent.sensors.installed import InstalledAppsSensor
+root, files, globs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+sensor = InstalledAppsSensor(Path(root), "linux", frozenset(files), globs)
+print(base64.b64encode(pickle.dumps((sensor.scan(), sensor.warnings))).decode())
+"""
 
-    The test process keeps its identity (changing it, even briefly, changes
-    how /proc shows it to other tests). The child cannot exec Python here:
-    the interpreter lives under /root.
-    """
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about fork in a threaded process; the child only
-        # reads files, writes to a pipe and leaves with os._exit.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            sensor = sensor_for(root, engine)
-            payload = pickle.dumps((sensor.scan(), sensor.warnings))
-            with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(payload)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        payload = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged scan failed"
-    observations, scan_warnings = pickle.loads(payload)
+
+def scan_as_nobody(unprivileged: Unprivileged, root: Path,
+                   engine: Engine) -> tuple[list[Finding], list[str]]:
+    """Scan as `nobody`, in a child: the test process keeps its identity (changing
+    it, even briefly, changes how /proc shows it to other tests)."""
+    result = unprivileged.run(SCAN_AS_NOBODY, str(root),
+                              json.dumps(sorted(engine.folder_marker_files)),
+                              json.dumps(engine.folder_marker_globs))
+    assert result.returncode == 0, f"the unprivileged scan failed: {result.stderr}"
+    observations, scan_warnings = pickle.loads(base64.b64decode(result.stdout))
     return [f for f in engine.evaluate_all(observations) if f.verdict == "deny"], scan_warnings
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
-def test_unreadable_home_is_a_warning_and_the_rest_is_still_seen(
-        world_readable_tmp: Path, default_engine: Engine) -> None:
-    machine = make_machine(world_readable_tmp / "machine")
+def unreadable_home_machine(folder: Path) -> Path:
+    """Alice's and Bob's homes each hold a Telegram install; Bob's is closed (0700)."""
+    machine = make_machine(folder / "machine")
     write(machine / "home/alice/.local/share/TelegramDesktop/tdata/key_datas")
     write(machine / "home/bob/.local/share/TelegramDesktop/tdata/key_datas")
     (machine / "home/bob").chmod(0o700)
+    return machine
 
-    if os.geteuid() == 0:
-        # Read as an ordinary user would: bob's home is root's and closed to others.
-        findings, warnings = scan_as_nobody(machine, default_engine)
-    else:
-        (machine / "home/bob").chmod(0o000)
-        sensor = sensor_for(machine, default_engine)
-        findings, warnings = denied(sensor, default_engine), sensor.warnings
 
+def assert_bob_is_a_warning_and_alice_is_seen(findings: list[Finding],
+                                              warnings: list[str]) -> None:
     assert [f.evidence["user"] for f in findings] == ["alice"]
     assert ("could not read /home/bob: permission denied; run as root to see every user's "
             "installs") in warnings
+
+
+def test_unreadable_home_is_a_warning_and_the_rest_is_still_seen(
+        world_readable_tmp: Path, default_engine: Engine, unprivileged: Unprivileged) -> None:
+    machine = unreadable_home_machine(world_readable_tmp)
+    # Read as an ordinary user would: bob's home is root's and closed to others.
+    assert_bob_is_a_warning_and_alice_is_seen(
+        *scan_as_nobody(unprivileged, machine, default_engine))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="POSIX permissions, which root bypasses (the test above covers root)")
+def test_unreadable_home_is_a_warning_for_an_ordinary_user_running_the_scan(
+        world_readable_tmp: Path, default_engine: Engine) -> None:
+    machine = unreadable_home_machine(world_readable_tmp)
+    (machine / "home/bob").chmod(0o000)
+    sensor = sensor_for(machine, default_engine)
+    assert_bob_is_a_warning_and_alice_is_seen(denied(sensor, default_engine), sensor.warnings)
 
 
 def fake_rpm(directory: Path, script: str) -> None:
