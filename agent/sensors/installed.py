@@ -106,7 +106,15 @@ class ScanContext:
         return [entry for entry in self.entries(path) if entry.is_dir]
 
     def is_dir(self, path: Path) -> bool:
-        return safe_read.is_dir(path, beneath=self.anchor(path))
+        """Whether a folder is there; a warning when a link there leads out of its anchor."""
+        try:
+            safe_read.check_dir(path, beneath=self.anchor(path))
+        except safe_read.UnsafePath as error:
+            self.warn(self.machine.unreadable(path, error))
+            return False
+        except OSError:
+            return False
+        return True
 
     def read_bytes(self, path: Path, limit: int) -> bytes | None:
         """At most `limit` bytes of a regular file; None when absent, a warning when refused."""

@@ -31,7 +31,7 @@ _FLATPAK_EXPORTS = "exports/share/applications"
 # /snap/bin holds the command wrappers of every snap, not a snap.
 _NOT_SNAPS = {"bin", "README"}
 # Caps on what one file may cost to read; a bigger one is refused with a warning.
-_DPKG_STATUS_BYTES = 256 * 1024 * 1024
+_DPKG_STATUS_BYTES = 64 * 1024 * 1024
 _SNAP_YAML_BYTES = 1024 * 1024
 _METAINFO_BYTES = 4 * 1024 * 1024
 _RELEASE_VERSION = re.compile(rb"<release\b[^>]*\bversion=\"([^\"]+)\"")

@@ -134,13 +134,20 @@ def list_dir(path: Path, limit: int, *, beneath: Path | None = None) -> list[Ent
 def is_dir(path: Path, *, beneath: Path | None = None, links: bool = True) -> bool:
     """Whether `path` is a folder reached inside its anchor (through no link if not `links`)."""
     try:
-        if not _AT:
-            _check_inside(path, beneath)
-            return path.is_dir() and (links or not path.is_symlink())
-        os.close(_open(path, beneath, directory=True, follow=False, links=links))
+        check_dir(path, beneath=beneath, links=links)
     except OSError:
         return False
     return True
+
+
+def check_dir(path: Path, *, beneath: Path | None = None, links: bool = True) -> None:
+    """Nothing when `path` is a folder reached inside its anchor; else why not (an OSError)."""
+    if not _AT:
+        _check_inside(path, beneath)
+        if not path.is_dir() or (not links and path.is_symlink()):
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path))
+        return
+    os.close(_open(path, beneath, directory=True, follow=False, links=links))
 
 
 # -- resolution -----------------------------------------------------------------
@@ -175,8 +182,8 @@ def _open_beneath(anchor: Path, parts: tuple[str, ...], flags: int, links: bool)
                 continue
             if name == "..":
                 if len(stack) == 1:
-                    raise UnsafePath(errno.EXDEV, f"leads out of {anchor}; not followed",
-                                     str(anchor.joinpath(*parts)))
+                    raise UnsafePath(errno.EXDEV, "goes through a link that leads out of where "
+                                     "it belongs; not followed", str(anchor.joinpath(*parts)))
                 os.close(stack.pop())
                 if not pending:
                     return os.open(".", flags, dir_fd=stack[-1])
@@ -196,8 +203,9 @@ def _open_beneath(anchor: Path, parts: tuple[str, ...], flags: int, links: bool)
                                      "(a loop?); not followed",
                                      str(anchor.joinpath(*parts))) from None
                 if target.startswith(("/", "\\")):
-                    raise UnsafePath(errno.EXDEV, f"is a link to {target}, outside {anchor}; "
-                                     "not followed", str(anchor.joinpath(*parts))) from None
+                    raise UnsafePath(errno.EXDEV, f"goes through a link to {target}, out of "
+                                     "where it belongs; not followed",
+                                     str(anchor.joinpath(*parts))) from None
                 pending.extendleft(reversed(target.split("/")))
                 continue
             if last:
@@ -225,7 +233,7 @@ def _check_inside(path: Path, beneath: Path | None) -> None:
     # Without openat there is no race-free walk: check where the path ends up instead.
     if beneath is not None and not Path(os.path.realpath(path)).is_relative_to(
             os.path.realpath(beneath)):
-        raise UnsafePath(errno.EXDEV, f"leads out of {beneath}; not followed", str(path))
+        raise UnsafePath(errno.EXDEV, "leads out of where it belongs; not followed", str(path))
 
 
 def _entries(iterator: Iterator[os.DirEntry[str]], folder: str, limit: int) -> list[Entry]:
