@@ -9,7 +9,8 @@ import contextlib
 import os
 import shutil
 import socket
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,23 +73,27 @@ def _listening_socket(target: Path) -> Iterator[None]:
         os.close(folder)
 
 
+# Run as its own process, as the user doing it would be: it competes for the disk,
+# not for the reader's interpreter lock.
+_FLICKER = """
+import os, sys
+target = sys.argv[1]
+while True:
+    for step in (lambda: open(target, "wb").write(b"x" * 65536), lambda: os.unlink(target),
+                 lambda: os.mkdir(target), lambda: os.rmdir(target)):
+        try:
+            step()
+        except OSError:
+            pass
+"""
+
+
 @contextlib.contextmanager
 def _flickering(target: Path) -> Iterator[None]:
-    """A file (then a folder) that keeps appearing and vanishing, on another thread."""
-    stop = threading.Event()
-
-    def flicker() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                target.write_bytes(b"x" * 65536)
-                target.unlink()
-                target.mkdir()
-                target.rmdir()
-
-    thread = threading.Thread(target=flicker, name="flicker", daemon=True)
-    thread.start()
+    """A file (then a folder) that keeps appearing and vanishing, from another process."""
+    process = subprocess.Popen([sys.executable, "-c", _FLICKER, str(target)])
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        process.kill()
+        process.wait()
