@@ -34,7 +34,7 @@ FUZZ = settings(max_examples=60, deadline=dt.timedelta(seconds=5), derandomize=T
 
 _catalog = load_catalog()
 _policy = load_policy(default_policy_path(), _catalog)
-ENGINES = [Engine(compile_bundle(_policy, _catalog), HostContext(os=os_name))  # type: ignore[arg-type]
+ENGINES = [Engine(compile_bundle(_policy, _catalog), HostContext(os=os_name))
            for os_name in ("linux", "macos", "windows")]
 
 # Text as programs and users write it: any character but NUL (which ends a C string).
