@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from agent.platform import OsName
+from agent.sensors import safe_read
 
 # Profile folders under C:/Users that belong to nobody (or are links to others).
 _WINDOWS_NOT_USERS = {"public", "default", "default user", "all users", "defaultapppool"}
@@ -22,6 +23,8 @@ _MACOS_NOT_USERS = {"Shared"}
 # Accounts below this uid are system services on Linux; nobody (65534) too.
 _FIRST_HUMAN_UID = 1000
 _NOBODY_UID = 65534
+_MAX_HOMES = 100_000
+_PASSWD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,9 @@ def find_homes(machine: MachineRoot) -> tuple[list[UserHome], list[str]]:
             continue
         seen.add((info.st_dev, info.st_ino))
         try:
-            with os.scandir(path):
-                pass
+            # Homes are named by root-owned places (/home, /etc/passwd): a home that
+            # is a link (to a bigger disk) is followed, and is the anchor of its reads.
+            safe_read.list_dir(Path(os.path.realpath(path)), 1)
         except OSError as error:
             warnings.append(machine.unreadable(path, error))
             continue
@@ -120,22 +124,25 @@ def _children(
     machine: MachineRoot, parent: Path, skip: set[str], warnings: list[str]
 ) -> list[tuple[str, Path]]:
     try:
-        entries = sorted(os.scandir(parent), key=lambda entry: entry.name)
+        entries = safe_read.list_dir(parent, _MAX_HOMES, beneath=machine.root)
     except FileNotFoundError:
         return []
     except OSError as error:
         warnings.append(machine.unreadable(parent, error))
         return []
+    # A home may be a link (to a bigger disk); find_homes checks where each one leads.
     return [(entry.name, Path(entry.path)) for entry in entries
             if not entry.name.startswith(".") and entry.name not in skip
-            and entry.name != "lost+found" and entry.is_dir()]
+            and entry.name != "lost+found" and entry.kind in ("dir", "link")]
 
 
 def _passwd_homes(machine: MachineRoot) -> list[tuple[str, Path]]:
     try:
-        text = (machine.root / "etc/passwd").read_text(encoding="utf-8", errors="replace")
+        data = safe_read.read_file(machine.root / "etc/passwd", _PASSWD_BYTES,
+                                   beneath=machine.root)
     except OSError:
         return []
+    text = data.decode("utf-8", errors="replace")
     homes = []
     for line in text.splitlines():
         fields = line.split(":")

@@ -11,6 +11,13 @@ that is still being copied or unpacked (Telegram.app/Contents/Info.plist, a
 tarball's Telegram/Updater) is seen when its files land, not only when its
 folder was made. Folders where people unpack archives by hand (Downloads) are
 passed as `recursive`.
+
+Those folders belong to users, so they are hostile ground. A watch root that
+is a link is not watched (~/Downloads -> / would put a watch on every folder
+of the disk), and a recursive watch covers at most `max_tree_folders` folders
+(one inotify watch each, taken from a per-user kernel budget): a bigger tree,
+or one that grows past the cap, is watched flat instead, with a warning, and
+what lands deeper is seen by the periodic rescan.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from agent.sensors import safe_read
+
 log = logging.getLogger(__name__)
 
 # Content changes (a growing download, a log being written) say nothing about
@@ -47,6 +56,8 @@ FOLLOW_DEPTH = 2
 # A followed folder is dropped after this long without an event in it.
 FOLLOW_SECONDS = 30.0
 MAX_FOLLOWED = 32
+# Folders one recursive watch may cover (each costs an inotify watch).
+MAX_TREE_FOLDERS = 2000
 
 
 @dataclass
@@ -54,6 +65,7 @@ class _Watch:
     handle: ObservedWatch
     followed: bool
     expires: float = 0.0
+    recursive: bool = False
 
 
 class InstallWatcher:
@@ -65,7 +77,9 @@ class InstallWatcher:
         on_change: Callable[[], None],
         debounce_seconds: float = 0.2,
         recursive: Collection[Path] = (),
+        max_tree_folders: int = MAX_TREE_FOLDERS,
     ) -> None:
+        self._max_tree_folders = max_tree_folders
         self._paths = list(dict.fromkeys(paths))
         self._recursive = set(recursive)
         self._on_change = on_change
@@ -77,6 +91,8 @@ class InstallWatcher:
         self._burst_start: float | None = None
         self._due: float | None = None
         self._to_follow: list[tuple[Path, int]] = []
+        # Recursive watches in which folders appeared: counted again against the cap.
+        self._to_count: set[Path] = set()
         self._watches: dict[Path, _Watch] = {}
         self._stopping = False
         self._observer: BaseObserver | None = None
@@ -88,6 +104,7 @@ class InstallWatcher:
         self._stopping = False
         self._due = self._burst_start = None
         self._to_follow = []
+        self._to_count = set()
         self._observer = Observer()
         # Started before scheduling, so one bad path cannot stop the others.
         self._observer.start()
@@ -136,13 +153,41 @@ class InstallWatcher:
     # -- watches ----------------------------------------------------------------
 
     def _watch(self, path: Path) -> None:
-        recursive = path in self._recursive
+        if os.path.islink(path):
+            self._warn(f"not watching {path}: it is a link, and links are not followed")
+            return
+        recursive = path in self._recursive and self._fits(path)
         handler = _Handler(self, path, 0 if recursive else FOLLOW_DEPTH)
         handle = self._schedule(handler, path, recursive)
         if handle is None:
             return
         with self._cond:
-            self._watches[path] = _Watch(handle, followed=False)
+            self._watches[path] = _Watch(handle, followed=False, recursive=recursive)
+
+    def _fits(self, path: Path) -> bool:
+        """Whether a recursive watch on `path` stays within the cap; a warning when not."""
+        if _count_folders(path, self._max_tree_folders) <= self._max_tree_folders:
+            return True
+        self._warn(f"{path} holds more than {self._max_tree_folders} folders: watched without "
+                   "its subfolders (the cap on watches per folder tree); an install deeper "
+                   "inside is seen by the periodic rescan")
+        return False
+
+    def _recount(self, path: Path) -> None:
+        with self._cond:
+            watch = self._watches.get(path)
+        if watch is None or not watch.recursive or self._fits(path):
+            return
+        self._unwatch(path)
+        handle = self._schedule(_Handler(self, path, FOLLOW_DEPTH), path, False)
+        if handle is not None:
+            with self._cond:
+                self._watches[path] = _Watch(handle, followed=False)
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            log.warning("%s", text)
+            self.warnings.append(text)
 
     def _follow(self, path: Path, depth: int) -> None:
         with self._cond:
@@ -165,9 +210,8 @@ class InstallWatcher:
                                            event_filter=EVENTS)
         except OSError as error:
             # A followed folder may be gone already; that is not worth a warning.
-            text = f"could not watch {path}: {error.strerror or error}"
-            if not quiet and text not in self.warnings:
-                self.warnings.append(text)
+            if not quiet:
+                self._warn(f"could not watch {path}: {error.strerror or error}")
             return None
 
     def _unwatch(self, path: Path) -> None:
@@ -191,6 +235,9 @@ class InstallWatcher:
             watch = self._watches.get(source)
             if watch is not None and watch.followed:
                 watch.expires = now + FOLLOW_SECONDS
+            if watch is not None and watch.recursive and event.is_directory and (
+                    event.event_type in ("created", "moved")):
+                self._to_count.add(source)
             if follow_depth > 0 and event.is_directory and event.event_type in ("created",
                                                                                  "moved"):
                 target = event.dest_path if event.event_type == "moved" else event.src_path
@@ -203,6 +250,9 @@ class InstallWatcher:
                 fire, follow, expired = self._wait()
                 if self._stopping:
                     return
+                recount, self._to_count = self._to_count, set()
+            for path in recount:
+                self._recount(path)
             for path, depth in follow:
                 self._follow(path, depth)
             for path in expired:
@@ -230,6 +280,21 @@ class InstallWatcher:
             deadlines = [d for d in (self._due, *expiries) if d is not None]
             self._cond.wait(min(deadlines) - now if deadlines else None)
         return False, [], []
+
+
+def _count_folders(root: Path, limit: int) -> int:
+    """Folders under `root` (itself included), links not followed; counting stops past `limit`."""
+    found = 1
+    pending = [root]
+    while pending and found <= limit:
+        try:
+            entries = safe_read.list_dir(pending.pop(), limit + 1)
+        except OSError:
+            continue  # gone or unreadable: watchdog cannot watch inside it either
+        subfolders = [Path(entry.path) for entry in entries if entry.is_dir]
+        found += len(subfolders)
+        pending += subfolders
+    return found
 
 
 class _Handler(FileSystemEventHandler):

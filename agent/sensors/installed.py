@@ -15,7 +15,6 @@ ordinary user still reports what it can see.
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +22,10 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.platform import OsName, current_os
+from agent.sensors import safe_read
 from agent.sensors.homes import MachineRoot, UserHome, find_homes, home_parents
 from agent.sensors.registry import RegistryReader
+from agent.sensors.safe_read import Entry
 from policies.observations import InstalledObservation
 
 # Reads `codesign -dv` output for an app bundle (None when codesign is unavailable).
@@ -82,28 +83,43 @@ class ScanContext:
         if text not in self.warnings:
             self.warnings.append(text)
 
-    def entries(self, path: Path) -> list[os.DirEntry[str]]:
+    def anchor(self, path: Path) -> Path:
+        """Where a path belongs: the home it is in, else the machine root.
+
+        Reads and listings never follow a link out of it, so a link in a home
+        cannot make the agent read or walk what is outside that home.
+        """
+        inside = [home.path for home in self.homes if path.is_relative_to(home.path)]
+        return max(inside, key=lambda home: len(home.parts), default=self.machine.root)
+
+    def entries(self, path: Path) -> list[Entry]:
         """The entries of a folder; none when it is absent, a warning when unreadable."""
         try:
-            with os.scandir(path) as iterator:
-                found = []
-                for entry in iterator:
-                    found.append(entry)
-                    if len(found) >= MAX_ENTRIES_PER_DIR:
-                        break
-                return sorted(found, key=lambda entry: entry.name)
+            return safe_read.list_dir(path, MAX_ENTRIES_PER_DIR, beneath=self.anchor(path))
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as error:
             self.warn(self.machine.unreadable(path, error))
             return []
 
-    def subdirs(self, path: Path) -> list[os.DirEntry[str]]:
-        return [entry for entry in self.entries(path) if _is_dir(entry)]
+    def subdirs(self, path: Path) -> list[Entry]:
+        return [entry for entry in self.entries(path) if entry.is_dir]
 
-    def read_bytes(self, path: Path) -> bytes | None:
+    def is_dir(self, path: Path) -> bool:
+        """Whether a folder is there; a warning when a link there leads out of its anchor."""
         try:
-            return path.read_bytes()
+            safe_read.check_dir(path, beneath=self.anchor(path))
+        except safe_read.UnsafePath as error:
+            self.warn(self.machine.unreadable(path, error))
+            return False
+        except OSError:
+            return False
+        return True
+
+    def read_bytes(self, path: Path, limit: int) -> bytes | None:
+        """At most `limit` bytes of a regular file; None when absent, a warning when refused."""
+        try:
+            return safe_read.read_file(path, limit, beneath=self.anchor(path))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as error:
@@ -116,7 +132,7 @@ class ScanContext:
         return InstalledObservation(source="folder", id=logical, path=logical, user=user,
                                     contents=self.markers_in(self.entries(path)))
 
-    def markers_in(self, entries: Sequence[os.DirEntry[str]]) -> frozenset[str]:
+    def markers_in(self, entries: Sequence[Entry]) -> frozenset[str]:
         if not self.caseless:
             return frozenset(entry.name for entry in entries if entry.name in self.marker_files)
         # Windows file names are case-insensitive: report the catalog's spelling.
@@ -223,7 +239,9 @@ class InstalledAppsSensor:
         for watch in wanted:
             if watch.path in chosen and not watch.recursive:
                 continue
-            if os.path.isdir(watch.path):
+            # A watch follows the path it is given; one through a link (~/Downloads ->
+            # /usr/lib, or /) would watch what is outside the home.
+            if safe_read.is_dir(watch.path, beneath=ctx.anchor(watch.path), links=False):
                 chosen[watch.path] = watch
         return list(chosen.values())
 
@@ -243,14 +261,6 @@ def _choose_backend(
     from agent.sensors.installed_windows import WindowsBackend
 
     return WindowsBackend(machine, registry)
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        # Links are not followed: a link loop or a link to / must not widen the search.
-        return entry.is_dir(follow_symlinks=False)
-    except OSError:
-        return False
 
 
 def _has_wildcard(segment: str) -> bool:
@@ -282,7 +292,7 @@ def _glob_bases(ctx: ScanContext, glob: str) -> list[tuple[Path, list[str], str 
 def _expand(ctx: ScanContext, base: Path, segments: Sequence[str], budget: int = 4) -> list[Path]:
     """The existing folders under `base` that match the glob `segments`."""
     if not segments:
-        return [base] if os.path.isdir(base) else []
+        return [base] if ctx.is_dir(base) else []
     segment, rest = segments[0], segments[1:]
     if segment == "**":
         # Zero or more folders; bounded so a stray `**` cannot walk a whole disk.
@@ -325,7 +335,8 @@ def _search(
         if level >= root.depth:
             continue
         for entry in entries:
-            if _is_dir(entry) and _worth_entering(ctx, entry.name):
+            # Links are not entered: a link loop or a link to / must not widen the search.
+            if entry.is_dir and _worth_entering(ctx, entry.name):
                 queue.append((Path(entry.path), level + 1))
 
 

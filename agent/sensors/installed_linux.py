@@ -30,6 +30,10 @@ _USER_FLATPAK = ".local/share/flatpak"
 _FLATPAK_EXPORTS = "exports/share/applications"
 # /snap/bin holds the command wrappers of every snap, not a snap.
 _NOT_SNAPS = {"bin", "README"}
+# Caps on what one file may cost to read; a bigger one is refused with a warning.
+_DPKG_STATUS_BYTES = 64 * 1024 * 1024
+_SNAP_YAML_BYTES = 1024 * 1024
+_METAINFO_BYTES = 4 * 1024 * 1024
 _RELEASE_VERSION = re.compile(rb"<release\b[^>]*\bversion=\"([^\"]+)\"")
 
 StatKey = tuple[int, int, int]
@@ -76,7 +80,7 @@ class LinuxBackend:
             return []
         if self._dpkg_cache and self._dpkg_cache[0] == key:
             return self._dpkg_cache[1]
-        data = ctx.read_bytes(status)
+        data = ctx.read_bytes(status, _DPKG_STATUS_BYTES)
         if data is None:
             return []
         packages = parse_dpkg_status(data.decode("utf-8", errors="replace"))
@@ -162,7 +166,7 @@ def _snaps(ctx: ScanContext) -> list[InstalledObservation]:
 
 
 def _snap_version(ctx: ScanContext, snap: Path) -> str | None:
-    meta = ctx.read_bytes(snap / "current/meta/snap.yaml")
+    meta = ctx.read_bytes(snap / "current/meta/snap.yaml", _SNAP_YAML_BYTES)
     if meta:
         match = re.search(rb"^version:\s*['\"]?([^'\"\n]+)", meta, re.MULTILINE)
         if match:
@@ -193,7 +197,7 @@ def _flatpak_version(ctx: ScanContext, app: Path) -> str | None:
     except OSError:
         return None
     metainfo = app / "current/active/files/share/metainfo" / f"{app.name}.metainfo.xml"
-    data = ctx.read_bytes(metainfo)
+    data = ctx.read_bytes(metainfo, _METAINFO_BYTES)
     match = _RELEASE_VERSION.search(data) if data else None
     return match.group(1).decode("utf-8", errors="replace") if match else branch
 
@@ -209,15 +213,8 @@ def _desktop_files(ctx: ScanContext) -> list[InstalledObservation]:
     found = []
     for folder, user in places:
         for entry in ctx.entries(folder):
-            if entry.name.endswith(".desktop") and not _is_dir_entry(entry):
+            if entry.name.endswith(".desktop") and not entry.is_dir:
                 found.append(InstalledObservation(
                     source="desktop", id=entry.name,
                     path=ctx.machine.logical(Path(entry.path)), user=user))
     return found
-
-
-def _is_dir_entry(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False

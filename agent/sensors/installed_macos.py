@@ -18,10 +18,13 @@ from typing import Any
 from xml.parsers.expat import ExpatError
 
 from agent.sensors.installed import CodesignReader, ScanContext, SearchRoot, WatchDir
+from agent.sensors.safe_read import Entry
 from policies.observations import InstalledObservation
 
 _CASKROOMS = ("opt/homebrew/Caskroom", "usr/local/Caskroom")
 _CODESIGN_TIMEOUT = 30.0
+# Real Info.plists are a few kilobytes; a bigger one is refused with a warning.
+_INFO_PLIST_BYTES = 4 * 1024 * 1024
 _TEAM_ID = re.compile(r"^TeamIdentifier=(\S+)\s*$", re.MULTILINE)
 
 StatKey = tuple[int, int, int]
@@ -88,7 +91,7 @@ class MacBackend:
 
     def _bundle(self, ctx: ScanContext, app: Path, user: str | None) -> InstalledObservation | None:
         plist_path = app / "Contents/Info.plist"
-        data = ctx.read_bytes(plist_path)
+        data = ctx.read_bytes(plist_path, _INFO_PLIST_BYTES)
         if data is None:
             return None  # a half-copied bundle: the watcher will call again when it lands
         logical = ctx.machine.logical(app)
@@ -149,8 +152,8 @@ def _casks(ctx: ScanContext) -> list[InstalledObservation]:
     return found
 
 
-def _mtime(entry: os.DirEntry[str]) -> float:
+def _mtime(entry: Entry) -> float:
     try:
-        return entry.stat(follow_symlinks=False).st_mtime
+        return os.stat(entry.path, follow_symlinks=False).st_mtime
     except OSError:
         return 0.0

@@ -26,7 +26,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO
 
+from agent.sensors import safe_read
 from agent.sensors.process_readers import ProcessInfo, ProcessReader, PsutilReader
 from policies.observations import ProcessObservation
 
@@ -42,6 +45,7 @@ START_TIME_SLACK = 1.0
 RELIST_SECONDS = 30.0
 # Hashing a huge file would stall a tick; nothing we look for is this big.
 MAX_HASH_BYTES = 1024 * 1024 * 1024
+_HASH_CHUNK = 1024 * 1024
 
 
 def default_reader() -> ProcessReader:
@@ -53,34 +57,53 @@ def default_reader() -> ProcessReader:
 
 
 class ExeHasher:
-    """SHA-256 of executables, cached by (path, inode, mtime, size)."""
+    """SHA-256 of what processes run, cached by the file's identity (device, inode, mtime, size).
 
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._cache: OrderedDict[tuple[str, int, int, int], str | None] = OrderedDict()
+    On Linux the running image is read through /proc/<pid>/exe, not the path it
+    was started from: the file at that path may since have been deleted and
+    replaced (by another program, or by a FIFO that would hang the read), and
+    the image is what runs. Elsewhere the path is all there is. Either way the
+    file is opened by agent.sensors.safe_read: without blocking, a regular file
+    only, at most MAX_HASH_BYTES read.
+    """
+
+    def __init__(self, max_entries: int = 4096, proc: Path | None = None) -> None:
+        self._cache: OrderedDict[tuple[int, int, int, int], str | None] = OrderedDict()
         self._max = max_entries
+        self._proc = proc if proc is not None else _default_proc()
 
-    def digest(self, path: str) -> str | None:
+    def digest(self, exe: str, pid: int | None = None) -> str | None:
+        source = f"{self._proc}/{pid}/exe" if self._proc and pid is not None else exe
         try:
-            stat = os.stat(path)
+            with safe_read.open_file(source, follow=True) as (handle, info):
+                key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
+                value = _sha256(handle) if info.st_size <= MAX_HASH_BYTES else None
         except OSError:
             return None
-        key = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        value = self._hash(path) if stat.st_size <= MAX_HASH_BYTES else None
         self._cache[key] = value
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return value
 
-    @staticmethod
-    def _hash(path: str) -> str | None:
-        try:
-            with open(path, "rb") as handle:
-                return hashlib.file_digest(handle, "sha256").hexdigest()
-        except OSError:
-            return None
+
+def _sha256(handle: BinaryIO) -> str | None:
+    digest = hashlib.sha256()
+    left = MAX_HASH_BYTES + 1  # the size was checked; a file growing meanwhile is cut off
+    while left > 0:
+        chunk = handle.read(min(left, _HASH_CHUNK))
+        if not chunk:
+            return digest.hexdigest()
+        digest.update(chunk)
+        left -= len(chunk)
+    return None
+
+
+def _default_proc() -> Path | None:
+    proc = Path("/proc")
+    return proc if sys.platform.startswith("linux") and (proc / "self/exe").exists() else None
 
 
 @dataclass
@@ -259,7 +282,7 @@ class ProcessSensor:
     def _with_hash(self, observation: ProcessObservation) -> ProcessObservation:
         if not self._hash_exes or not observation.exe:
             return replace(observation, sha256=None) if observation.sha256 else observation
-        return replace(observation, sha256=self._hasher.digest(observation.exe))
+        return replace(observation, sha256=self._hasher.digest(observation.exe, observation.pid))
 
     def _remember(self, info: ProcessInfo) -> ProcessObservation | None:
         observation = None if info.zombie else self._observe(info)

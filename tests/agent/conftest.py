@@ -7,6 +7,7 @@ import queue
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -153,6 +154,21 @@ def run_agent(tmp_path: Path, *args: str, **popen: Any) -> subprocess.CompletedP
 
 # Helpers reach the tests as fixtures: test directories are not packages, so a
 # test cannot import this module by name.
+
+
+@pytest.fixture
+def world_readable_tmp() -> Iterator[Path]:
+    # pytest's tmp_path lives in a folder only its owner may enter; an
+    # unprivileged reader needs a way in.
+    path = Path(tempfile.mkdtemp(prefix="warden-installed-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for folder in path.rglob("*"):
+            if folder.is_dir() and not folder.is_symlink():
+                folder.chmod(0o755)
+        shutil.rmtree(path)
 
 
 @pytest.fixture

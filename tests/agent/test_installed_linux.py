@@ -16,8 +16,6 @@ import pickle
 import shutil
 import sys
 import tarfile
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -366,21 +364,6 @@ def test_clean_machine_has_no_deny_findings(machine: Path, default_engine: Engin
         "firefox-esr.desktop", "org.gnome.Nautilus.desktop"}
     assert default_engine.evaluate_all(observations) == []
     assert sensor.warnings == []
-
-
-@pytest.fixture
-def world_readable_tmp() -> Iterator[Path]:
-    # pytest's tmp_path lives in a folder only its owner may enter; an
-    # unprivileged reader needs a way in.
-    path = Path(tempfile.mkdtemp(prefix="warden-installed-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        for folder in path.rglob("*"):
-            if folder.is_dir() and not folder.is_symlink():
-                folder.chmod(0o755)
-        shutil.rmtree(path)
 
 
 # Run by `nobody`: scan the machine, hand back what was seen, pickled, as base64 text.
