@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from agent.logs import configure_logging
+from agent.ownership import UntrustedPath
 from agent.service import add_install_service_parser
 from agent.service_uninstall import add_uninstall_service_parser
 from agent.settings import AgentSettings
@@ -92,6 +93,9 @@ def collect_status(settings: AgentSettings) -> dict[str, Any]:
 def status_command(args: argparse.Namespace, settings: AgentSettings) -> int:
     try:
         report = collect_status(settings)
+    except UntrustedPath as exc:  # a state dir someone else could have written: not read
+        print(f"warden-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, ValueError, SpoolError) as exc:
         print(f"warden-agent: cannot read the state in {settings.state_dir}: {exc}",
               file=sys.stderr)

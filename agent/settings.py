@@ -3,6 +3,13 @@
 Sources, strongest first: explicit arguments, `WARDEN_AGENT_*` environment
 variables, then the config file (TOML) at the standard path for the OS, or the
 one named by `WARDEN_AGENT_CONFIG`.
+
+The config file, and every file a setting names whose content changes what the
+agent trusts or runs, is used only when an administrator (or the user the agent
+runs as) controls it and the folders leading to it (agent/ownership.py). The
+environment is trusted as it is: whoever sets a process's environment started
+that process, as that user, and so can already make it run anything; for the
+services it comes from root-only files and the service's registry key.
 """
 
 from __future__ import annotations
@@ -10,35 +17,41 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import shlex
+import shutil
 import sys
+import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
+
+from agent.ownership import UntrustedPath, read_trusted, require_trusted
+
+
+def default_config_dir() -> Path:
+    """The agent's own folder: its config file, and on macOS and Windows its state too."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Warden"
+    if sys.platform == "darwin":
+        return Path("/Library/Application Support/Warden")
+    return Path("/etc/warden")
 
 
 def default_config_path() -> Path:
     override = os.environ.get("WARDEN_AGENT_CONFIG")
-    if override:
-        return Path(override)
-    if sys.platform == "win32":
-        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Warden" / "agent.toml"
-    if sys.platform == "darwin":
-        return Path("/Library/Application Support/Warden/agent.toml")
-    return Path("/etc/warden/agent.toml")
+    return Path(override) if override else default_config_dir() / "agent.toml"
 
 
 def default_state_dir() -> Path:
-    if sys.platform == "win32":
-        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Warden" / "state"
-    if sys.platform == "darwin":
-        return Path("/Library/Application Support/Warden/state")
+    if sys.platform in ("win32", "darwin"):
+        return default_config_dir() / "state"
     return Path("/var/lib/warden-agent")
 
 
@@ -90,6 +103,16 @@ class AgentSettings(BaseSettings):
             raise ValueError("must start with https:// (or http:// for a server on loopback)")
         return value.rstrip("/")
 
+    @field_validator("notify_command")
+    @classmethod
+    def _command_line(cls, value: str) -> str:
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"must be a command line, quoted as a POSIX shell would: {exc}") \
+                from exc
+        return value
+
     @field_validator("policy_public_key", mode="before")
     @classmethod
     def _raw_ed25519_key(cls, value: object) -> bytes | None:
@@ -121,8 +144,30 @@ class AgentSettings(BaseSettings):
         if self.enroll_secret:
             return self.enroll_secret
         if self.enroll_secret_file:
-            return self.enroll_secret_file.read_text(encoding="utf-8").strip() or None
+            content = read_trusted(self.enroll_secret_file, "the enrollment secret file")
+            if content is None:
+                raise FileNotFoundError(2, "the enrollment secret file does not exist",
+                                        str(self.enroll_secret_file))
+            return content.decode("utf-8").strip() or None
         return None
+
+    def require_trusted_files(self) -> None:
+        """Refuse (UntrustedPath) a file a setting names that someone else could change."""
+        if self.enroll_secret_file:
+            require_trusted(self.enroll_secret_file,
+                            "the enrollment secret file (enroll_secret_file)", "file")
+        if self.ca_bundle:
+            require_trusted(self.ca_bundle, "the CA bundle (ca_bundle)", "file")
+        program = self.notify_program()
+        if program is not None:
+            require_trusted(program, "the notify_command program", "file")
+
+    def notify_program(self) -> Path | None:
+        """The program `notify_command` runs, where it is found now (None: unset or absent;
+        the notifier then reports it missing)."""
+        words = shlex.split(self.notify_command)
+        found = shutil.which(words[0]) if words else None
+        return Path(found) if found else None
 
     @classmethod
     def settings_customise_sources(
@@ -133,8 +178,16 @@ class AgentSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_path())
-        return (init_settings, env_settings, toml)
+        return (init_settings, env_settings, TrustedTomlSource(settings_cls, default_config_path()))
+
+
+class TrustedTomlSource(InitSettingsSource):
+    """The config file's settings, read only after the file and the folders leading to it
+    proved to be an administrator's; none when the file does not exist."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        content = read_trusted(path, "the agent config file")
+        super().__init__(settings_cls, tomllib.loads(content.decode("utf-8")) if content else {})
 
 
 class SettingsError(Exception):
@@ -142,8 +195,13 @@ class SettingsError(Exception):
 
 
 def load_settings(**overrides: object) -> AgentSettings:
+    """The settings, from trusted sources only; SettingsError saying what to fix."""
     try:
-        return AgentSettings(**overrides)  # type: ignore[arg-type]
+        settings = AgentSettings(**overrides)  # type: ignore[arg-type]
+        settings.require_trusted_files()
+        return settings
+    except UntrustedPath as exc:
+        raise SettingsError(str(exc)) from exc
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.ownership import require_trusted
 from agent.trust import UntrustedKey, follow, key_b64, key_path
 from policies.compiler import bundle_version, canonical_json
 from policies.engine import Engine
@@ -95,6 +96,8 @@ class StateDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Its token and policy are only as safe as the folder: nobody else may write it.
+        require_trusted(path, "the agent state directory", "directory")
 
     @property
     def spool_path(self) -> Path:

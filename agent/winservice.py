@@ -362,7 +362,8 @@ def _raw_log_file() -> Path | None:
 def _check() -> int:
     import agent
     import policies
-    from agent.settings import SettingsError, load_settings
+    from agent.ownership import UntrustedPath, require_trusted_tree
+    from agent.settings import SettingsError, default_config_dir, load_settings
 
     print(f"python    {sys.executable}")
     print(f"agent     {agent.__file__}")
@@ -378,7 +379,11 @@ def _check() -> int:
         print(f"{module.__name__:<9} {module.__file__}")
     try:
         settings = load_settings()
-    except SettingsError as exc:
+        # install-warden-agent.ps1 runs this before it makes %ProgramData%\Warden private:
+        # a folder someone else made (with their agent.toml in it) is refused, not taken over.
+        for folder in (default_config_dir(), settings.state_dir):
+            require_trusted_tree(folder, "the agent's folder")
+    except (SettingsError, UntrustedPath) as exc:
         print(exc)
         return EXIT_BAD_SETTINGS
     if not settings.server_url:

@@ -41,19 +41,31 @@ $flags = @($PythonFlags -split ' ' | Where-Object { $_ })
 
 # Pre-flight, with this shell's settings: the agent's packages load and the
 # settings are valid, or the install stops here rather than at service start.
+# It also refuses a Warden folder (or state folder) this script did not make:
+# one that a user owns, or that grants anyone but SYSTEM, Administrators and
+# TrustedInstaller the right to change it or anything in it (agent/ownership.py).
+# A user can create %ProgramData%\Warden before the install and put an
+# agent.toml there whose notify_command is their program; taking that folder
+# over would keep their file and run their program as SYSTEM.
 & $Python @flags $Launcher --check
 if ($LASTEXITCODE -ne 0) { throw "the agent's pre-flight check failed (exit $LASTEXITCODE); see above" }
 
 # The agent token, the spool and the secret live here: SYSTEM (S-1-5-18) and
 # Administrators (S-1-5-32-544) only, inherited by every file created inside.
-# Owned by Administrators first: a user who created the folder before the install
-# would otherwise, as its owner, keep the right to change its access list.
+# A folder that exists passed the pre-flight and is left as it is. One made here
+# is given to Administrators and closed at once; anything inside it then was
+# planted in the moment between (ProgramData lets users add files to a new
+# folder until its inherited access is removed), and the install stops.
 function New-PrivateDirectory([string]$Path) {
-    New-Item -ItemType Directory -Force -Path $Path | Out-Null
-    & icacls.exe $Path /setowner '*S-1-5-32-544' /T /C | Out-Null
+    if (Test-Path -LiteralPath $Path) { return }
+    New-Item -ItemType Directory -Path $Path | Out-Null
+    & icacls.exe $Path /setowner '*S-1-5-32-544' /C | Out-Null
     if ($LASTEXITCODE -ne 0) { throw "icacls could not give $Path to Administrators" }
-    & icacls.exe $Path /inheritance:r /grant:r '*S-1-5-18:(OI)(CI)F' '*S-1-5-32-544:(OI)(CI)F' /T /C | Out-Null
+    & icacls.exe $Path /inheritance:r /grant:r '*S-1-5-18:(OI)(CI)F' '*S-1-5-32-544:(OI)(CI)F' /C | Out-Null
     if ($LASTEXITCODE -ne 0) { throw "icacls could not restrict $Path" }
+    if (Get-ChildItem -LiteralPath $Path -Force) {
+        throw "$Path is not empty though this install just created it: someone put files there meanwhile. Look at them, remove the folder (Remove-Item -LiteralPath '$Path' -Recurse -Force) and run the install again"
+    }
 }
 New-PrivateDirectory $ConfigDir
 New-PrivateDirectory $StateDir

@@ -206,6 +206,20 @@ VENV_HOST = WindowsHost(r"C:\Program Files\Python311\python.exe",
 LAUNCHER = r"C:\Program Files\Warden\warden-agent-service.py"
 
 
+def test_windows_script_never_takes_over_a_folder_it_did_not_make() -> None:
+    script = render_windows_install_script(HOST, LAUNCHER)
+    # The pre-flight (agent.ownership over the folders: tests/agent/test_ownership_cli.py)
+    # runs before any folder is made or re-owned, and stops the script when it fails.
+    assert script.index("$Launcher --check") < script.index("New-PrivateDirectory $ConfigDir")
+    assert "if (Test-Path -LiteralPath $Path) { return }" in script  # an existing one is kept
+    assert "New-Item -ItemType Directory -Path $Path |" in script  # no -Force: never reused
+    # Never re-owned recursively: that would hand a planted agent.toml to Administrators.
+    assert not [line for line in script.splitlines() if "icacls" in line and "/T" in line]
+    made = script[script.index("function New-PrivateDirectory"):]
+    assert made.index("/inheritance:r") < made.index(
+        "if (Get-ChildItem -LiteralPath $Path -Force) {")  # planted meanwhile: stop
+
+
 def test_windows_script_registers_a_service_with_failure_actions() -> None:
     script = render_windows_install_script(HOST, LAUNCHER)
     assert "[string]$Python = 'C:\\Program Files\\Python311\\python.exe'," in script
