@@ -294,12 +294,15 @@ class Engine:
         if obs.sha256 and obs.sha256 in self._sha256:
             yield _Match(self._sha256[obs.sha256], f"process.sha256: {obs.sha256}", "high")
         if obs.exe and len(obs.exe) <= MAX_PATH_CHARS:
-            exes = self._with_standard_home(normalise_path(obs.exe))
-            basename = exes[0].rsplit("/", 1)[-1].lower()
+            exes = [(exe, exe.casefold())
+                    for exe in self._with_standard_home(normalise_path(obs.exe))]
+            basename = exes[0][0].rsplit("/", 1)[-1].lower()
             for regex, app_id, glob in (*self._exe_by_basename.get(basename, ()),
                                         *self._exe_other):
-                if any(regex.fullmatch(exe) for exe in exes):
-                    yield _Match(app_id, f"process.exe_globs: {glob}", "high")
+                for exe, folded in exes:
+                    if regex.matches(exe, folded):
+                        yield _Match(app_id, f"process.exe_globs: {glob}", "high")
+                        break
         for app_id in self._names.get(self._key(obs.name), ()):
             yield _Match(app_id, f"process.names: {obs.name}", "medium")
         if len(obs.name) == LINUX_COMM_LENGTH and self.host.os == "linux":

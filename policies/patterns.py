@@ -109,11 +109,17 @@ class Glob:
     caseless: bool
 
     def fullmatch(self, text: str) -> bool:
-        # casefold() maps every character RE2 folds onto an ASCII letter (the long s,
-        # the Kelvin sign) to that letter, so the ASCII literal test never says no
-        # to a text RE2 would match.
-        haystack = text.casefold() if self.caseless else text
-        return self.literal in haystack and self.regex.fullmatch(text)
+        return self.matches(text, text.casefold() if self.caseless else text)
+
+    def matches(self, text: str, folded: str) -> bool:
+        """Whether the glob matches `text`; `folded` is `text.casefold()` (needed only for a
+        caseless glob: a caller asking many globs about one text folds it once).
+
+        casefold() maps every character RE2 folds onto an ASCII letter (the long s, the
+        Kelvin sign) to that letter, so the ASCII literal test never says no to a text
+        RE2 would match."""
+        return (self.literal in (folded if self.caseless else text)
+                and self.regex.fullmatch(text))
 
 
 @lru_cache(maxsize=4096)
