@@ -150,8 +150,10 @@ class CooldownNotifier:
 class CommandNotifier:
     """An organisation's own notifier (a tray app, a chat bot, a kiosk banner).
 
-    Runs `command` with the title, the body and the alternative's link as three
-    more arguments, so a script can show them however the site prefers.
+    Runs `command` with "--" and then the title, the body and the alternative's
+    link as three more arguments, so a script can show them however the site
+    prefers. The "--" tells the program that what follows are operands even when
+    one starts with "-": policy text is data, never an option.
     """
 
     def __init__(self, command: Sequence[str], runner: Runner = subprocess.run) -> None:
@@ -161,8 +163,8 @@ class CommandNotifier:
     def notify(self, notice: Notice) -> NotifyResult:
         from agent.notify_backends import run_command
 
-        ok, detail = run_command(self._runner, [*self.command, notice.title, notice.body,
-                                                notice.alternative_link or ""])
+        ok, detail = run_command(self._runner, [*self.command, "--", notice.title,
+                                                notice.body, notice.alternative_link or ""])
         return NotifyResult(ok, detail)
 
 

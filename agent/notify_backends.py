@@ -29,13 +29,13 @@ _GRAPHICAL_SESSION_TYPES = {"x11", "wayland", "mir"}
 
 def run_command(
     runner: Runner, args: Sequence[str], timeout: float = COMMAND_TIMEOUT,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, stdin: str | None = None,
 ) -> tuple[bool, str]:
     """Run one command; (succeeded, what happened). Never raises for a failed command."""
     try:
         result = runner(list(args), capture_output=True, text=True, timeout=timeout,
-                        check=False, env=env)
-    except (OSError, subprocess.SubprocessError) as exc:
+                        check=False, env=env, input=stdin)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return False, f"{os.path.basename(args[0])}: {exc}"
     if result.returncode != 0:
         stderr = (result.stderr or "").strip().replace("\n", " ")[:300]
@@ -174,6 +174,8 @@ def _as_user(user: DesktopUser) -> list[str]:
 
 # The text travels as arguments, not inside the script, so no quoting of
 # AppleScript strings is needed and nothing in a policy message can inject code.
+# "--" ends osascript's options, so a text starting with "-" (`-e do shell script`)
+# is an argument, not one more statement.
 _APPLESCRIPT = (
     "on run argv",
     "display notification (item 2 of argv) with title (item 1 of argv) "
@@ -208,14 +210,14 @@ class MacNotifier:
         command = ["osascript"]
         for line in _APPLESCRIPT:
             command += ["-e", line]
-        command += [notice.title, notice.body, subtitle]
+        command += ["--", notice.title, notice.body, subtitle]
         if self._euid() == 0:
             # A LaunchDaemon has no GUI session; borrow the console user's.
             console = self._console_user()
             if console is None:
                 return NotifyResult(False, "no one is logged in at the console")
             uid, name = console
-            command = ["launchctl", "asuser", str(uid), "sudo", "-u", name, *command]
+            command = ["launchctl", "asuser", str(uid), "sudo", "-u", name, "--", *command]
         ok, detail = run_command(self._runner, command)
         return NotifyResult(ok, "shown in Notification Centre" if ok else detail)
 
@@ -224,44 +226,39 @@ class MacNotifier:
 
 # Windows only shows toasts from registered app ids; PowerShell's is always there.
 _TOAST_APP_ID = r"{1AC14E77-02E7-4E5D-B744-2EB1AE5198B7}\WindowsPowerShell\v1.0\powershell.exe"
-_TOAST_SCRIPT = "\n".join((
+# A constant script: the notice's words reach it in the environment and become XML
+# text nodes, so no policy text is ever PowerShell code or toast markup.
+TOAST_TITLE_VARIABLE = "WARDEN_NOTICE_TITLE"
+TOAST_BODY_VARIABLE = "WARDEN_NOTICE_BODY"
+TOAST_SCRIPT = "\n".join((
     "$ErrorActionPreference = 'Stop'",
     "[Windows.UI.Notifications.ToastNotificationManager, Windows.UI.Notifications,"
     " ContentType = WindowsRuntime] | Out-Null",
     "[Windows.Data.Xml.Dom.XmlDocument, Windows.Data.Xml.Dom.XmlDocument,"
     " ContentType = WindowsRuntime] | Out-Null",
     "$xml = New-Object Windows.Data.Xml.Dom.XmlDocument",
-    "$xml.LoadXml('{xml}')",
+    "$xml.LoadXml('<toast><visual><binding template=\"ToastGeneric\"><text/><text/>"
+    "</binding></visual></toast>')",
+    "$texts = $xml.GetElementsByTagName('text')",
+    f"$texts.Item(0).AppendChild($xml.CreateTextNode($env:{TOAST_TITLE_VARIABLE})) | Out-Null",
+    f"$texts.Item(1).AppendChild($xml.CreateTextNode($env:{TOAST_BODY_VARIABLE})) | Out-Null",
     "$toast = [Windows.UI.Notifications.ToastNotification]::new($xml)",
-    "[Windows.UI.Notifications.ToastNotificationManager]::CreateToastNotifier('{app_id}')"
+    f"[Windows.UI.Notifications.ToastNotificationManager]::CreateToastNotifier('{_TOAST_APP_ID}')"
     ".Show($toast)",
 ))
+_TOAST_COMMAND = ("powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
+                  "-EncodedCommand", base64.b64encode(TOAST_SCRIPT.encode("utf-16-le")).decode())
 # msg.exe refuses longer messages.
 _MSG_LIMIT = 255
 
 
-def toast_xml_text(text: str) -> str:
-    """Text for the toast XML, safe inside a PowerShell single-quoted string.
+def toast_environment(notice: Notice) -> dict[str, str]:
+    """The toast script's environment: the agent's, plus the notice's words.
 
-    Everything but plain ASCII becomes an XML character reference: that escapes
-    the XML, and also PowerShell's quote characters (it treats the typographic
-    quotes U+2018-U+201B like ') so the literal cannot be closed early.
+    NUL is the one character an environment cannot hold; nothing is lost by dropping it.
     """
-    out = []
-    for char in text:
-        if char.isascii() and char.isprintable() and char not in "&<>\"'":
-            out.append(char)
-        else:
-            out.append(f"&#{ord(char)};")
-    return "".join(out)
-
-
-def toast_script(notice: Notice) -> str:
-    xml = ("<toast><visual><binding template=\"ToastGeneric\">"
-           f"<text>{toast_xml_text(notice.title)}</text>"
-           f"<text>{toast_xml_text(notice.body)}</text>"
-           "</binding></visual></toast>")
-    return _TOAST_SCRIPT.replace("{xml}", xml).replace("{app_id}", _TOAST_APP_ID)
+    return {**os.environ, TOAST_TITLE_VARIABLE: notice.title.replace("\0", ""),
+            TOAST_BODY_VARIABLE: notice.body.replace("\0", "")}
 
 
 class WindowsNotifier:
@@ -271,16 +268,16 @@ class WindowsNotifier:
         self._runner = runner
 
     def notify(self, notice: Notice) -> NotifyResult:
-        encoded = base64.b64encode(toast_script(notice).encode("utf-16-le")).decode("ascii")
-        ok, toast_detail = run_command(self._runner, [
-            "powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
-            "-EncodedCommand", encoded])
+        ok, toast_detail = run_command(self._runner, _TOAST_COMMAND,
+                                       env=toast_environment(notice))
         if ok:
             return NotifyResult(True, "shown as a toast")
         # Toasts need the user's desktop; a service runs in session 0 without one.
-        # msg.exe reaches every session (Pro and Enterprise editions have it).
-        ok, msg_detail = run_command(self._runner, ["msg.exe", "*", "/TIME:300",
-                                                    msg_text(notice)])
+        # msg.exe reaches every session (Pro and Enterprise editions have it). With no
+        # message argument it reads the message from standard input, so no text of the
+        # notice can be taken for one of its options (/SERVER:, /V ...).
+        ok, msg_detail = run_command(self._runner, ["msg.exe", "*", "/TIME:300"],
+                                     stdin=msg_text(notice))
         if ok:
             return NotifyResult(True, "sent with msg.exe (the toast failed: "
                                       f"{toast_detail})")

@@ -136,8 +136,30 @@ class InstallHints(_Strict):
     windows: str = ""
 
 
+# An app's name reaches desktop notifiers (a title, a subtitle) and every page that
+# shows findings; these characters are neither code nor an option to any of them.
+_NAME_PUNCTUATION = frozenset(" ._+()-")
+MAX_NAME_CHARS = 64
+
+
+def check_app_name(name: str) -> str:
+    # The name itself stays out of the message: it may hold the "; " that separates
+    # a message from its hint. The file, line and field say which name it is.
+    hint = (f"use 1 to {MAX_NAME_CHARS} letters, digits, spaces and . _ + ( ) -, starting "
+            "with a letter or a digit")
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"app name is {len(name)} characters long; {hint}")
+    bad = sorted({char for char in name if not (char.isalnum() or char in _NAME_PUNCTUATION)})
+    if bad or not name[0].isalnum():
+        what = (f"has {', '.join(repr(char) for char in bad)}" if bad
+                else f"starts with {name[0]!r}")
+        raise ValueError(f"app name {what}, which a notifier could take for code or an "
+                         f"option; {hint}")
+    return name
+
+
 class AppDefinition(_Strict):
-    id: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)
     name: str
     vendor: str = ""
     category: str = "messenger"
@@ -145,6 +167,11 @@ class AppDefinition(_Strict):
     download_url: str = ""
     install_hints: InstallHints = Field(default_factory=InstallHints)
     signatures: Signatures = Field(default_factory=Signatures)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_app_name(value)
 
     def signature_counts(self) -> dict[str, int]:
         process = self.signatures.process

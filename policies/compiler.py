@@ -44,7 +44,7 @@ def compile_bundle(policy: Policy, catalog: dict[str, AppDefinition]) -> dict[st
             }
             for rule in policy.rules
         },
-        "apps": {app_id: _compact(apps[app_id]) for app_id in wanted},
+        "apps": {app_id: compact_app(apps[app_id]) for app_id in wanted},
     }
     return {**body, "version": bundle_version(body)}
 
@@ -54,7 +54,7 @@ def bundle_version(bundle: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-def _compact(app: AppDefinition) -> dict[str, Any]:
+def compact_app(app: AppDefinition) -> dict[str, Any]:
     # Drop empty lists and strings: the bundle travels to every machine.
     return _prune(app.model_dump(mode="json"))  # type: ignore[no-any-return]
 

@@ -9,12 +9,18 @@ of every network.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from policies.matching import (
+    MAX_PATH_CHARS,
+    Pattern,
+    command_line_text,
+    command_line_window,
+    compile_regex,
+)
 from policies.network_index import VIA_DNS, Confidence, NetworkIndex
 from policies.network_index import Match as _Match
 from policies.observations import (
@@ -23,7 +29,7 @@ from policies.observations import (
     ProcessObservation,
     Sensor,
 )
-from policies.patterns import glob_is_literal, glob_to_regex, home_aliases, normalise_path
+from policies.patterns import Glob, compile_glob, glob_is_literal, home_aliases, normalise_path
 
 LINUX_COMM_LENGTH = 15
 
@@ -223,16 +229,16 @@ class Engine:
     def _index(self) -> None:
         self._names: dict[str, list[str]] = defaultdict(list)
         self._truncated: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        self._exe_by_basename: dict[str, list[tuple[re.Pattern[str], str, str]]] = defaultdict(list)
-        self._exe_other: list[tuple[re.Pattern[str], str, str]] = []
-        self._cmdline: list[tuple[re.Pattern[str], str]] = []
+        self._exe_by_basename: dict[str, list[tuple[Glob, str, str]]] = defaultdict(list)
+        self._exe_other: list[tuple[Glob, str, str]] = []
+        self._cmdline: list[tuple[Pattern, str, str]] = []
         self._sha256: dict[str, str] = {}
         self._installed: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-        self._desktop_globs: list[tuple[re.Pattern[str], str, str]] = []
-        self._display_globs: list[tuple[re.Pattern[str], str, str]] = []
-        self._publisher_globs: list[tuple[re.Pattern[str], str, str]] = []
+        self._desktop_globs: list[tuple[Glob, str, str]] = []
+        self._display_globs: list[tuple[Glob, str, str]] = []
+        self._publisher_globs: list[tuple[Glob, str, str]] = []
         self._team_ids: dict[str, str] = {}
-        self._folder_path_globs: list[tuple[str, tuple[re.Pattern[str], str]]] = []
+        self._folder_path_globs: list[tuple[str, tuple[Glob, str]]] = []
         self._contains: list[tuple[frozenset[str], str]] = []
         self._network = NetworkIndex()
 
@@ -258,7 +264,7 @@ class Engine:
             else:
                 self._exe_other.append(entry)
         for pattern in process.get("cmdline", []):
-            self._cmdline.append((re.compile(pattern), app_id))
+            self._cmdline.append((compile_regex(pattern), app_id, pattern))
         for digest in process.get("sha256", []):
             self._sha256[digest] = app_id
 
@@ -268,11 +274,11 @@ class Engine:
                 norm = value.lower() if source in _CASELESS_SOURCES else value
                 self._installed[(source, norm)].append((app_id, f"installed.{key}: {value}"))
         for glob in installed.get("desktop_files", []):
-            self._desktop_globs.append((glob_to_regex(glob), app_id, glob))
+            self._desktop_globs.append((compile_glob(glob), app_id, glob))
         for glob in installed.get("windows_display_names", []):
-            self._display_globs.append((_caseless_glob(glob), app_id, glob))
+            self._display_globs.append((compile_glob(glob, caseless=True), app_id, glob))
         for glob in installed.get("windows_publishers", []):
-            self._publisher_globs.append((_caseless_glob(glob), app_id, glob))
+            self._publisher_globs.append((compile_glob(glob, caseless=True), app_id, glob))
         for team_id in installed.get("team_ids", []):
             self._team_ids[team_id] = app_id
         for marker in installed.get("folders", []):
@@ -287,13 +293,16 @@ class Engine:
     def _match_process(self, obs: ProcessObservation) -> Iterator[_Match]:
         if obs.sha256 and obs.sha256 in self._sha256:
             yield _Match(self._sha256[obs.sha256], f"process.sha256: {obs.sha256}", "high")
-        if obs.exe:
-            exes = self._with_standard_home(normalise_path(obs.exe))
-            basename = exes[0].rsplit("/", 1)[-1].lower()
+        if obs.exe and len(obs.exe) <= MAX_PATH_CHARS:
+            exes = [(exe, exe.casefold())
+                    for exe in self._with_standard_home(normalise_path(obs.exe))]
+            basename = exes[0][0].rsplit("/", 1)[-1].lower()
             for regex, app_id, glob in (*self._exe_by_basename.get(basename, ()),
                                         *self._exe_other):
-                if any(regex.match(exe) for exe in exes):
-                    yield _Match(app_id, f"process.exe_globs: {glob}", "high")
+                for exe, folded in exes:
+                    if regex.matches(exe, folded):
+                        yield _Match(app_id, f"process.exe_globs: {glob}", "high")
+                        break
         for app_id in self._names.get(self._key(obs.name), ()):
             yield _Match(app_id, f"process.names: {obs.name}", "medium")
         if len(obs.name) == LINUX_COMM_LENGTH and self.host.os == "linux":
@@ -301,10 +310,10 @@ class Engine:
             for app_id, full in self._truncated.get(obs.name, ()):
                 yield _Match(app_id, f"process.names: {full} (truncated to {obs.name})", "medium")
         if self._cmdline and obs.cmdline:
-            joined = " ".join(obs.cmdline)
-            for regex, app_id in self._cmdline:
+            joined = command_line_text(obs.cmdline)
+            for regex, app_id, pattern in self._cmdline:
                 if regex.search(joined):
-                    yield _Match(app_id, f"process.cmdline: {regex.pattern}", "medium")
+                    yield _Match(app_id, f"process.cmdline: {pattern}", "medium")
 
     def _match_installed(self, obs: InstalledObservation) -> Iterator[_Match]:
         norm = obs.id.lower() if obs.source in _CASELESS_SOURCES else obs.id
@@ -314,21 +323,23 @@ class Engine:
             yield _Match(self._team_ids[obs.team_id], f"installed.team_ids: {obs.team_id}", "high")
         if obs.source == "desktop":
             for regex, app_id, glob in self._desktop_globs:
-                if regex.match(obs.id):
+                if regex.fullmatch(obs.id):
                     yield _Match(app_id, f"installed.desktop_files: {glob}", "high")
         if obs.display_name:
             for regex, app_id, glob in self._display_globs:
-                if regex.match(obs.display_name):
+                if regex.fullmatch(obs.display_name):
                     yield _Match(app_id, f"installed.windows_display_names: {glob}", "medium")
         if obs.publisher:
             for regex, app_id, glob in self._publisher_globs:
-                if regex.match(obs.publisher):
+                if regex.fullmatch(obs.publisher):
                     yield _Match(app_id, f"installed.windows_publishers: {glob}", "medium")
-        if obs.source == "folder":
-            paths = self._with_standard_home(normalise_path(obs.path or obs.id))
+        folder = obs.path or obs.id
+        if obs.source == "folder" and len(folder) <= MAX_PATH_CHARS:
+            paths = self._with_standard_home(normalise_path(folder))
             for glob, (regex, app_id) in self._folder_path_globs:
-                if any(regex.match(path) for path in paths):
+                if any(regex.fullmatch(path) for path in paths):
                     yield _Match(app_id, f"installed.folders.path: {glob}", "medium")
+        if obs.source == "folder":
             for names, app_id in self._contains:
                 if names <= obs.contents:
                     yield _Match(app_id, f"installed.folders.contains: {sorted(names)}", "medium")
@@ -343,15 +354,9 @@ class Engine:
         return (path,)
 
 
-def _compile_path_glob(glob: str) -> re.Pattern[str]:
-    regex = glob_to_regex(glob)
+def _compile_path_glob(glob: str) -> Glob:
     # Paths are lower-cased when they look like Windows paths; match them caselessly.
-    return re.compile(regex.pattern, regex.flags | re.IGNORECASE) if "%" in glob else regex
-
-
-def _caseless_glob(glob: str) -> re.Pattern[str]:
-    regex = glob_to_regex(glob)
-    return re.compile(regex.pattern, regex.flags | re.IGNORECASE)
+    return compile_glob(glob, caseless="%" in glob)
 
 
 def _evidence(observation: Observation) -> dict[str, Any]:
@@ -361,7 +366,9 @@ def _evidence(observation: Observation) -> dict[str, Any]:
             "create_time": observation.create_time,
             "name": observation.name,
             "exe": observation.exe,
-            "cmdline": list(observation.cmdline),
+            # What the signatures saw: the server re-evaluates this, and a huge command
+            # line would cost every page and preview that reads the finding.
+            "cmdline": command_line_window(observation.cmdline),
             "username": observation.username,
             **({"sha256": observation.sha256} if observation.sha256 else {}),
         }

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from policies.catalog_model import AppDefinition
+from policies.catalog_model import AppDefinition, OsName
+from policies.critical import BLOCKING_ACTIONS, critical_hits, wildcard_only
 from policies.errors import PolicyError, ValidationIssue
 from policies.policy_model import Policy
 from policies.yaml_lines import Path as YamlPath
@@ -207,6 +208,14 @@ def check_policy(
                 issue(("rules", index, "exceptions", ex_index),
                       "an exception must name hosts or groups", "add `hosts:` or `groups:`")
 
+    oses = tuple(policy.scope.os) or ("linux", "macos", "windows")
+    for index, rule in enumerate(policy.rules):
+        if rule.action in BLOCKING_ACTIONS and rule.app in known:
+            for message in _self_harm(rule.app, rule.action, known[rule.app], oses):
+                issue(("rules", index, "action"), message,
+                      "narrow the app's signatures so they cannot match it, or use action "
+                      "`notify`")
+
     verdicts = {rule.app: rule.verdict for rule in policy.rules}
     for index, rule in enumerate(policy.rules):
         if rule.alternative is None:
@@ -218,6 +227,20 @@ def check_policy(
             issue(path, f"alternative {rule.alternative!r} is not allowed by this policy",
                   f"add a rule `- app: {rule.alternative}` with `verdict: allow`")
     return issues
+
+
+def _self_harm(
+    app_id: str, action: str, app: AppDefinition, oses: tuple[OsName, ...]
+) -> list[str]:
+    """Why a blocking rule for `app` would harm the machine, one message per reason."""
+    messages = [f"rule for {app_id!r} would {action} every process: {value!r} names nothing "
+                "but wildcards" for value in wildcard_only(app)]
+    hits = list(critical_hits(app, oses))
+    if hits:
+        others = dict.fromkeys(f"{hit.process.name} on {hit.process.os}" for hit in hits[1:])
+        also = f", and also {', '.join(others)}" if others else ""
+        messages.append(f"rule for {app_id!r} would {action} {hits[0]}{also}")
+    return messages
 
 
 def policy_source_to_json(policy: Policy) -> str:

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from policies.engine import Engine, HostContext
+from policies.engine import Finding as EngineFinding
 from policies.observations import (
     ConnectionObservation,
     InstalledObservation,
@@ -42,6 +43,8 @@ _INSTALL_SOURCES = frozenset(get_args(InstallSource))
 _OSES = frozenset({"linux", "macos", "windows"})
 # Rows read at a time: the preview walks every open finding of the fleet.
 _BATCH = 1000
+# The verdicts an agent reports without being asked for allowed apps too.
+_REPORTED = frozenset({"deny", "alert"})
 
 
 @dataclass
@@ -153,16 +156,18 @@ def _agent_changes(
     for finding in open_findings:
         tally.findings_evaluated += 1
         observation = observation_from_evidence(finding.sensor, finding.evidence)
-        after = _new_verdict(finding.app, observation, engine, baseline, engines.rules)
+        # One evaluation serves both questions below: each costs a pass over the evidence.
+        found = engine.evaluate(observation, include_allowed=True) if observation else []
+        after = _new_verdict(finding.app, observation, found, baseline, engines.rules)
         if after is None:
             tally.unevaluable += 1
             continue
         if after != finding.verdict:
             changes.append(_change(agent, finding, finding.app, finding.verdict, after))
-        if observation is None:
-            continue
         # Apps the new version denies or alerts on that this observation also matches.
-        for other in engine.evaluate(observation):
+        for other in found:
+            if other.verdict not in _REPORTED:
+                continue
             key = (other.app, identity_of(finding))
             if key not in recorded and key not in newly_matched:
                 newly_matched.add(key)
@@ -172,18 +177,19 @@ def _agent_changes(
 
 
 def _new_verdict(
-    app: str, observation: Observation | None, engine: Engine, baseline: Engine | None,
-    rules: Mapping[str, Any],
+    app: str, observation: Observation | None, found: list[EngineFinding],
+    baseline: Engine | None, rules: Mapping[str, Any],
 ) -> str | None:
-    """The verdict the new version gives `app` here; "none" if it would not report it at all;
+    """The verdict the new version gives `app` here (`found`: its findings for the
+    observation, allowed ones included); "none" if it would not report it at all;
     None when the evidence cannot tell."""
     if app not in rules:
         return "none"  # no rule: agents would not report the app, whatever the evidence
     if observation is None:
         return None
-    verdict = _verdict_for(engine, observation, app)
-    if verdict is not None:
-        return verdict
+    for finding in found:
+        if finding.app == app:
+            return finding.verdict
     if baseline is not None and _verdict_for(baseline, observation, app) is not None:
         return "none"  # the active policy re-matches it; the new one's signatures do not
     return None

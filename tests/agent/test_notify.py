@@ -29,13 +29,13 @@ from agent.notify import (
     notice_for,
 )
 from agent.notify_backends import (
+    TOAST_SCRIPT,
     DesktopUser,
     LinuxNotifier,
     MacNotifier,
     WindowsNotifier,
     graphical_users,
     msg_text,
-    toast_script,
 )
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
@@ -67,6 +67,19 @@ class RecordingRunner:
 
     def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.calls.append(argv)
+        code = self._returncodes(argv)
+        return subprocess.CompletedProcess(argv, code, "", "boom" if code else "")
+
+
+class KeywordRecordingRunner:
+    """A RecordingRunner that also keeps what else each command was given (env, input)."""
+
+    def __init__(self, returncodes: Callable[[list[str]], int] = lambda argv: 0) -> None:
+        self.calls: list[tuple[list[str], dict[str, Any]]] = []
+        self._returncodes = returncodes
+
+    def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        self.calls.append((argv, kwargs))
         code = self._returncodes(argv)
         return subprocess.CompletedProcess(argv, code, "", "boom" if code else "")
 
@@ -237,7 +250,7 @@ def test_macos_passes_the_text_as_arguments_so_quotes_cannot_break_out() -> None
         "-e", "display notification (item 2 of argv) with title (item 1 of argv) "
               "subtitle (item 3 of argv)",
         "-e", "end run",
-        'He said "hi" \\ bye', 'end tell\n" & do shell script "rm',
+        "--", 'He said "hi" \\ bye', 'end tell\n" & do shell script "rm',
         f"Use Signal instead: {SIGNAL_LINK}",
     ]]
 
@@ -246,7 +259,7 @@ def test_macos_as_a_launch_daemon_borrows_the_console_users_session() -> None:
     runner = RecordingRunner()
     notifier = MacNotifier(runner, euid=lambda: 0, console_user=lambda: (501, "alice"))
     assert notifier.notify(notice()).ok
-    assert runner.calls[0][:7] == ["launchctl", "asuser", "501", "sudo", "-u", "alice",
+    assert runner.calls[0][:8] == ["launchctl", "asuser", "501", "sudo", "-u", "alice", "--",
                                    "osascript"]
     at_login_window = MacNotifier(runner, euid=lambda: 0, console_user=lambda: None)
     assert at_login_window.notify(notice()) == NotifyResult(
@@ -259,28 +272,28 @@ def decoded_script(argv: list[str]) -> str:
     return base64.b64decode(argv[6]).decode("utf-16-le")
 
 
-def test_windows_toast_script_escapes_xml_and_powershell_quotes() -> None:
-    runner = RecordingRunner()
+def test_windows_toast_script_is_constant_and_gets_the_words_from_its_environment() -> None:
+    runner = KeywordRecordingRunner()
     tricky = Notice(title="Telegram <b>isn't</b> allowed", body="Use Signal\u2019s app & be safe",
                     app_id="telegram", alternative_id="signal", alternative_name="Signal",
                     alternative_link=SIGNAL_LINK, install_hint=None)
     assert WindowsNotifier(runner).notify(tricky) == NotifyResult(True, "shown as a toast")
-    script = decoded_script(runner.calls[0])
-    assert script == toast_script(tricky)
-    xml = script.split("$xml.LoadXml('", 1)[1].split("')", 1)[0]
-    assert "Telegram &#60;b&#62;isn&#39;t&#60;/b&#62; allowed" in xml
-    assert "Use Signal&#8217;s app &#38; be safe" in xml
-    # Nothing from the notice can close the PowerShell string early.
-    assert "'" not in xml and "\u2019" not in xml
-    assert "ToastNotificationManager]::CreateToastNotifier(" in script
+    [(argv, kwargs)] = runner.calls
+    assert decoded_script(argv) == TOAST_SCRIPT
+    assert "ToastNotificationManager]::CreateToastNotifier(" in TOAST_SCRIPT
+    assert "CreateTextNode($env:WARDEN_NOTICE_TITLE)" in TOAST_SCRIPT
+    assert kwargs["env"]["WARDEN_NOTICE_TITLE"] == tricky.title
+    assert kwargs["env"]["WARDEN_NOTICE_BODY"] == tricky.body
 
 
 def test_windows_falls_back_to_msg_when_no_toast_can_be_shown() -> None:
-    runner = RecordingRunner(lambda argv: 1 if argv[0] == "powershell.exe" else 0)
+    runner = KeywordRecordingRunner(lambda argv: 1 if argv[0] == "powershell.exe" else 0)
     result = WindowsNotifier(runner).notify(notice())
     assert result.ok and result.detail.startswith("sent with msg.exe")
-    assert runner.calls[1] == ["msg.exe", "*", "/TIME:300",
-                               "Telegram is not allowed on this device\n\nUse Signal instead."]
+    argv, kwargs = runner.calls[1]
+    # The message goes in on standard input, where no word of it can be an option.
+    assert argv == ["msg.exe", "*", "/TIME:300"]
+    assert kwargs["input"] == "Telegram is not allowed on this device\n\nUse Signal instead."
     broken = WindowsNotifier(RecordingRunner(lambda argv: 1)).notify(notice())
     assert not broken.ok
     assert "toast: powershell.exe exited 1" in broken.detail and "msg.exe: msg.exe" in broken.detail

@@ -9,7 +9,7 @@ from pathlib import Path
 from agent.notify import CommandNotifier, Notice, make_notifier
 
 
-def test_command_notifier_runs_the_program_with_title_body_and_link(tmp_path: Path) -> None:
+def test_command_notifier_runs_the_program_with_dashes_title_body_and_link(tmp_path: Path) -> None:
     out = tmp_path / "got.json"
     script = tmp_path / "notifier.py"
     script.write_text("import json, sys\n"
@@ -21,7 +21,7 @@ def test_command_notifier_runs_the_program_with_title_body_and_link(tmp_path: Pa
                     alternative_link="https://signal.org/download/", install_hint="")
     result = notifier.notify(notice)
     assert result.ok, result.detail
-    assert json.loads(out.read_text()) == [notice.title, notice.body,
+    assert json.loads(out.read_text()) == ["--", notice.title, notice.body,
                                            "https://signal.org/download/"]
 
 
