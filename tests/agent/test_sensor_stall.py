@@ -290,3 +290,25 @@ def test_the_daemon_stops_within_its_budget_with_the_scanner_stuck_and_closes_th
             daemon.spool.depth()  # closed
     finally:
         release.set()
+
+
+def test_status_prints_each_sensor_from_the_running_agents_status_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "status.json").write_text(json.dumps({"sensors": {
+        "process": SensorHealth("ok", 1741064767.89).as_status(),
+        "installed": SensorHealth("stalled", None, "a scan has been running for 75 s").as_status(),
+    }}))
+    monkeypatch.setenv("WARDEN_AGENT_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("WARDEN_AGENT_STATE_DIR", str(state))
+    assert main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == [
+        "sensor installed stalled (last good scan never): a scan has been running for 75 s",
+        "sensor process  ok (last good scan 2025-03-04T05:06:07.890Z)"]
+    assert main(["status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sensors"]["installed"] == {
+        "state": "stalled", "last_ok": None, "detail": "a scan has been running for 75 s"}
