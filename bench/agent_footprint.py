@@ -371,7 +371,7 @@ def main() -> int:
     rows = [
         ("processes on the machine", f"{total}", ""),
         ("processes/threads created by others during the idle period", created, ""),
-        ("agent start-up (first full scan of every sensor)", f"{ready:.2f} s", ""),
+        ("agent start-up (first process scan; the other sensors started)", f"{ready:.2f} s", ""),
         (f"idle CPU over {args.steady:.0f} s (process tick {interval} s)",
          f"{cpu:.2f} % of one core", "<= 0.5 %"),
         ("peak RSS", f"{rss:.1f} MB", "<= 50 MB"),
