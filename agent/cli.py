@@ -28,8 +28,10 @@ from types import FrameType
 from typing import Any
 
 from agent import cli_service
+from agent.one_scan import ScanResult, scan_once
 from agent.platform import OsName, current_os, host_context, is_privileged
-from agent.scanner import ScanResult, SensorChoice, Sensors, Watch, WatchTiming, scan_once
+from agent.scanner import Watch
+from agent.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings, SettingsError, load_settings
 from policies.compiler import compile_bundle
 from policies.engine import Engine
@@ -121,11 +123,17 @@ def _scan(args: argparse.Namespace, settings: AgentSettings) -> int:
     engine = _engine(args)
     if engine is None:
         return EXIT_BAD_POLICY
-    sensors = Sensors.build(engine, _choice(args, settings), is_privileged(),
-                            WatchTiming.from_settings(settings))
-    result = scan_once(engine, sensors)
+    timing = WatchTiming.from_settings(settings)
+    sensors = Sensors.build(engine, _choice(args, settings), is_privileged(), timing)
+    # A stalled sensor is reported (JSON `sensors`, stderr) beside what the others found.
+    result = scan_once(engine, sensors, deadline=timing.sensor_deadline)
     if args.json:
         print(json.dumps(result.as_dict()))
+        # Said on stderr too: a script reading only the findings must still see it.
+        for name, health in result.sensors.items():
+            if health.state != "ok":
+                print(f"warning: the {name} sensor is {health.state}: {health.detail}",
+                      file=sys.stderr)
     else:
         print(render_table(result, engine))
         for message in result.warnings:

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Reads WARDEN_AGENT_SERVER_URL, WARDEN_AGENT_ENROLL_SECRET (or _FILE) and "
                     "WARDEN_AGENT_STATE_DIR, and the config file. Stops cleanly on SIGTERM.")
     run.set_defaults(func=run_command)
-    status = subparsers.add_parser("status", help="enrollment, policy, last sync, spool depth")
+    status = subparsers.add_parser(
+        "status", help="enrollment, policy, last sync, spool depth, each sensor's health")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=status_command)
     add_install_service_parser(subparsers)
@@ -85,7 +86,8 @@ def collect_status(settings: AgentSettings) -> dict[str, Any]:
     if status_path.exists():
         running = json.loads(status_path.read_text(encoding="utf-8"))
         for name in ("last_checkin", "last_upload", "open_findings", "policy_error",
-                     "last_error", "uploaded_events", "written_at", "backoff_factor"):
+                     "last_error", "uploaded_events", "written_at", "backoff_factor",
+                     "sensors"):
             report[name] = running.get(name)
     return report
 
@@ -125,4 +127,20 @@ def status_command(args: argparse.Namespace, settings: AgentSettings) -> int:
     for name in ("policy_error", "last_error"):
         if report.get(name):
             print(f"{name.replace('_', ' '):<15} {report[name]}")
+    for line in sensor_lines(report.get("sensors")):
+        print(line)
     return EXIT_OK
+
+
+def sensor_lines(sensors: dict[str, Any] | None) -> list[str]:
+    """`sensor process  ok (last good scan ...)`, one line per sensor; a problem says why."""
+    if not sensors:
+        return []
+    lines = []
+    for name, health in sorted(sensors.items()):
+        last = health.get("last_ok") or "never"
+        line = f"{'sensor ' + name:<15} {health.get('state')} (last good scan {last})"
+        if health.get("detail"):
+            line += f": {health['detail']}"
+        lines.append(line)
+    return lines

@@ -1,8 +1,14 @@
 """`warden-agent run`: the service. Detect, act, spool, sync — and survive outages.
 
 Threads, each with one job:
-- main: the scanner's watch loop (agent.scanner.Watch) emits finding events;
-  every event is written to the spool *before* anything acts on it;
+- main: waits for SIGTERM/SIGINT (or the scanner's end), then stops the
+  others, waiting for them at most `STOP_BUDGET` seconds in all: a thread
+  stuck in a system call (a sensor's read on a dead NFS home) is a daemon
+  thread and is left behind, and the spool is closed cleanly all the same;
+- scanner: the watch loop (agent.scanner.Watch) emits finding events; every
+  event is written to the spool *before* anything acts on it. Its slow sensors
+  scan on workers of their own (agent.sensor_health), and each sensor's health
+  travels in every check-in and the status file;
 - actions: notifies the user / terminates (enforce mode) off the detection path,
   and spools what it did;
 - sync: enrollment, check-ins, signed policy fetch (agent.sync.PolicySync);
@@ -16,6 +22,7 @@ default policy shipped with it, so it protects from the first second.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
@@ -35,7 +42,8 @@ from agent.findings import format_time, utc_now
 from agent.health import SelfWatchdog, lower_priority
 from agent.notify import Notifier, make_notifier
 from agent.platform import OsName, current_os, host_context, is_privileged
-from agent.scanner import SensorChoice, Sensors, Watch, WatchTiming
+from agent.scanner import Watch
+from agent.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings
 from agent.spool import Spool, SpoolError
 from agent.state import BundleRejected, StateDir, write_private
@@ -47,6 +55,11 @@ from policies.loader import default_policy_path, load_catalog, load_policy
 log = logging.getLogger("warden.agent")
 
 _FINDING_FIELDS = [f.name for f in dataclasses.fields(Finding)]
+# Seconds from SIGTERM to exit at most, within the 10 s service managers wait before a
+# SIGKILL (systemd's TimeoutStopSec is longer; Windows' service stop is not).
+STOP_BUDGET = 7.0
+
+SensorsFactory = Callable[[Engine, SensorChoice, bool, WatchTiming], Sensors]
 _SERVER_FINDING_FIELDS = ("key", "app", "verdict", "action", "sensor", "evidence",
                           "alternative", "confidence", "message", "matched")
 
@@ -89,6 +102,7 @@ class AgentDaemon:
         notifier: Notifier | None = None,
         os_name: OsName | None = None,
         choice: SensorChoice | None = None,
+        sensors: SensorsFactory = Sensors.build,
     ) -> None:
         if not settings.server_url:
             raise ValueError("server_url is not set: give WARDEN_AGENT_SERVER_URL or "
@@ -122,9 +136,10 @@ class AgentDaemon:
                                               network=settings.network)
         self._timing = WatchTiming.from_settings(settings)
         engine = self._engine(self._bundle)
-        self.watch = Watch(engine, Sensors.build(engine, self._choice, is_privileged(),
-                                                 self._timing),
+        self.watch = Watch(engine, sensors(engine, self._choice, is_privileged(), self._timing),
                            self._on_event, timing=self._timing, warn=log.warning)
+        self._stop_requested = False
+        self._scanner_failed = False
         self.watch.tracker.seed(Finding(**item) for item in self.spool.open_findings())
         notifier = notifier or make_notifier(self.os_name,
                                              command=shlex.split(settings.notify_command))
@@ -254,6 +269,9 @@ class AgentDaemon:
             "cpu_percent": round(health.cpu_percent, 2),
             "rss_bytes": health.rss_bytes,
             "uptime_seconds": round(time.monotonic() - self.started, 1),
+            # Per sensor: a stuck or failing sensor is said, never silent.
+            "sensors": {name: health.as_status()
+                        for name, health in self.watch.health().items()},
         }
         self._write_status_file(status, health.backoff_factor)
         return status
@@ -272,6 +290,7 @@ class AgentDaemon:
 
     def run(self) -> int:
         lower_priority()
+        scanner = threading.Thread(target=self._scan, name="scanner", daemon=True)
         threads = [
             threading.Thread(target=self.sync.run, args=(self.stop_event,), name="sync"),
             threading.Thread(target=self.uploader.run, args=(self.stop_event,), name="upload"),
@@ -280,26 +299,57 @@ class AgentDaemon:
         for thread in threads:
             thread.daemon = True
             thread.start()
-        previous = _install_signal_handlers(self.watch.request_stop)
+        previous = _install_signal_handlers(self._request_stop)
         try:
-            self.watch.run()
+            scanner.start()
+            # The main thread only waits, so a signal is always seen, even with the
+            # scanner stuck in a read; a join with a timeout wakes up to look at the flag.
+            while scanner.is_alive() and not self._stop_requested:
+                scanner.join(Watch.MAX_SLEEP)
         finally:
             _restore_signal_handlers(previous)
-            self.stop_event.set()
-            self.uploader.wake.set()
-            self._actions.put(None)
-            for thread in threads:
-                thread.join(timeout=10)
-            self.client.close()
-            try:
-                waiting: int | str = self.spool.depth()
-            except SpoolError:
-                waiting = "an unknown number of"
-            self.spool.close()
+            self._shut_down(scanner, threads)
+        return 1 if self._scanner_failed else 0
+
+    def _scan(self) -> None:
+        try:
+            self.watch.run()
+        except Exception:
+            # The service manager restarts an agent that exits in failure; one that
+            # checked in while seeing nothing would be the silent failure.
+            log.exception("the scanner failed; stopping so that the service restarts")
+            self._scanner_failed = True
+
+    def _shut_down(self, scanner: threading.Thread, threads: list[threading.Thread]) -> None:
+        deadline = time.monotonic() + STOP_BUDGET
+        self.watch.stop()
+        self.stop_event.set()
+        self.uploader.wake.set()
+        # A full queue: the actions thread is then left behind, like any stuck thread.
+        with contextlib.suppress(queue.Full):
+            self._actions.put(None, timeout=1.0)
+        for thread in [scanner, *threads]:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [thread.name for thread in [scanner, *threads] if thread.is_alive()]
+        if stuck:
+            log.warning("stopping without the %s thread(s), still busy after %g s (e.g. a "
+                        "sensor stuck in a read)", ", ".join(stuck), STOP_BUDGET)
+        self.client.close()
+        try:
+            waiting: int | str = self.spool.depth()
+        except SpoolError:
+            waiting = "an unknown number of"
+        # Under its lock: a stuck thread that wakes later gets a SpoolError, not a torn write.
+        self.spool.close()
         log.info("stopped; %s events wait in the spool", waiting)
-        return 0
+
+    def _request_stop(self) -> None:
+        # From a signal handler: flags only.
+        self._stop_requested = True
+        self.watch.request_stop()
 
     def stop(self) -> None:
+        self._stop_requested = True
         self.watch.stop()
 
 

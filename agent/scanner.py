@@ -1,11 +1,18 @@
-"""Sensors + engine: one full scan, and the watch loop that keeps findings current.
+"""The watch loop that keeps findings current.
 
-The loop runs on the caller's thread. It sleeps until the next thing is due:
-a process tick (cheap: list pids, read new ones), a network listing (costly,
-rate-limited), or an installed-apps rescan, which happens when the install
-watcher reports a change and, as a safety net, every few minutes. Before each
-network listing it collects the DNS answers that came in and hands out the
-look-ups that are due (agent.sensors.dns); it never waits for them.
+The loop sleeps until the next thing is due: a process tick (cheap: list pids,
+read new ones), a network listing (costly, rate-limited), or an installed-apps
+rescan, which happens when the install watcher reports a change and, as a
+safety net, every few minutes. The process tick runs on the loop's thread; the
+network listing and the installed-apps scan run on a worker each
+(agent.sensor_health), so a sensor stuck in a read delays nothing else: the
+loop hands a scan over, keeps ticking, and publishes the result when the
+worker wakes it. Before each network listing it collects the DNS answers that
+came in and hands out the look-ups that are due (agent.sensors.dns); it never
+waits for them either.
+
+`health()`, callable from any thread, says per sensor whether it is `ok`,
+`stalled` (a scan past its deadline) or `error` (the last scan raised).
 """
 
 from __future__ import annotations
@@ -14,160 +21,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from agent.findings import FindingTracker, finding_dict
-from agent.sensors.dns import DnsWatch
+from agent.findings import FindingTracker
+from agent.one_scan import matcher
+from agent.sensor_health import ScanRecord, SensorHealth, SensorWorker, describe_error
+from agent.sensor_set import InstalledSource, Sensors, Watcher, WatcherFactory, WatchTiming
 from agent.sensors.install_watch import InstallWatcher
-from agent.sensors.installed import InstalledAppsSensor
-from agent.sensors.network import NetworkSensor
-from agent.sensors.processes import ProcessChanges, ProcessSensor
-from policies.engine import Engine, Finding
+from agent.sensors.processes import ProcessChanges
+from policies.engine import Engine
 from policies.observations import ConnectionObservation, InstalledObservation
 
-if TYPE_CHECKING:
-    from agent.settings import AgentSettings
-
 Event = dict[str, Any]
-
-
-class InstalledSource(Protocol):
-    """What the scanner needs from agent.sensors.installed.InstalledAppsSensor."""
-
-    warnings: list[str]
-
-    def scan(self) -> list[InstalledObservation]: ...
-
-    def watch_paths(self) -> list[Path]: ...
-
-    def recursive_watch_paths(self) -> list[Path]: ...
-
-
-class Watcher(Protocol):
-    """What the scanner needs from agent.sensors.install_watch.InstallWatcher."""
-
-    warnings: list[str]
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-WatcherFactory = Callable[[InstalledSource, Callable[[], None]], Watcher]
-
-
-@dataclass(frozen=True)
-class SensorChoice:
-    """Which sensors run, and where installed apps are looked for."""
-
-    processes: bool = True
-    installed: bool = True
-    network: bool = True
-    # Scan a mounted image or a test tree instead of this machine's own files.
-    root: Path = Path("/")
-
-
-@dataclass(frozen=True)
-class WatchTiming:
-    """Seconds between the loop's chores; the defaults mirror AgentSettings'."""
-
-    # A quiet tick is one small read (see ProcessSensor.poll), so ticking four
-    # times a second keeps detection well under a second for next to no CPU.
-    process_interval: float = 0.25
-    # The safety net for what ticks cannot see (an old process exec'ing another).
-    process_rescan_interval: float = 300.0
-    network_interval: float = 10.0
-    installed_rescan_interval: float = 3600.0
-    # How often the policy's domains are looked up again; 0: never (no DNS correlation).
-    dns_refresh_interval: float = 900.0
-
-    @classmethod
-    def from_settings(cls, settings: AgentSettings) -> WatchTiming:
-        return cls(process_interval=settings.process_interval,
-                   network_interval=settings.network_interval,
-                   installed_rescan_interval=settings.installed_rescan_interval,
-                   dns_refresh_interval=settings.dns_refresh_interval)
-
-
-@dataclass
-class Sensors:
-    processes: ProcessSensor | None = None
-    installed: InstalledSource | None = None
-    network: NetworkSensor | None = None
-    # Names the network sensor's connections after the policy's domains.
-    dns: DnsWatch | None = None
-
-    @classmethod
-    def build(
-        cls, engine: Engine, choice: SensorChoice, privileged: bool,
-        timing: WatchTiming | None = None,
-    ) -> Sensors:
-        timing = timing or WatchTiming()
-        sensors = cls()
-        if choice.processes:
-            sensors.processes = ProcessSensor(hash_exes=engine.needs_sha256, privileged=privileged)
-        if choice.installed:
-            sensors.installed = InstalledAppsSensor(
-                root=choice.root,
-                os_name=engine.host.os,
-                marker_files=engine.folder_marker_files,
-                marker_globs=engine.folder_marker_globs,
-            )
-        if choice.network:
-            sensors.network = NetworkSensor(timing.network_interval, privileged=privileged)
-            if timing.dns_refresh_interval > 0:
-                sensors.dns = DnsWatch(refresh_interval=timing.dns_refresh_interval)
-        return sensors
-
-
-@dataclass
-class ScanResult:
-    findings: list[Finding]
-    warnings: list[str]
-    policy_version: str
-
-    @property
-    def denied(self) -> bool:
-        return any(finding.verdict == "deny" for finding in self.findings)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"findings": [finding_dict(finding) for finding in self.findings],
-                "warnings": self.warnings, "policy_version": self.policy_version}
-
-
-def scan_once(engine: Engine, sensors: Sensors) -> ScanResult:
-    """Every enabled sensor, one full pass each."""
-    findings: list[Finding] = []
-    warnings: list[str] = []
-    dns = sensors.dns if sensors.network is not None else None
-    if dns is not None:
-        dns.update(engine.resolvable_domains)  # answered while the other sensors scan
-    if sensors.processes is not None:
-        findings += engine.evaluate_all(sensors.processes.scan())
-        warnings += sensors.processes.warnings()
-    if sensors.installed is not None:
-        findings += engine.evaluate_all(sensors.installed.scan())
-        warnings += sensors.installed.warnings
-    if sensors.network is not None:
-        hosts: dict[str, str] = {}
-        if dns is not None:
-            dns.wait(dns.timeout)
-            hosts = dns.update(engine.resolvable_domains)
-            warnings += dns.warnings
-        connections = sensors.network.scan(wanted=_matcher(engine), hosts=hosts)
-        if connections is not None:
-            findings += engine.evaluate_all(connections)
-        warnings += sensors.network.warnings
-    return ScanResult(findings, warnings, engine.version)
-
-
-def _matcher(engine: Engine) -> Callable[[ConnectionObservation], bool]:
-    """Whether a connection matters to the policy: only those get their owner looked up."""
-    def wanted(observation: ConnectionObservation) -> bool:
-        return bool(engine.evaluate(observation))
-
-    return wanted
 
 
 def _default_watcher(source: InstalledSource, on_change: Callable[[], None]) -> Watcher:
@@ -217,6 +82,20 @@ class Watch:
         self._due = _Schedule()
         self._pending_lock = threading.Lock()
         self._pending_engine: Engine | None = None
+        deadline = self.timing.sensor_deadline
+        self._process_record = ScanRecord(deadline, clock)
+        self._installed: SensorWorker[list[InstalledObservation]] | None = None
+        self._network: SensorWorker[list[ConnectionObservation] | None] | None = None
+        if sensors.installed is not None:
+            self._installed = SensorWorker("installed", deadline, self._wake.set, clock)
+        if sensors.network is not None:
+            self._network = SensorWorker("network", deadline, self._wake.set, clock)
+        # A scan asked for while the sensor's worker was busy: started when it is free.
+        self._want_installed = False
+        self._want_network = False
+        # DnsWatch is touched on the loop's thread only: its health is copied out here.
+        self._dns_health: SensorHealth | None = None
+        self._said: dict[str, str] = {}
 
     # -- control ------------------------------------------------------------
 
@@ -238,50 +117,51 @@ class Watch:
             self.step()
 
     def start(self) -> None:
+        """Start every sensor's first scan; the slow ones report back through `step`."""
         now = self._clock()
         sensors, timing = self.sensors, self.timing
-        if sensors.processes is not None:
-            self._publish(self.tracker.replace(
-                "process", self.engine.evaluate_all(sensors.processes.scan())))
-            self._due.process = now + timing.process_interval
-            self._due.process_rescan = now + timing.process_rescan_interval
         if sensors.installed is not None:
             # Watch first, then scan: an install landing in between is then
             # rescanned for, not missed until the safety-net rescan.
             self._watcher = self._watcher_factory(sensors.installed, self._on_installed_change)
             self._watcher.start()
-            self._scan_installed(now)
-        if sensors.network is not None:
-            self._scan_network()
+            self._want_installed = True
+        self._want_network = sensors.network is not None
+        self._start_slow_scans(now)
+        if sensors.processes is not None:
+            processes = sensors.processes
+            self._process_tick(lambda: self._publish(self.tracker.replace(
+                "process", self.engine.evaluate_all(processes.scan()))))
+            self._due.process = now + timing.process_interval
+            self._due.process_rescan = now + timing.process_rescan_interval
         self._report_warnings()
+        self._say_health()
 
     def step(self) -> None:
-        """Do whatever is due now."""
+        """Do whatever is due now, and take in what the slow sensors brought back."""
         with self._pending_lock:
             engine, self._pending_engine = self._pending_engine, None
         if engine is not None:
             self.set_engine(engine)
+        self._take_slow_scans()
         now = self._clock()
-        sensors, due = self.sensors, self._due
-        if sensors.network is not None:
-            # `timing` may be changed while running (e.g. slowed down under load);
-            # the sensor keeps the rate limit, so hand it the current interval.
-            sensors.network.min_interval = self.timing.network_interval
-        if sensors.installed is not None and (
-                self._installed_changed.is_set() or now >= due.installed):
-            self._installed_changed.clear()
-            self._scan_installed(now)
-        if sensors.processes is not None:
+        processes, due = self.sensors.processes, self._due
+        if processes is not None:
             if now >= due.process_rescan:
-                self._publish_processes(sensors.processes.rescan())
+                self._process_tick(lambda: self._publish_processes(processes.rescan()))
                 due.process_rescan = now + self.timing.process_rescan_interval
                 due.process = now + self.timing.process_interval
             elif now >= due.process:
                 verify = self.tracker.open_pids("process")
-                self._publish_processes(sensors.processes.poll(verify))
+                self._process_tick(lambda: self._publish_processes(processes.poll(verify)))
                 due.process = now + self.timing.process_interval
-        if sensors.network is not None and sensors.network.due():
-            self._scan_network()
+        if self._installed_changed.is_set() or now >= due.installed:
+            self._installed_changed.clear()
+            self._want_installed = self.sensors.installed is not None
+        if self.sensors.network is not None and self.sensors.network.due():
+            self._want_network = True
+        self._start_slow_scans(now)
+        self._say_health()
 
     def stop(self) -> None:
         """Stop the loop from any thread."""
@@ -298,6 +178,9 @@ class Watch:
             self._watcher = None
         if self.sensors.dns is not None:
             self.sensors.dns.close()
+        for worker in (self._installed, self._network):
+            if worker is not None:
+                worker.close()
 
     def submit_engine(self, engine: Engine) -> None:
         """Switch policy from any thread: the loop applies it (`set_engine`) at once."""
@@ -308,16 +191,28 @@ class Watch:
     def set_engine(self, engine: Engine) -> None:
         """Switch to a new policy on the loop's thread: re-judge what is known now."""
         self.engine = engine
-        sensors = self.sensors
-        if sensors.processes is not None:
-            sensors.processes.set_hash_exes(engine.needs_sha256)
-            self._publish(self.tracker.replace(
-                "process", engine.evaluate_all(sensors.processes.observations())))
-        now = self._clock()
-        if sensors.installed is not None:
-            self._scan_installed(now)
-        if sensors.network is not None:
-            self._scan_network()
+        processes = self.sensors.processes
+        if processes is not None:
+            processes.set_hash_exes(engine.needs_sha256)
+            self._process_tick(lambda: self._publish(self.tracker.replace(
+                "process", engine.evaluate_all(processes.observations()))))
+        # A scan in flight was judged by the old policy: another follows when it returns.
+        self._want_installed = self.sensors.installed is not None
+        self._want_network = self.sensors.network is not None
+        self._start_slow_scans(self._clock())
+
+    def health(self) -> dict[str, SensorHealth]:
+        """Each running sensor's health now; callable from any thread."""
+        report: dict[str, SensorHealth] = {}
+        if self.sensors.processes is not None:
+            report["process"] = self._process_record.health()
+        if self._installed is not None:
+            report["installed"] = self._installed.record.health()
+        if self._network is not None:
+            report["network"] = self._network.record.health()
+        if self._dns_health is not None:
+            report["dns"] = self._dns_health
+        return report
 
     # -- internals ----------------------------------------------------------
 
@@ -327,16 +222,72 @@ class Watch:
         deadlines = [self._clock() + self.MAX_SLEEP]
         if sensors.processes is not None:
             deadlines += [due.process, due.process_rescan]
-        if sensors.network is not None:
+        # A busy worker wakes the loop when it returns; until then its sensor is not due.
+        if sensors.network is not None and self._network is not None \
+                and not self._network.busy:
             deadlines.append(sensors.network.next_due())
-        if sensors.installed is not None:
+        if self._installed is not None and not self._installed.busy:
             deadlines.append(due.installed)
         return max(0.0, min(deadlines) - self._clock())
 
     def _on_installed_change(self) -> None:
-        # Called on the watcher's thread: only flag it; the scan runs on ours.
+        # Called on the watcher's thread: only flag it; the scan runs on its worker.
         self._installed_changed.set()
         self._wake.set()
+
+    def _process_tick(self, tick: Callable[[], None]) -> None:
+        """One process scan on this thread, recorded so that a stuck one shows as stalled."""
+        self._process_record.started()
+        try:
+            tick()
+        except Exception as exc:  # the loop must live on: the other sensors still work
+            self._process_record.finished(describe_error(exc))
+        else:
+            self._process_record.finished()
+
+    def _start_slow_scans(self, now: float) -> None:
+        installed, network = self.sensors.installed, self.sensors.network
+        if self._want_installed and installed is not None and self._installed is not None \
+                and self._installed.submit(installed.scan):
+            self._want_installed = False
+            self._due.installed = now + self.timing.installed_rescan_interval
+        if self._want_network and network is not None and self._network is not None \
+                and not self._network.busy:
+            # `timing` may be changed while running (e.g. slowed down under load);
+            # the sensor keeps the rate limit, so hand it the current interval.
+            network.min_interval = self.timing.network_interval
+            dns = self.sensors.dns
+            hosts = dns.update(self.engine.resolvable_domains) if dns is not None else {}
+            if dns is not None:
+                self._dns_health = dns.health()
+                self._report(dns.warnings)
+            wanted = matcher(self.engine)
+            self._network.submit(lambda: network.scan(wanted=wanted, hosts=hosts))
+            self._want_network = False
+
+    def _take_slow_scans(self) -> None:
+        if self._installed is not None and self.sensors.installed is not None:
+            done = self._installed.take()
+            if done is not None and done.value is not None:
+                self._publish(self.tracker.replace(
+                    "installed", self.engine.evaluate_all(done.value)))
+                self._report(self.sensors.installed.warnings)
+        if self._network is not None and self.sensors.network is not None:
+            listed = self._network.take()
+            # None is "could not list": keep what was known rather than resolve it all.
+            if listed is not None and listed.value is not None:
+                self._publish(self.tracker.replace(
+                    "network", self.engine.evaluate_all(listed.value)))
+            if listed is not None:
+                self._report(self.sensors.network.warnings)
+
+    def _say_health(self) -> None:
+        """Log each change of a sensor's health, once (the check-in carries it too)."""
+        for name, health in self.health().items():
+            if self._said.get(name, "ok") != health.state:
+                self._warn(f"the {name} sensor is {health.state}"
+                           + (f": {health.detail}" if health.detail else " again"))
+            self._said[name] = health.state
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
@@ -346,26 +297,6 @@ class Watch:
         if changes.new or changes.gone:
             findings = self.engine.evaluate_all(changes.new)
             self._publish(self.tracker.update("process", findings, changes.gone))
-
-    def _scan_installed(self, now: float) -> None:
-        assert self.sensors.installed is not None
-        observations = self.sensors.installed.scan()
-        self._publish(self.tracker.replace("installed", self.engine.evaluate_all(observations)))
-        self._report(self.sensors.installed.warnings)
-        self._due.installed = now + self.timing.installed_rescan_interval
-
-    def _scan_network(self) -> None:
-        # The sensor keeps its own rate limit (WatchTiming.network_interval, set when
-        # it was built); this only asks.
-        assert self.sensors.network is not None
-        dns = self.sensors.dns
-        hosts = dns.update(self.engine.resolvable_domains) if dns is not None else {}
-        connections = self.sensors.network.scan(wanted=_matcher(self.engine), hosts=hosts)
-        if connections is not None:
-            self._publish(self.tracker.replace("network", self.engine.evaluate_all(connections)))
-        self._report(self.sensors.network.warnings)
-        if dns is not None:
-            self._report(dns.warnings)
 
     def _report_warnings(self) -> None:
         """Everything that could not be seen at start; later, new sensor warnings only.

@@ -75,6 +75,9 @@ class AgentSettings(BaseSettings):
     # How often the policy's messenger domains are looked up again, to know their
     # addresses (agent.sensors.dns); 0 turns DNS correlation off.
     dns_refresh_interval: float = Field(default=900.0, ge=0, le=86400)
+    # How long one scan of one sensor may run before it is reported stalled (check-in,
+    # `warden-agent status`); it is not started again until it returns.
+    sensor_deadline: float = Field(default=60.0, gt=0, le=3600)
     checkin_interval: float = Field(default=60.0, gt=0, le=86400)
     upload_interval: float = Field(default=1.0, gt=0, le=3600)
     request_timeout: float = Field(default=15.0, gt=0, le=300)

@@ -4,6 +4,9 @@ Measures, and prints as a markdown table:
 - CPU (% of one core) and RSS of `warden-agent watch --json --no-network`
   over a steady period with nothing happening;
 - latency from a banned process's start to its finding line (median, p95);
+- the same latency while the installed-apps sensor is stuck for good in
+  open(2) of a FIFO (a dead NFS home): the watch loop in this process, its
+  process tick on default timing, the stuck scan on its worker;
 - one full process scan (sensor + engine) against `ps -eo pid,comm,args`;
 - end to end: from a banned process's start to its finding being visible in
   the server's API, with `warden server run` and `warden-agent run` on default
@@ -35,6 +38,8 @@ from typing import IO
 import psutil
 import requests
 
+from agent.scanner import Watch
+from agent.sensor_set import Sensors, WatchTiming
 from agent.sensors.network import NetworkSensor, PsutilTable
 from agent.sensors.process_readers import PsutilReader
 from agent.sensors.processes import ProcessSensor
@@ -42,7 +47,7 @@ from agent.settings import load_settings
 from policies.compiler import compile_bundle
 from policies.engine import Engine, HostContext
 from policies.loader import default_policy_path, load_catalog, load_policy
-from policies.observations import ConnectionObservation
+from policies.observations import ConnectionObservation, InstalledObservation
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 AGENT = str(Path(sys.executable).with_name("warden-agent"))
@@ -135,6 +140,71 @@ def detection_latency(lines: Lines, banned: Path, samples: int) -> list[float]:
             process.wait()
         lines.wait(is_event("resolved", process.pid))
     return latencies
+
+
+class StuckInstalled:
+    """An installed-apps source whose scan blocks in open(2) of a FIFO nobody writes to."""
+
+    def __init__(self, fifo: Path) -> None:
+        self.fifo = fifo
+        self.warnings: list[str] = []
+
+    def scan(self) -> list[InstalledObservation]:
+        with self.fifo.open("rb") as stream:
+            stream.read()
+        return []
+
+    def watch_paths(self) -> list[Path]:
+        return []
+
+    def recursive_watch_paths(self) -> list[Path]:
+        return []
+
+
+def latency_with_a_stuck_sensor(workdir: Path, banned: Path, samples: int
+                                ) -> tuple[list[float], str]:
+    """Start -> opened event with the installed-apps scan stuck; and that sensor's state."""
+    fifo = workdir / "stuck-fifo"
+    os.mkfifo(fifo)
+    catalog = load_catalog()
+    engine = Engine(compile_bundle(load_policy(default_policy_path(), catalog), catalog),
+                    HostContext(os="linux" if sys.platform.startswith("linux") else "macos"))
+    seen: queue.Queue[tuple[float, dict[str, object]]] = queue.Queue()
+    watch = Watch(engine, Sensors(processes=ProcessSensor(), installed=StuckInstalled(fifo)),
+                  lambda event: seen.put((time.perf_counter(), event)),
+                  timing=WatchTiming(process_interval=load_settings().process_interval,
+                                     sensor_deadline=1.0))
+    loop = threading.Thread(target=watch.run, daemon=True)
+    loop.start()
+    _poll(lambda: watch.health()["installed"].state == "stalled", 30)
+
+    def wait_event(kind: str, pid: int) -> float:
+        deadline = time.monotonic() + TIMEOUT
+        while (remaining := deadline - time.monotonic()) > 0:
+            stamp, event = seen.get(timeout=remaining)
+            if event.get("event") == kind and event.get("pid") == pid:
+                return stamp
+        raise TimeoutError(f"no {kind} event for pid {pid}")
+
+    latencies = []
+    try:
+        for _ in range(samples):
+            time.sleep(random.uniform(0.0, 0.5))  # start at a random moment of the tick
+            started = time.perf_counter()
+            process = subprocess.Popen([str(banned), "60"])
+            try:
+                latencies.append(wait_event("opened", process.pid) - started)
+            finally:
+                process.kill()
+                process.wait()
+            wait_event("resolved", process.pid)
+        state = watch.health()["installed"].state
+    finally:
+        watch.stop()
+        loop.join(timeout=10)
+        # A writer at last: the stuck open(2) returns and its thread ends.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    return latencies, state
 
 
 def timed(action: Callable[[], object], runs: int) -> float:
@@ -280,6 +350,7 @@ def main() -> int:
         time.sleep(2.0)  # let start-up work settle before measuring the idle state
         cpu, rss, uss, created = steady_footprint(watched, args.steady)
         latencies = detection_latency(lines, banned, args.samples)
+        stuck, stuck_state = latency_with_a_stuck_sensor(workdir, banned, args.samples)
         ours, portable, ps = scan_costs(args.runs)
         network, network_psutil = network_costs(args.runs)
         network_interval = load_settings().network_interval
@@ -300,13 +371,17 @@ def main() -> int:
     rows = [
         ("processes on the machine", f"{total}", ""),
         ("processes/threads created by others during the idle period", created, ""),
-        ("agent start-up (first full scan of every sensor)", f"{ready:.2f} s", ""),
+        ("agent start-up (first process scan; the other sensors started)", f"{ready:.2f} s", ""),
         (f"idle CPU over {args.steady:.0f} s (process tick {interval} s)",
          f"{cpu:.2f} % of one core", "<= 0.5 %"),
         ("peak RSS", f"{rss:.1f} MB", "<= 50 MB"),
         ("USS (memory the agent alone holds)", f"{uss:.1f} MB", ""),
         (f"detection latency, median of {len(latencies)}", f"{median * 1000:.0f} ms", ""),
         ("detection latency, p95", f"{p95 * 1000:.0f} ms", "<= 1000 ms"),
+        (f"detection latency with the installed-apps scan stuck ({stuck_state}), "
+         f"median of {len(stuck)}", f"{statistics.median(stuck) * 1000:.0f} ms", ""),
+        ("detection latency with the installed-apps scan stuck, p95",
+         f"{percentile(stuck, 0.95) * 1000:.0f} ms", "<= 1000 ms"),
         ("full process scan + engine (agent)", f"{ours * 1000:.1f} ms", ""),
         ("full process scan + engine (psutil reader)", f"{portable * 1000:.1f} ms", ""),
         ("`ps -eo pid,comm,args`", f"{ps * 1000:.1f} ms", ""),

@@ -11,6 +11,10 @@ from typing import Literal
 
 Sensor = Literal["process", "installed", "network"]
 
+# How a sensor's scans are going, as the agent reports it at check-in: `stalled` when
+# a scan runs past its deadline, `error` when the last one raised.
+SensorState = Literal["ok", "stalled", "error"]
+
 InstallSource = Literal[
     "deb",
     "rpm",

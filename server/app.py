@@ -187,6 +187,7 @@ def _install_alerts(context: ServerContext, metrics: Metrics) -> None:
     context.hooks.on_startup.append(dispatcher.start)
     context.hooks.on_shutdown.append(lambda: _stop_alerts(dispatcher))
     context.hooks.on_deny_opened.append(dispatcher.submit)
+    context.hooks.on_sensor_problem.append(dispatcher.submit)
 
 
 def _stop_alerts(dispatcher: AlertDispatcher) -> None:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
+from agent.sensor_health import SensorHealth
 from agent.sensors.dns_table import IPAddress, build_table, routable
 
 DEFAULT_REFRESH_INTERVAL = 900.0
@@ -97,6 +98,8 @@ class DnsWatch:
         # addresses takes about 15 ms; docs/benchmarks.md).
         self._stale_at = float("inf")
         self._changed = False
+        # Wall-clock time of the last answer, for the sensor's health.
+        self._last_answer: float | None = None
 
     def update(self, apps: Mapping[str, str]) -> dict[str, str]:
         """Collect answers, ask for the domains (-> app) that are due; the table now.
@@ -140,6 +143,21 @@ class DnsWatch:
             except queue.Empty:
                 return
             self._record(answer, self._clock())
+
+    def health(self) -> SensorHealth:
+        """`stalled` while a look-up is unanswered past `timeout`, `error` while every
+        domain's last look-up failed (DNS is down), else `ok`. Ask on the caller's thread."""
+        now = self._clock()
+        waiting = [domain for domain, asked in self._asked.items() if now - asked > self.timeout]
+        if waiting:
+            return SensorHealth("stalled", self._last_answer, (
+                f"{len(waiting)} look-up(s) unanswered after {self.timeout:g} s, e.g. "
+                f"{waiting[0]}; connections to apps known only by domain may be missed"))
+        if self._apps and set(self._failed) >= set(self._apps):
+            domain, error = next(iter(sorted(self._failed.items())))
+            return SensorHealth("error", self._last_answer,
+                                f"every look-up failed, e.g. {domain}: {error}"[:500])
+        return SensorHealth("ok", self._last_answer)
 
     def close(self) -> None:
         """Let the workers go; a later `update` starts new ones."""
@@ -188,6 +206,7 @@ class DnsWatch:
             self._due[domain] = now + min(RETRY_INTERVAL, self.refresh_interval)
             return
         self._changed = True
+        self._last_answer = time.time()
         self._failed.pop(domain, None)
         self._due[domain] = now + self.refresh_interval
         seen = self._answers.setdefault(domain, {})

@@ -9,6 +9,8 @@ from typing import Any
 def summary_text(finding: Mapping[str, Any], app_names: Mapping[str, str] | None = None) -> str:
     """One line, e.g. 'Telegram (deny) on host pc-7: process telegram-desktop pid 123 — use
     Signal instead'."""
+    if finding.get("kind") == "sensor":
+        return sensor_summary(finding)
     app = finding.get("app_name") or finding.get("app") or "unknown app"
     verdict = finding.get("verdict") or "?"
     host = finding.get("host") or finding.get("agent_id") or "unknown host"
@@ -22,11 +24,24 @@ def summary_text(finding: Mapping[str, Any], app_names: Mapping[str, str] | None
     return " ".join(text.split())
 
 
+def sensor_summary(alert: Mapping[str, Any]) -> str:
+    """One line, e.g. 'Warden agent on host pc-7: the installed sensor is stalled (a scan
+    has been running for 75 s, past its 60 s deadline); last good scan 2025-03-04T05:06Z'."""
+    host = alert.get("host") or alert.get("agent_id") or "unknown host"
+    text = (f"Warden agent on host {host}: the {alert.get('sensor') or '?'} sensor is "
+            f"{alert.get('state') or '?'}")
+    if alert.get("detail"):
+        text += f" ({alert['detail']})"
+    text += f"; last good scan {alert.get('last_ok') or 'never'}"
+    return " ".join(text.split())
+
+
 def slack_text(finding: Mapping[str, Any], app_names: Mapping[str, str] | None = None) -> str:
     """The summary for a Slack-compatible webhook: an emoji and Slack's three escapes."""
     escaped = (summary_text(finding, app_names)
                .replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
-    return f":no_entry: {escaped}"
+    emoji = ":warning:" if finding.get("kind") == "sensor" else ":no_entry:"
+    return f"{emoji} {escaped}"
 
 
 def describe_evidence(finding: Mapping[str, Any]) -> str:

@@ -76,12 +76,15 @@ def format_rfc5424(
     pri = FACILITY_LOCAL0 * 8 + SEVERITY_WARNING
     stamp = timestamp.astimezone(dt.UTC).isoformat(timespec="microseconds")
     stamp = stamp.replace("+00:00", "Z")
-    msgid = _header_token(f"{finding.get('verdict') or 'unknown'}-finding", 32)
+    msgid = _header_token(f"sensor-{finding.get('state') or 'unknown'}"
+                          if finding.get("kind") == "sensor"
+                          else f"{finding.get('verdict') or 'unknown'}-finding", 32)
     params = {
         "app": finding.get("app"),
         "host": finding.get("host"),
         "sensor": finding.get("sensor"),
         "verdict": finding.get("verdict"),
+        "state": finding.get("state"),
         "finding_id": finding.get("id"),
         "agent_id": finding.get("agent_id"),
     }

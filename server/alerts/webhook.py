@@ -41,7 +41,9 @@ class WebhookSender:
         self._session = session or requests.Session()
 
     def payload(self, finding: dict[str, Any]) -> dict[str, Any]:
-        return {"text": slack_text(finding, self._app_names), "finding": finding}
+        # A sick sensor (server.api.agent) is no finding: its own key says which it is.
+        key = "sensor_alert" if finding.get("kind") == "sensor" else "finding"
+        return {"text": slack_text(finding, self._app_names), key: finding}
 
     def send(self, finding: dict[str, Any]) -> None:
         try:

@@ -86,6 +86,8 @@ async def checkin(request: Request, token: TokenDep, context: ContextDep) -> Che
     checked_in = await run_in_threadpool(_record_checkin, context, token, body)
     if checked_in is None:
         raise unauthorized("unknown or revoked agent token; enroll again")
+    if checked_in.new_sensor_problems and context.hooks.on_sensor_problem:
+        await run_in_threadpool(_alert_sensor_problems, context, checked_in)
     return CheckinResponse(policy_etag=checked_in.policy_etag,
                            policy_public_key=context.signer.public_key_b64,
                            next_checkin_seconds=next_checkin_seconds(context))
@@ -112,7 +114,21 @@ def _record_checkin(
 ) -> agents.CheckedIn | None:
     with context.write_engine.begin() as connection:
         return agents.checkin(connection, token, body.policy_version,
-                              body.status.model_dump(exclude_none=True))
+                              body.status.model_dump(mode="json", exclude_none=True))
+
+
+def _alert_sensor_problems(context: ServerContext, checked_in: agents.CheckedIn) -> None:
+    """After the commit: one alert per sensor that has just turned stalled or error."""
+    with context.read_sessions() as session:
+        owner = agents.get(session, checked_in.agent_id)
+        host = owner.hostname if owner else None
+    hooks = context.hooks
+    for sensor, report in sorted(checked_in.new_sensor_problems.items()):
+        hooks.fire(hooks.on_sensor_problem, {
+            "kind": "sensor", "id": f"{checked_in.agent_id}/{sensor}/{report.get('state')}",
+            "agent_id": checked_in.agent_id, "host": host, "sensor": sensor,
+            "state": report.get("state"), "detail": report.get("detail", ""),
+            "last_ok": report.get("last_ok")})
 
 
 def next_checkin_seconds(context: ServerContext) -> int:

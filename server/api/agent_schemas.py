@@ -8,9 +8,11 @@ cannot bloat a row beyond the body-size cap.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from policies.observations import SensorState
 
 _Short = Field(min_length=1, max_length=255)
 
@@ -49,6 +51,21 @@ class EnrollResponse(BaseModel):
                     "with an older key follows them to `policy_public_key`")
 
 
+class SensorReport(_Request):
+    """How one sensor's scans go (agent.sensor_health)."""
+
+    state: SensorState = Field(description="`ok`; `stalled`: a scan runs past its deadline; "
+                                           "`error`: the last scan raised")
+    last_ok: AwareDatetime | None = Field(default=None,
+                                          description="when a scan last returned; null: never")
+    detail: str = Field(default="", max_length=1024, description="why, when not `ok`")
+
+
+# A sensor's name: a newer agent may have sensors this server does not know yet.
+SensorName = Annotated[str, StringConstraints(min_length=1, max_length=32,
+                                              pattern=r"^[a-z][a-z0-9_-]*$")]
+
+
 class AgentStatus(_Request):
     spool_depth: int | None = Field(default=None, ge=0)
     dropped_events: int | None = Field(default=None, ge=0)
@@ -60,6 +77,8 @@ class AgentStatus(_Request):
     policy_error: str | None = Field(default=None, max_length=1024)
     # The signing key the agent trusts now (base64): who has moved after a key rotation.
     policy_public_key: str | None = Field(default=None, max_length=64)
+    # Per sensor; an agent older than this field sends none.
+    sensors: dict[SensorName, SensorReport] | None = Field(default=None, max_length=16)
 
 
 class CheckinRequest(_Request):

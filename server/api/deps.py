@@ -56,6 +56,9 @@ class Hooks:
 
     # A deny finding was opened or reopened; gets `findings.as_dict(row, agent)`.
     on_deny_opened: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    # An agent's check-in reports a sensor newly `stalled` or `error`; gets
+    # {"kind": "sensor", "id", "agent_id", "host", "sensor", "state", "detail", "last_ok"}.
+    on_sensor_problem: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     # A batch was stored: (accepted events by type, number of duplicates).
     on_events_ingested: list[Callable[[dict[str, int], int], None]] = field(
         default_factory=list)

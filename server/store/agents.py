@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -126,6 +126,12 @@ _CHECKIN = (
     .returning(_AGENTS.c.id, sa.select(_ACTIVE.c.version).scalar_subquery())
 )
 
+_STATUS_OF = (
+    sa.select(_AGENTS.c.status)
+    .where(_AGENTS.c.token_hash == sa.bindparam("digest"), _AGENTS.c.revoked_at.is_(None))
+    .with_for_update()
+)
+
 _POLICY_FOR = (
     sa.select(_AGENTS.c.id, _ACTIVE.c.number, _ACTIVE.c.version)
     .select_from(_AGENTS.outerjoin(_ACTIVE, sa.true()))
@@ -137,6 +143,8 @@ _POLICY_FOR = (
 class CheckedIn:
     agent_id: str
     policy_etag: str | None  # the active bundle version; None while no policy is active
+    # Sensors this check-in reports stalled or in error that the last one did not.
+    new_sensor_problems: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def checkin(
@@ -153,10 +161,37 @@ def checkin(
     digest = token_digest(token)
     if digest is None:
         return None
+    previous: dict[str, Any] | None = None
+    if sensor_problems(status):
+        # Only an agent reporting a sick sensor costs a second statement: the status it
+        # reported before, to tell a new problem (alerted) from one already known.
+        previous = connection.execute(_STATUS_OF, {"digest": digest}).scalar_one_or_none()
     row = connection.execute(_CHECKIN, {
         "digest": digest, "last_seen": now or utcnow(), "policy_version": policy_version,
         "status": status}).one_or_none()
-    return CheckedIn(agent_id=row[0], policy_etag=row[1]) if row else None
+    if row is None:
+        return None
+    return CheckedIn(agent_id=row[0], policy_etag=row[1],
+                     new_sensor_problems=new_sensor_problems(previous, status))
+
+
+def sensor_problems(status: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The sensors a check-in status reports `stalled` or `error`: name -> report."""
+    sensors = (status or {}).get("sensors")
+    if not isinstance(sensors, dict):
+        return {}
+    return {name: report for name, report in sensors.items()
+            if isinstance(report, dict) and report.get("state", "ok") != "ok"}
+
+
+def new_sensor_problems(
+    previous: dict[str, Any] | None, status: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The problems `status` reports that `previous` did not (in that state): each is
+    alerted once, when it starts, not at every check-in while it lasts."""
+    before = sensor_problems(previous)
+    return {name: report for name, report in sensor_problems(status).items()
+            if before.get(name, {}).get("state") != report.get("state")}
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,10 @@ def test_scan_json_reports_a_running_telegram_and_exits_3(agent: Any, fakes: Any
     result = agent("scan", "--once", "--json", *SENSOR_FLAGS)
     assert result.returncode == 3, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"findings", "warnings", "policy_version"}
+    assert set(report) == {"findings", "warnings", "policy_version", "sensors"}
     assert len(report["policy_version"]) == 64
+    assert report["sensors"]["process"]["state"] == "ok"
+    assert set(report["sensors"]) == {"process"}
     (finding,) = [f for f in report["findings"] if f.get("pid") == process.pid]
     assert finding["app"] == "telegram"
     assert finding["verdict"] == "deny"

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from agent.findings import FindingTracker, format_time, identity_of
-from agent.scanner import ScanResult, Sensors, Watch, WatchTiming, scan_once
+from agent.one_scan import ScanResult, scan_once
+from agent.scanner import Watch
+from agent.sensor_set import Sensors, WatchTiming
 from agent.sensors.processes import ProcessSensor
 from policies.engine import Engine, Finding
 from policies.observations import (
@@ -236,7 +238,7 @@ def test_watch_stop_ends_the_loop_from_another_thread(default_engine: Engine) ->
 def test_scan_once_with_no_sensors_is_empty(default_engine: Engine) -> None:
     result = scan_once(default_engine, Sensors())
     assert result.as_dict() == {"findings": [], "warnings": [],
-                                "policy_version": default_engine.version}
+                                "policy_version": default_engine.version, "sensors": {}}
 
 
 @pytest.mark.parametrize(("sensor", "count"), [("process", 1), ("installed", 1), ("network", 0)])

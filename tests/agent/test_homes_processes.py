@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.platform import host_context, user_homes
-from agent.scanner import Sensors, Watch, WatchTiming
+from agent.scanner import Watch
+from agent.sensor_set import Sensors, WatchTiming
 from agent.sensors.processes import ProcessSensor
 from agent.sensors.procfs import ProcfsReader
 from policies.compiler import compile_bundle

@@ -133,10 +133,12 @@ class AgentProcess:
             **{f"WARDEN_AGENT_{name.upper()}": value for name, value in settings.items()},
         }
         self.process: subprocess.Popen[bytes] | None = None
+        # What runs as the agent; a test may run the same daemon with a sensor replaced.
+        self.command = [str(BIN / "warden-agent"), "run"]
 
     def start(self) -> None:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen([str(BIN / "warden-agent"), "run"], stdout=log,
+            self.process = subprocess.Popen(self.command, stdout=log,
                                             stderr=subprocess.STDOUT, env=self.env)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
