@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from policies.patterns import check_glob, check_network, check_port, check_regex
 
 OsName = Literal["linux", "macos", "windows"]
+# An app's id: what findings, rules and metrics name it by.
+APP_ID_PATTERN = r"^[a-z][a-z0-9_-]*$"
 
 
 class _Strict(BaseModel):
@@ -137,7 +139,7 @@ class InstallHints(_Strict):
 
 
 class AppDefinition(_Strict):
-    id: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    id: str = Field(pattern=APP_ID_PATTERN)
     name: str
     vendor: str = ""
     category: str = "messenger"
