@@ -10,12 +10,17 @@ bomb must not expand into gigabytes.
 The same middleware refuses a JSON body nested deeper than `MAX_JSON_DEPTH`
 (422), before any route, authentication or parser sees it: Python's parser
 and validators recurse, and 100,000 `[` would otherwise end in a
-RecursionError. No Warden body comes near the limit.
+RecursionError. No Warden body comes near the limit. And in a JSON body,
+`\\u0000` and unpaired surrogates (`\\ud800` alone), which Python reads but
+PostgreSQL cannot store and UTF-8 cannot encode, become U+FFFD: text from an
+endpoint (a plist, a registry value) may hold them, and refusing it would
+leave the agent's batch stuck in its spool.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import Any
 
@@ -30,6 +35,10 @@ MAX_JSON_DEPTH = 32
 # Every byte but a bracket, deleted to leave the nesting alone.
 _NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 _OPENING = frozenset(b"[{")
+# \u0000, or a high surrogate with the low one that should follow it, or a lone low one.
+_UNSTORABLE = re.compile(
+    rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?)")
+_REPLACEMENT = rb"\ufffd"
 TOO_DEEP = f"the JSON body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"
 
 
@@ -64,9 +73,13 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if _is_identity(scope) and json_too_deep(body):
-            await _too_deep()(scope, receive, send)
-            return
+        if _is_identity(scope):
+            if json_too_deep(body):
+                await _too_deep()(scope, receive, send)
+                return
+            if _is_json(scope):
+                # Same length: a Content-Length stays true.
+                body = storable_json(body)
         replayed = False
 
         async def replay() -> Message:
@@ -113,9 +126,31 @@ def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+def storable_json(body: bytes) -> bytes:
+    """JSON text whose strings every database stores: `\\u0000` and unpaired surrogate
+    escapes replaced by `\\ufffd` (as long, byte for byte)."""
+    return _UNSTORABLE.sub(_storable, body)
+
+
+def _storable(match: re.Match[bytes]) -> bytes:
+    escape = match.group()
+    # Twelve bytes are a high surrogate and the low one after it: a character, kept.
+    paired = len(escape) == 12 and escape[3:4] in b"89abAB"
+    return escape if paired else _REPLACEMENT
+
+
 def _too_deep() -> JSONResponse:
     return error_response(422, TOO_DEEP, code="too_deep",
                           details=[{"limit_depth": MAX_JSON_DEPTH}])
+
+
+def _is_json(scope: Scope) -> bool:
+    # FastAPI reads a body without a Content-Type as JSON too.
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media_type = value.split(b";", 1)[0].strip().lower()
+            return media_type == b"application/json" or media_type.endswith(b"+json")
+    return True
 
 
 def _is_identity(scope: Scope) -> bool:
@@ -168,7 +203,7 @@ def decode_json(
     if json_too_deep(body):
         raise ApiError(422, TOO_DEEP, code="too_deep", details=[{"limit_depth": MAX_JSON_DEPTH}])
     try:
-        return json.loads(body, parse_constant=_no_constant)
+        return json.loads(storable_json(body), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError and integers too long to convert.
         raise ApiError(422, f"the body is not valid JSON: {exc}", code="malformed") from exc

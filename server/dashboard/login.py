@@ -95,8 +95,8 @@ def log_out(request: Request, dashboard: DashboardDep, person: ViewerPost) -> Re
 
 def _password_session(dashboard: Dashboard, request: Request, username: str,
                       password: str) -> Session | None:
-    if not username or not password:
-        return None
+    if not username or not password or "\x00" in username:
+        return None  # a NUL is in no username, and PostgreSQL refuses to look one up
     # In a slot: each authenticate runs one argon2 verify (64 MiB), even for no such user.
     with dashboard.verify_slots.slot(), request.app.state.context.read_sessions() as db:
         user = users.authenticate(db, username, password)

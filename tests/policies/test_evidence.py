@@ -27,8 +27,8 @@ from policies.evidence import (
 )
 from policies.observations import (
     ConnectionObservation,
-    InstallSource,
     InstalledObservation,
+    InstallSource,
     Observation,
     ProcessObservation,
 )

@@ -9,6 +9,7 @@ as `other` in /metrics and the stats. In process, real database, on SQLite and
 from __future__ import annotations
 
 import gzip
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -181,3 +182,19 @@ def test_apps_a_stored_policy_defines_are_counted_by_name(
     assert pushed.status_code == 201, pushed.text
     post_events(client, enrolled_agent.headers, opened(app="inhouse-chat"))
     assert 'warden_open_findings{app="inhouse-chat"} 1.0' in client.get("/metrics").text
+
+
+def test_nul_and_lone_surrogates_are_stored_as_replacement_characters(
+    client: TestClient, enrolled_agent: EnrolledAgent, db: DB
+) -> None:
+    # A plist or registry value may hold them; PostgreSQL stores neither, UTF-8 has no
+    # lone surrogate. A real pair (an emoji) is kept.
+    made = opened(pid=7, name="Tele\u0000gram", exe="/opt/\ud800x/\U0001f600")
+    body = json.dumps({"events": [made]})  # ASCII: every one of them as a \u escape
+    response = client.post(EVENTS, content=body, headers={
+        **enrolled_agent.headers, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    with db() as session:
+        evidence = session.scalars(sa.select(Finding.evidence)).one()
+    assert evidence["name"] == "Tele\ufffdgram"
+    assert evidence["exe"] == "/opt/\ufffdx/\U0001f600"
