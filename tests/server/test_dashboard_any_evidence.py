@@ -35,7 +35,7 @@ FUZZ = settings(max_examples=30, derandomize=True, database=None, deadline=None,
                                        HealthCheck.too_slow])
 
 # What any database can hold in text: no NUL (PostgreSQL refuses it), no lone surrogate.
-characters = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+characters = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 
 
 def text(max_size: int) -> st.SearchStrategy[str]:
