@@ -193,17 +193,20 @@ def decode_json(
     """The JSON value of a request body, or an ApiError saying what is wrong with it."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding == "gzip" and allow_gzip:
+        # BodyLimitMiddleware checked the body as sent; inflated, it is new text to check.
         body = gunzip(body, max_bytes)
+        if json_too_deep(body):
+            raise ApiError(422, TOO_DEEP, code="too_deep",
+                           details=[{"limit_depth": MAX_JSON_DEPTH}])
+        body = storable_json(body)
     elif encoding != "identity":
         raise ApiError(415, f"Content-Encoding {encoding!r} is not accepted here",
                        details=[{"accepted": ["identity", "gzip"] if allow_gzip else ["identity"]}])
     media_type = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise ApiError(415, f"expected Content-Type application/json, not {media_type!r}")
-    if json_too_deep(body):
-        raise ApiError(422, TOO_DEEP, code="too_deep", details=[{"limit_depth": MAX_JSON_DEPTH}])
     try:
-        return json.loads(storable_json(body), parse_constant=_no_constant)
+        return json.loads(body, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError and integers too long to convert.
         raise ApiError(422, f"the body is not valid JSON: {exc}", code="malformed") from exc

@@ -198,3 +198,15 @@ def test_nul_and_lone_surrogates_are_stored_as_replacement_characters(
         evidence = session.scalars(sa.select(Finding.evidence)).one()
     assert evidence["name"] == "Tele\ufffdgram"
     assert evidence["exe"] == "/opt/\ufffdx/\U0001f600"
+
+
+def test_a_gzip_batch_gets_the_same_replacements(
+    client: TestClient, enrolled_agent: EnrolledAgent, db: DB
+) -> None:
+    body = gzip.compress(json.dumps({"events": [opened(pid=7, name="a\u0000b")]}).encode())
+    response = client.post(EVENTS, content=body, headers={
+        **enrolled_agent.headers, "Content-Type": "application/json",
+        "Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.text
+    with db() as session:
+        assert session.scalars(sa.select(Finding.evidence)).one()["name"] == "a\ufffdb"
