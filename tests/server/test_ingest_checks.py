@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from policies.evidence import CUT_MARK, PATH_CHARS
-from server.api.bodies import MAX_JSON_DEPTH
+from server.api.bodies import MAX_JSON_DEPTH, json_too_deep
 from server.models import Event, Finding
 from tests.server.admin_support import (
     API,
@@ -210,3 +212,25 @@ def test_a_gzip_batch_gets_the_same_replacements(
     assert response.status_code == 200, response.text
     with db() as session:
         assert session.scalars(sa.select(Finding.evidence)).one()["name"] == "a\ufffdb"
+
+
+def depth_of(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((depth_of(item) for item in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((depth_of(item) for item in value.values()), default=0)
+    return 0
+
+
+tricky_text = st.text(st.sampled_from('[]{}"\\ azü'), max_size=12)
+nested = st.recursive(st.none() | st.integers() | tricky_text,
+                      lambda children: st.lists(children, max_size=3)
+                      | st.dictionaries(tricky_text, children, max_size=3), max_leaves=30)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(value=nested, limit=st.integers(0, 8), ascii_only=st.booleans())
+def test_the_depth_scan_agrees_with_a_parse(value: Any, limit: int, ascii_only: bool) -> None:
+    # Brackets, quotes and backslashes inside strings must not count; escapes must not fool it.
+    body = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert json_too_deep(body, limit) == (depth_of(value) > limit)
