@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from policies.patterns import check_glob, check_network, check_port, check_regex
 
 OsName = Literal["linux", "macos", "windows"]
+# An app's id: what findings, rules and metrics name it by.
+APP_ID_PATTERN = r"^[a-z][a-z0-9_-]*$"
 
 
 class _Strict(BaseModel):
@@ -159,7 +161,7 @@ def check_app_name(name: str) -> str:
 
 
 class AppDefinition(_Strict):
-    id: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)
+    id: str = Field(pattern=APP_ID_PATTERN, max_length=64)
     name: str
     vendor: str = ""
     category: str = "messenger"

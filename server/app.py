@@ -38,6 +38,7 @@ from server.retention import RetentionTask
 from server.settings import ServerSettings, is_loopback
 from server.signing import PolicySigner
 from server.store import agents, findings, policies
+from server.store.known_apps import KnownApps, bounded_by_app
 from server.throttle import FailureWindow
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     signer = PolicySigner.load(settings.signing_key_path)
     engine = db.create_engine(settings.resolved_database_url)
     write_engine = db.writer(engine)
+    catalog = load_catalog()
     context = ServerContext(
         settings=settings,
         engine=engine,
@@ -57,7 +59,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         write_sessions=db.session_factory(write_engine),
         write_engine=write_engine,
         signer=signer,
-        catalog=load_catalog(),
+        catalog=catalog,
+        known_apps=KnownApps(catalog),
         enroll_failures=FailureWindow(settings.enroll_failure_window_seconds),
     )
     app = FastAPI(title="Warden", version=_version(), lifespan=_lifespan(context),
@@ -171,7 +174,10 @@ def _metrics_state(context: ServerContext) -> MetricsState:
         seconds=settings.checkin_interval_seconds * settings.silent_after_intervals)
     with context.read_sessions() as session:
         by_state = agents.count_by_state(session, db.utcnow(), silent_after)
-        return {"open_findings": findings.open_counts_by_app(session),
+        # Bounded: an agent's made-up app ids are counted as `other`, not a series each.
+        open_by_app = bounded_by_app(findings.open_counts_by_app(session),
+                                     context.known_apps.ids(session))
+        return {"open_findings": open_by_app,
                 "agents": {str(state): count for state, count in by_state.items()}}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from server.untrusted_text import one_line
+
 
 def summary_text(finding: Mapping[str, Any], app_names: Mapping[str, str] | None = None) -> str:
     """One line, e.g. 'Telegram (deny) on host pc-7: process telegram-desktop pid 123 — use
@@ -20,8 +22,9 @@ def summary_text(finding: Mapping[str, Any], app_names: Mapping[str, str] | None
         names = app_names or {}
         name = finding.get("alternative_name") or names.get(alternative) or alternative.title()
         text += f" — use {name} instead"
-    # Syslog and chat lines are single lines; evidence comes from the endpoint.
-    return " ".join(text.split())
+    # Syslog and chat lines are single lines; evidence comes from the endpoint, and may
+    # hold escape sequences and NULs meant for whoever reads the log.
+    return one_line(text)
 
 
 def sensor_summary(alert: Mapping[str, Any]) -> str:
@@ -45,7 +48,9 @@ def slack_text(finding: Mapping[str, Any], app_names: Mapping[str, str] | None =
 
 
 def describe_evidence(finding: Mapping[str, Any]) -> str:
-    evidence = finding.get("evidence") or {}
+    evidence = finding.get("evidence")
+    if not isinstance(evidence, Mapping):
+        evidence = {}
     sensor = finding.get("sensor") or "?"
     if sensor == "process":
         return _joined("process", evidence.get("name") or evidence.get("exe"),

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from server.alerts.delivery import RetryableError
 from server.alerts.summary import summary_text
+from server.untrusted_text import one_line
 
 FACILITY_LOCAL0 = 16
 SEVERITY_WARNING = 4
@@ -106,8 +107,9 @@ def _header_token(value: str, limit: int) -> str:
 
 
 def _param_value(value: object) -> str:
-    # RFC 5424 §6.3.3: '"', '\' and ']' are escaped with a backslash.
-    text = " ".join(str(value).split())
+    # RFC 5424 §6.3.3: '"', '\' and ']' are escaped with a backslash. Controls come
+    # first, in the visible form of server.untrusted_text (whose backslash is escaped too).
+    text = one_line(str(value))
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 

@@ -10,11 +10,23 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from policies.catalog_model import APP_ID_PATTERN
+from policies.evidence import Sensor, validate_evidence
 from policies.observations import SensorState
 
 _Short = Field(min_length=1, max_length=255)
+_AppId = Field(default=None, max_length=64, pattern=APP_ID_PATTERN)
 
 
 class _Request(BaseModel):
@@ -97,15 +109,27 @@ class CheckinResponse(BaseModel):
 
 class FindingInfo(_Request):
     key: str = Field(min_length=1, max_length=512)
-    app: str | None = Field(default=None, max_length=64)
-    sensor: Literal["process", "installed", "network"] | None = None
+    # An app id's form only: which ids the server knows is for metrics and stats to decide
+    # (server.store.known_apps), so an agent on a newer catalog is never refused.
+    app: str | None = _AppId
+    sensor: Sensor | None = None
     verdict: Literal["deny", "allow", "alert"] | None = None
     action: Literal["report", "notify", "terminate"] | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict)
-    alternative: str | None = Field(default=None, max_length=64)
+    # Checked against the sensor's model (policies.evidence): after `sensor`, which it needs.
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the sensor saw; the fields of policies.evidence for `sensor`, "
+                    "typed; long text is cut, other keys are dropped")
+    alternative: str | None = _AppId
     confidence: str | None = Field(default=None, max_length=16)
     message: str = Field(default="", max_length=4096)
     matched: str = Field(default="", max_length=1024)
+
+    @field_validator("evidence")
+    @classmethod
+    def _evidence_of_sensor(cls, evidence: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # A bad `sensor` is reported on its own; the evidence is then checked as any sensor's.
+        return validate_evidence(info.data.get("sensor"), evidence)
 
 
 class ActionResult(_Request):

@@ -6,18 +6,40 @@ limit) before any route runs, so no handler, form parser or body validator
 ever sees more than `max_bytes`, whether the client sent a Content-Length or
 chunked. A gzip body is then capped again after decompression: a small
 bomb must not expand into gigabytes.
+
+The same middleware refuses a JSON body nested deeper than `MAX_JSON_DEPTH`
+(422), before any route, authentication or parser sees it: Python's parser
+and validators recurse, and 100,000 `[` would otherwise end in a
+RecursionError. No Warden body comes near the limit. And in a JSON body,
+`\\u0000` and unpaired surrogates (`\\ud800` alone), which Python reads but
+PostgreSQL cannot store and UTF-8 cannot encode, become U+FFFD: text from an
+endpoint (a plist, a registry value) may hold them, and refusing it would
+leave the agent's batch stuck in its spool.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import Any
 
 from pydantic import BaseModel
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import ApiError, error_response
+
+# Levels of arrays and objects a JSON body may nest; Warden's own bodies use fewer than ten.
+MAX_JSON_DEPTH = 32
+# Every byte but a bracket, deleted to leave the nesting alone.
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_OPENING = frozenset(b"[{")
+# \u0000, or a high surrogate with the low one that should follow it, or a lone low one.
+_UNSTORABLE = re.compile(
+    rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?)")
+_REPLACEMENT = rb"\ufffd"
+TOO_DEEP = f"the JSON body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"
 
 
 class BodyLimitMiddleware:
@@ -51,6 +73,13 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        if _is_identity(scope):
+            if json_too_deep(body):
+                await _too_deep()(scope, receive, send)
+                return
+            if _is_json(scope):
+                # Same length: a Content-Length stays true.
+                body = storable_json(body)
         replayed = False
 
         async def replay() -> Message:
@@ -70,6 +99,66 @@ class BodyLimitMiddleware:
             # The unread rest of the body would otherwise be parsed as the next request.
             headers={"Connection": "close"})
         await response(scope, receive, send)
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether arrays and objects in `body`, read as JSON, nest deeper than `limit`.
+
+    A scan, not a parse, so it cannot recurse; about 4 ms for a 400 KB batch. On a body
+    that is not JSON the answer means little, which is harmless: no form nests brackets,
+    and the parser refuses such a body anyway.
+    """
+    # Escapes out first (`\\` before `\"`), so every remaining quote opens or closes a
+    # string: the pieces between quotes alternate outside, inside, outside...
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[::2])
+    brackets = outside.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= limit:
+        return False
+    depth = 0
+    for byte in brackets:
+        if byte in _OPENING:
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def storable_json(body: bytes) -> bytes:
+    """JSON text whose strings every database stores: `\\u0000` and unpaired surrogate
+    escapes replaced by `\\ufffd` (as long, byte for byte)."""
+    return _UNSTORABLE.sub(_storable, body)
+
+
+def _storable(match: re.Match[bytes]) -> bytes:
+    escape = match.group()
+    # Twelve bytes are a high surrogate and the low one after it: a character, kept.
+    paired = len(escape) == 12 and escape[3:4] in b"89abAB"
+    return escape if paired else _REPLACEMENT
+
+
+def _too_deep() -> JSONResponse:
+    return error_response(422, TOO_DEEP, code="too_deep",
+                          details=[{"limit_depth": MAX_JSON_DEPTH}])
+
+
+def _is_json(scope: Scope) -> bool:
+    # FastAPI reads a body without a Content-Type as JSON too.
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media_type: bytes = value.split(b";", 1)[0].strip().lower()
+            return media_type == b"application/json" or media_type.endswith(b"+json")
+    return True
+
+
+def _is_identity(scope: Scope) -> bool:
+    # A compressed body is checked by decode_json, once it is inflated.
+    for name, value in scope["headers"]:
+        if name == b"content-encoding":
+            return value.strip().lower() in (b"", b"identity")
+    return True
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -104,7 +193,12 @@ def decode_json(
     """The JSON value of a request body, or an ApiError saying what is wrong with it."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding == "gzip" and allow_gzip:
+        # BodyLimitMiddleware checked the body as sent; inflated, it is new text to check.
         body = gunzip(body, max_bytes)
+        if json_too_deep(body):
+            raise ApiError(422, TOO_DEEP, code="too_deep",
+                           details=[{"limit_depth": MAX_JSON_DEPTH}])
+        body = storable_json(body)
     elif encoding != "identity":
         raise ApiError(415, f"Content-Encoding {encoding!r} is not accepted here",
                        details=[{"accepted": ["identity", "gzip"] if allow_gzip else ["identity"]}])
@@ -112,9 +206,15 @@ def decode_json(
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise ApiError(415, f"expected Content-Type application/json, not {media_type!r}")
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(body, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and integers too long to convert.
         raise ApiError(422, f"the body is not valid JSON: {exc}", code="malformed") from exc
+
+
+def _no_constant(name: str) -> Any:
+    # Python reads NaN and Infinity, which JSON has not: PostgreSQL would refuse to store them.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def openapi_json_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from server.models import ROLES, Agent, ApiToken, EnrollSecret
 from server.settings import ServerSettings
 from server.signing import PolicySigner
 from server.store import agents, enroll_secrets, tokens
+from server.store.known_apps import KnownApps
 from server.throttle import FailureWindow
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class ServerContext:
     write_engine: Engine
     signer: PolicySigner
     catalog: dict[str, AppDefinition]
+    # The app ids counted by name in metrics and stats; others count as `other`.
+    known_apps: KnownApps
     # Failed enrollments by client address (settings.enroll_failures_per_address).
     enroll_failures: FailureWindow
     hooks: Hooks = field(default_factory=Hooks)

@@ -26,12 +26,10 @@ from server.dashboard.findings import filters_from
 from server.dashboard.web import DashboardRoute, PageError, problem_text
 from server.db import utcnow
 from server.store.findings_query import FilterError, FindingFilters, iter_findings
+from server.untrusted_text import csv_cell
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
-# Spreadsheets run a cell starting with these as a formula; hostnames and paths come
-# from endpoints, so an exported value must never become one (OWASP "CSV injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _FLUSH_BYTES = 64 * 1024
 
 
@@ -66,15 +64,6 @@ def _download(context: ServerContext, filters: FindingFilters, suffix: str, medi
     name = f"warden-findings-{utcnow():%Y%m%d-%H%M%S}.{suffix}"
     return StreamingResponse(body(), media_type=media_type,
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
-
-
-def csv_cell(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if name == "evidence":
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def _csv_chunks(items: Iterator[dict[str, Any]]) -> Iterator[bytes]:

@@ -17,6 +17,7 @@ from server.dashboard.auth import (
     current_person,
     password_fingerprint,
 )
+from server.dashboard.throttle import VerifySlotsBusy
 from server.dashboard.web import Dashboard, DashboardDep, DashboardRoute, redirect, safe_next
 from server.store import tokens, users
 
@@ -25,6 +26,8 @@ router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
 BAD_CREDENTIALS = "That username and password do not match an active account."
 BAD_TOKEN = "That API token is unknown, revoked, or belongs to a disabled account."
+BUSY = "The server is checking many sign-ins at once. Please try again in a moment."
+BUSY_RETRY_SECONDS = 2
 
 
 @router.get("/login")
@@ -52,21 +55,28 @@ def log_in(
                      error="The login form expired. Please try again.")
     address = client_address(request)
     account = username if method == "password" else f"token@{address}"
-    wait = dashboard.throttle.retry_after(account, address)
+    # Counted as failed now, before any hash: concurrent attempts cannot pass the limit.
+    wait = dashboard.throttle.attempt(account, address)
     if wait > 0:
         minutes = max(1, math.ceil(wait / 60))
         return _form(request, dashboard, next, status=429, username=username,
                      headers={"Retry-After": str(math.ceil(wait))},
                      error=f"Too many failed attempts. Try again in {minutes} minute"
                            f"{'s' if minutes != 1 else ''}.")
-    session = (_password_session(dashboard, request, username, password)
-               if method == "password" else _token_session(dashboard, request, token))
+    try:
+        session = (_password_session(dashboard, request, username, password)
+                   if method == "password" else _token_session(dashboard, request, token))
+    except VerifySlotsBusy:
+        dashboard.throttle.not_checked(account, address)
+        log.warning("dashboard login from %s not checked: every password verify slot is busy",
+                    address)
+        return _form(request, dashboard, next, status=429, username=username,
+                     headers={"Retry-After": str(BUSY_RETRY_SECONDS)}, error=BUSY)
     if session is None:
-        dashboard.throttle.failed(account, address)
         log.warning("dashboard login failed for %r from %s", account, address)
         return _form(request, dashboard, next, status=401, username=username,
                      method=method, error=BAD_CREDENTIALS if method == "password" else BAD_TOKEN)
-    dashboard.throttle.succeeded(account)
+    dashboard.throttle.succeeded(account, address)
     response = redirect(safe_next(next))
     dashboard.sessions.set_cookie(request, response, session)
     response.delete_cookie(LOGIN_COOKIE, path="/login")
@@ -85,9 +95,10 @@ def log_out(request: Request, dashboard: DashboardDep, person: ViewerPost) -> Re
 
 def _password_session(dashboard: Dashboard, request: Request, username: str,
                       password: str) -> Session | None:
-    if not username or not password:
-        return None
-    with request.app.state.context.read_sessions() as db:
+    if not username or not password or "\x00" in username:
+        return None  # a NUL is in no username, and PostgreSQL refuses to look one up
+    # In a slot: each authenticate runs one argon2 verify (64 MiB), even for no such user.
+    with dashboard.verify_slots.slot(), request.app.state.context.read_sessions() as db:
         user = users.authenticate(db, username, password)
     if user is None:
         return None

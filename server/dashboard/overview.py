@@ -14,6 +14,7 @@ from server.dashboard.web import DashboardDep, DashboardRoute
 from server.db import utcnow
 from server.store import agents, findings, stats
 from server.store.findings_query import FindingFilters, query_findings
+from server.store.known_apps import bounded_by_app
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
@@ -29,8 +30,9 @@ def overview(request: Request, dashboard: DashboardDep, person: Viewer) -> Respo
     with context.read_sessions() as session:
         by_state = agents.count_by_state(session, now, quiet)
         compliance = stats.compliance(session, by_state)
-        by_app = sorted(findings.open_counts_by_app(session).items(),
-                        key=lambda item: (-item[1], item[0]))
+        counts = bounded_by_app(findings.open_counts_by_app(session),
+                                context.known_apps.ids(session))
+        by_app = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         per_day = [(dt.date.fromisoformat(item["day"]), item["opened"])
                    for item in stats.findings_per_day(session, now, CHART_DAYS)]
         latest, _ = query_findings(session, FindingFilters(), limit=LATEST,

@@ -22,6 +22,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from markupsafe import Markup
 
+from server.dashboard.throttle import VerifySlots
+
 if TYPE_CHECKING:
     from server.dashboard.auth import Person, SessionKeeper
     from server.dashboard.throttle import LoginThrottle
@@ -62,10 +64,11 @@ class Dashboard:
     """The dashboard's long-lived parts, built once by `install` and kept on app.state."""
 
     def __init__(self, templates: jinja2.Environment, sessions: SessionKeeper,
-                 throttle: LoginThrottle) -> None:
+                 throttle: LoginThrottle, verify_slots: VerifySlots | None = None) -> None:
         self.templates = templates
         self.sessions = sessions
         self.throttle = throttle
+        self.verify_slots = verify_slots or VerifySlots()
 
     def page(self, request: Request, template: str, status: int = 200,
              headers: Mapping[str, str] | None = None, **values: Any) -> HTMLResponse:
@@ -212,8 +215,13 @@ def duration(seconds: float) -> str:
     return f"{whole // 60} min" if whole >= 120 else f"{whole} s"
 
 
-def short_path(path: str, keep: int = 2) -> str:
-    """The last `keep` parts of a path (either slash), for a narrow table cell."""
+def short_path(value: object, keep: int = 2) -> str:
+    """The last `keep` parts of a path (either slash), for a narrow table cell.
+
+    Any value is shown as its text: evidence stored before ingest checked its types may
+    hold a number or a list where a path belongs.
+    """
+    path = value if isinstance(value, str) else str(value)
     parts = [part for part in path.replace("\\", "/").split("/") if part]
     return path if len(parts) <= keep else "…/" + "/".join(parts[-keep:])
 

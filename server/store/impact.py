@@ -221,6 +221,8 @@ def observation_from_evidence(sensor: str, evidence: Mapping[str, Any]) -> Obser
     The inverse of the engine's evidence: process -> ProcessObservation,
     installed -> InstalledObservation, network -> ConnectionObservation.
     """
+    if not isinstance(evidence, Mapping):
+        return None  # a row from before ingest checked evidence: nothing to rebuild from
     try:
         if sensor == "process":
             return _process(evidence)

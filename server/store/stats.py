@@ -7,6 +7,7 @@ agents or twenty thousand. Days are UTC days.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,19 +15,23 @@ from sqlalchemy.orm import Session
 
 from server.models import Agent, Finding
 from server.store import agents, findings
+from server.store.known_apps import bounded_by_app
 
 DEFAULT_DAYS = 30
 
 
 def summary(
-    session: Session, now: dt.datetime, silent_after: dt.timedelta, days: int = DEFAULT_DAYS
+    session: Session, now: dt.datetime, silent_after: dt.timedelta, days: int = DEFAULT_DAYS,
+    *, known_apps: Collection[str],
 ) -> dict[str, Any]:
-    """`GET /api/v1/stats`: agents by state, compliance, open findings by app, per-day openings."""
+    """`GET /api/v1/stats`: agents by state, compliance, open findings by app (ids outside
+    `known_apps` as `other`: server.store.known_apps), per-day openings."""
     by_state = agents.count_by_state(session, now, silent_after)
     return {
         "agents": dict(by_state),
         "compliance": compliance(session, by_state),
-        "open_findings_by_app": dict(sorted(findings.open_counts_by_app(session).items())),
+        "open_findings_by_app": bounded_by_app(findings.open_counts_by_app(session),
+                                               known_apps),
         "findings_per_day": findings_per_day(session, now, days),
     }
 

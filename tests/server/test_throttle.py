@@ -61,3 +61,34 @@ def test_failures_from_many_threads_are_all_counted() -> None:
         thread.join()
     assert window.retry_after("shared", limit=4000) > 0
     assert window.retry_after("shared", limit=4001) == 0
+
+
+def test_take_checks_and_counts_in_one_step_across_threads() -> None:
+    window = FailureWindow(600, clock=Clock())
+    start = threading.Barrier(12)
+    waits: list[float] = []
+
+    def attempt() -> None:
+        start.wait()
+        waits.append(window.take(("account", 5), ("address", 30)))
+
+    threads = [threading.Thread(target=attempt) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Five went on; seven were refused and counted nowhere.
+    assert sorted(wait > 0 for wait in waits) == [False] * 5 + [True] * 7
+    assert window.retry_after("address", limit=6) == 0
+    assert window.retry_after("address", limit=5) > 0
+
+
+def test_give_back_uncounts_the_latest_failure_only() -> None:
+    window = FailureWindow(600, clock=Clock())
+    window.failed("key")
+    window.failed("key")
+    window.give_back("key")
+    assert window.retry_after("key", limit=1) > 0
+    window.give_back("key")
+    window.give_back("key")  # nothing left: no error
+    assert window.retry_after("key", limit=1) == 0

@@ -30,6 +30,7 @@ from server.db import utcnow
 from server.store import agents, findings, findings_query
 from server.store.findings_query import FindingFilters
 from server.store.listing import CursorError, FilterError
+from server.untrusted_text import csv_cell
 
 router = APIRouter(prefix="/api/v1", tags=["findings"])
 
@@ -39,10 +40,8 @@ CSV_COLUMNS = ("id", "agent_id", "host", "group", "app", "sensor", "key", "verdi
                "status", "triage", "triage_comment", "triage_by", "triage_at", "evidence",
                "alternative", "confidence", "message", "matched", "first_seen", "last_seen",
                "resolved_at", "count")
-# Spreadsheets run a cell starting with one of these as a formula; evidence comes from
-# machines an attacker may control (process names, command lines), so such text is
-# prefixed with a quote in CSV (OWASP "CSV injection"). The JSON export is verbatim.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Evidence comes from machines an attacker may control (process names, command lines):
+# CSV cells are made safe by server.untrusted_text.csv_cell. The JSON export is verbatim.
 # Rows per chunk written to the socket.
 _CHUNK_ROWS = 200
 
@@ -125,21 +124,12 @@ def _csv(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> Iterat
         yield buffer.getvalue().encode()
         return
     for written, item in enumerate(_chain(first, rest), start=1):
-        writer.writerow([_csv_cell(name, item.get(name)) for name in CSV_COLUMNS])
+        writer.writerow([csv_cell(name, item.get(name)) for name in CSV_COLUMNS])
         if written % _CHUNK_ROWS == 0:
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue().encode()
-
-
-def _csv_cell(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if name == "evidence":
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def _json(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> Iterator[bytes]:

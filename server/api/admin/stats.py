@@ -17,4 +17,5 @@ router = APIRouter(prefix="/api/v1", tags=["stats"])
 @router.get("/stats")
 def fleet_stats(principal: ViewerDep, session: SessionDep, context: ContextDep) -> dict[str, Any]:
     """The fleet summary; `findings_per_day` covers the last 30 UTC days, today last."""
-    return stats.summary(session, utcnow(), silent_after(context))
+    return stats.summary(session, utcnow(), silent_after(context),
+                         known_apps=context.known_apps.ids(session))

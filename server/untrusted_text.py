@@ -1,0 +1,50 @@
+"""Text that came from endpoints, made safe to put in logs, chat messages and spreadsheets.
+
+Process names, command lines, paths and host names are chosen by whoever runs
+a program on an agent's machine. Written verbatim, a NUL or an escape sequence
+reaches a syslog collector or a terminal that shows the log (ESC [ can rewrite
+what is on screen), a newline forges a second log line, and a bidi override
+makes a path read backwards. Here each such character becomes a visible
+escape in JSON's form (`\\u001b`, `\\u202e`), and a CSV cell that a spreadsheet would run as a
+formula gets a leading quote (OWASP "CSV injection").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# C0 and C1 controls and DEL; line and paragraph separators; bidi embeddings, overrides
+# and isolates (the "Trojan Source" characters).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Spreadsheets run a cell starting with one of these as a formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape(match: re.Match[str]) -> str:
+    # JSON's form, so an escaped JSON text is still JSON (and reads the same elsewhere).
+    return f"\\u{ord(match.group()):04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as a visible escape."""
+    return _CONTROLS.sub(_escape, text)
+
+
+def one_line(text: str) -> str:
+    """Runs of whitespace as one space, then any control character left escaped."""
+    return escape_controls(" ".join(text.split()))
+
+
+def csv_cell(name: str, value: Any) -> str:
+    """One finding field as a CSV cell: evidence as JSON, controls escaped, no formula."""
+    if value is None:
+        return ""
+    if name == "evidence":
+        # JSON escapes C0 controls itself, not C1 or bidi ones: those are escaped below.
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    else:
+        text = str(value)
+    text = escape_controls(text)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
