@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 _Short = Field(min_length=1, max_length=255)
 
@@ -122,7 +123,7 @@ class ActionResult(_Request):
 
 # What `_complete_for_type` checks, said in the JSON schema too, so a client generated
 # from /openapi.json (or a fuzzer) knows which fields each event type needs.
-_NEEDS_BY_TYPE = {"allOf": [
+_NEEDS_BY_TYPE: JsonDict = {"allOf": [
     {"if": {"properties": {"type": {"const": "finding_opened"}}},
      "then": {"properties": {"finding": {
          "required": ["app", "sensor", "verdict"],

@@ -444,3 +444,24 @@ def test_an_id_too_big_for_its_column_is_refused_not_a_500(
                                           headers={"Authorization": f"Bearer {admin_token}"})
                 assert response.status_code in (404, 422), f"{method} {url}: {response.text}"
                 assert response.json()["error"]["code"] in ("not_found", "validation_error")
+
+
+def test_every_operation_declares_its_answer_and_its_errors(app: FastAPI) -> None:
+    """What the fuzz run relies on, checked in a blink: each API operation names the model of
+    its success answer and answers 401 and 422 with the one error body."""
+    error_body = {"$ref": "#/components/schemas/ErrorResponse"}
+    document = app.openapi()
+    operations = [(method, path, operation) for path, methods in document["paths"].items()
+                  if path.startswith("/api/v1/") for method, operation in methods.items()]
+    assert len(operations) >= 30
+    for method, path, operation in operations:
+        responses = operation["responses"]
+        label = f"{method.upper()} {path}"
+        for status in ("401", "422"):
+            assert responses[status]["content"]["application/json"]["schema"] == error_body, \
+                (label, status)
+        [success] = [status for status in responses if status.startswith("2")]
+        schema = responses[success]["content"]["application/json"]["schema"]
+        assert schema.get("$ref") or schema.get("anyOf") or path == "/api/v1/agent/policy", \
+            (label, schema)
+        assert operation.get("security"), label
