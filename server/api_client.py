@@ -12,15 +12,39 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import quote
 
 import requests
+from pydantic import BaseModel, ValidationError
+
+from server.schemas.agents import AgentPage, AgentView
+from server.schemas.audit import AuditEntry, AuditPage
+from server.schemas.common import Page
+from server.schemas.credentials import (
+    NewSecret,
+    NewToken,
+    SecretPage,
+    SecretRecord,
+    TokenPage,
+    TokenRecord,
+)
+from server.schemas.findings import Finding, FindingDetail, FindingPage
+from server.schemas.policies import (
+    ImpactPreview,
+    PolicyDetail,
+    PolicyDiff,
+    PolicyPage,
+    PolicySummary,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 API_PREFIX = "/api/v1/"
 # The server's largest page; a bigger `limit` is followed through cursors.
 MAX_PAGE = 500
+
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
+ItemT = TypeVar("ItemT")
 
 
 class WardenClientError(Exception):
@@ -122,61 +146,53 @@ class WardenClient:
 
     # --- policies -----------------------------------------------------------------
 
-    def push_policy(self, text: str) -> dict[str, Any]:
+    def push_policy(self, text: str) -> PolicySummary:
         """Upload a policy (YAML or JSON text); answers the new version's metadata."""
-        return self._object("POST", "policies", data=text.encode("utf-8"),
+        return self._object(PolicySummary, "POST", "policies", data=text.encode("utf-8"),
                             headers={"Content-Type": "application/yaml"})
 
-    def list_policies(self) -> list[dict[str, Any]]:
-        return list(self._paged("policies"))
+    def list_policies(self) -> list[PolicySummary]:
+        return list(self._paged(PolicyPage, "policies"))
 
     def diff_policies(self, a: int, b: int) -> str:
-        with self._request("GET", "policies/diff", params={"from": a, "to": b}) as response:
-            if "json" not in response.headers.get("Content-Type", ""):
-                return response.text
-            body = _json_body(response)
-        diff: Any = body.get("diff") if isinstance(body, dict) else body
-        if isinstance(diff, str):
-            return diff
-        raise WardenClientError("the server's diff answer has no `diff` text")
+        return self._object(PolicyDiff, "GET", "policies/diff", params={"from": a, "to": b}).diff
 
-    def get_policy(self, number: int) -> dict[str, Any]:
-        return self._object("GET", f"policies/{number}")
+    def get_policy(self, number: int) -> PolicyDetail:
+        return self._object(PolicyDetail, "GET", f"policies/{number}")
 
-    def activate_policy(self, number: int) -> dict[str, Any]:
-        return self._object("POST", f"policies/{number}/activate")
+    def activate_policy(self, number: int) -> PolicySummary:
+        return self._object(PolicySummary, "POST", f"policies/{number}/activate")
 
-    def rollback_policy(self) -> dict[str, Any]:
-        return self._object("POST", "policies/rollback")
+    def rollback_policy(self) -> PolicySummary:
+        return self._object(PolicySummary, "POST", "policies/rollback")
 
-    def policy_impact(self, number: int) -> dict[str, Any]:
-        return self._object("GET", f"policies/{number}/impact")
+    def policy_impact(self, number: int) -> ImpactPreview:
+        return self._object(ImpactPreview, "GET", f"policies/{number}/impact")
 
     # --- findings -----------------------------------------------------------------
 
-    def iter_findings(self, page_size: int = 100, **filters: str | None) -> Iterator[
-            dict[str, Any]]:
+    def iter_findings(self, page_size: int = 100, **filters: str | None) -> Iterator[Finding]:
         """Every finding matching the filters, page after page (cursors followed)."""
-        return self._paged("findings", {**filters, "limit": min(page_size, MAX_PAGE)})
+        return self._paged(FindingPage, "findings",
+                           {**filters, "limit": min(page_size, MAX_PAGE)})
 
-    def list_findings(self, limit: int | None = None, **filters: str | None) -> list[
-            dict[str, Any]]:
+    def list_findings(self, limit: int | None = None, **filters: str | None) -> list[Finding]:
         """At most `limit` findings (all of them when None)."""
         if limit is not None and limit < 1:
             return []
         page_size = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
-        found: list[dict[str, Any]] = []
+        found: list[Finding] = []
         for finding in self.iter_findings(page_size, **filters):
             found.append(finding)
             if len(found) == limit:
                 break  # before the generator fetches a page nobody will read
         return found
 
-    def get_finding(self, finding_id: str) -> dict[str, Any]:
-        return self._object("GET", f"findings/{_segment(finding_id)}")
+    def get_finding(self, finding_id: str) -> FindingDetail:
+        return self._object(FindingDetail, "GET", f"findings/{_segment(finding_id)}")
 
-    def triage_finding(self, finding_id: str, state: str, comment: str = "") -> dict[str, Any]:
-        return self._object("POST", f"findings/{_segment(finding_id)}/triage",
+    def triage_finding(self, finding_id: str, state: str, comment: str = "") -> Finding:
+        return self._object(Finding, "POST", f"findings/{_segment(finding_id)}/triage",
                             json={"state": state, "comment": comment})
 
     def export_findings(self, format: str, **filters: str | None) -> bytes:
@@ -200,50 +216,46 @@ class WardenClient:
 
     # --- agents, secrets, tokens, audit -------------------------------------------
 
-    def list_agents(self) -> list[dict[str, Any]]:
-        return list(self._paged("agents"))
+    def list_agents(self) -> list[AgentView]:
+        return list(self._paged(AgentPage, "agents"))
 
-    def revoke_agent(self, agent_id: str) -> dict[str, Any]:
-        return self._object("POST", f"agents/{_segment(agent_id)}/revoke")
+    def revoke_agent(self, agent_id: str) -> AgentView:
+        return self._object(AgentView, "POST", f"agents/{_segment(agent_id)}/revoke")
 
-    def readmit_agent(self, agent_id: str) -> dict[str, Any]:
-        return self._object("POST", f"agents/{_segment(agent_id)}/readmit")
+    def readmit_agent(self, agent_id: str) -> AgentView:
+        return self._object(AgentView, "POST", f"agents/{_segment(agent_id)}/readmit")
 
-    def create_secret(self, group: str | None = None) -> dict[str, Any]:
-        return self._object("POST", "secrets", json={"group": group})
+    def create_secret(self, group: str | None = None) -> NewSecret:
+        return self._object(NewSecret, "POST", "secrets", json={"group": group})
 
-    def list_secrets(self) -> list[dict[str, Any]]:
-        return list(self._paged("secrets"))
+    def list_secrets(self) -> list[SecretRecord]:
+        return list(self._paged(SecretPage, "secrets"))
 
-    def revoke_secret(self, secret_id: str) -> dict[str, Any]:
-        return self._object("POST", f"secrets/{_segment(secret_id)}/revoke")
+    def revoke_secret(self, secret_id: str) -> SecretRecord:
+        return self._object(SecretRecord, "POST", f"secrets/{_segment(secret_id)}/revoke")
 
-    def create_token(self, name: str, role: str) -> dict[str, Any]:
-        return self._object("POST", "tokens", json={"name": name, "role": role})
+    def create_token(self, name: str, role: str) -> NewToken:
+        return self._object(NewToken, "POST", "tokens", json={"name": name, "role": role})
 
-    def list_tokens(self) -> list[dict[str, Any]]:
-        return list(self._paged("tokens"))
+    def list_tokens(self) -> list[TokenRecord]:
+        return list(self._paged(TokenPage, "tokens"))
 
-    def revoke_token(self, token_id: str) -> dict[str, Any]:
-        return self._object("POST", f"tokens/{_segment(token_id)}/revoke")
+    def revoke_token(self, token_id: str) -> TokenRecord:
+        return self._object(TokenRecord, "POST", f"tokens/{_segment(token_id)}/revoke")
 
-    def audit(self) -> list[dict[str, Any]]:
-        return list(self._paged("audit"))
+    def audit(self) -> list[AuditEntry]:
+        return list(self._paged(AuditPage, "audit"))
 
     # --- plumbing -----------------------------------------------------------------
 
-    def _paged(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[
-            dict[str, Any]]:
+    def _paged(self, page_model: type[Page[ItemT]], path: str,
+               params: Mapping[str, Any] | None = None) -> Iterator[ItemT]:
         query = dict(params or {})
         seen: set[str] = set()
         while True:
-            page = self._object("GET", path, params=query)
-            items = page.get("items")
-            if not isinstance(items, list):
-                raise WardenClientError(f"the server's answer to GET {API_PREFIX}{path} has no "
-                                        "`items` list")
-            yield from items
-            cursor = page.get("next_cursor")
+            page = self._object(page_model, "GET", path, params=query)
+            yield from page.items
+            cursor = page.next_cursor
             if not cursor:
                 return
             if cursor in seen:
@@ -251,15 +263,18 @@ class WardenClient:
             seen.add(cursor)
             query["cursor"] = cursor
 
-    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _object(self, model: type[AnswerT], method: str, path: str, **kwargs: Any) -> AnswerT:
+        """The answer parsed into `model`, the same model the server answers with."""
         with self._request(method, path, **kwargs) as response:
-            if response.status_code == 204 or not response.content:
-                return {}
             body = _json_body(response)
-        if not isinstance(body, dict):
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'body'}: "
+                                 f"{error['msg']}" for error in exc.errors()[:3])
             raise WardenClientError(f"the server's answer to {method} {API_PREFIX}{path} is "
-                                    "not a JSON object")
-        return body
+                                    f"not what the API documents ({problems}); is the CLI "
+                                    "the server's version?") from exc
 
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                  headers: Mapping[str, str] | None = None, stream: bool = False,

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -43,11 +43,15 @@ from server.api.deps import (
 from server.api.errors import ApiError, validation_details
 from server.db import utcnow
 from server.models import Agent, Finding
+from server.schemas.errors import error_responses
 from server.store import agents, events, findings, policies
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
+# Every agent route: a malformed or oversized request, an unknown or revoked token, a body
+# in another encoding, an invalid body, the database busy.
+router = APIRouter(prefix="/api/v1/agent", tags=["agent"],
+                   responses=error_responses(400, 401, 413, 415, 422, 503))
 
 # Retries of one batch after a lost race (unique key, deadlock); the events are idempotent.
 _INGEST_ATTEMPTS = 3
@@ -55,7 +59,8 @@ _INGEST_ATTEMPTS = 3
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
-@router.post("/enroll", status_code=201, response_model=EnrollResponse)
+@router.post("/enroll", status_code=201, response_model=EnrollResponse,
+             responses=error_responses(403, 429))
 def enroll(
     secret: EnrollSecretDep, body: EnrollRequest, session: SessionDep, context: ContextDep
 ) -> EnrollResponse:
@@ -144,9 +149,14 @@ def next_checkin_seconds(context: ServerContext) -> int:
                           "{\"bundle\", \"signature\", \"activation\", "
                           "\"activation_signature\"}, and once the signing key was "
                           "rotated \"key_rotations\""},
-               304: {"description": "the agent's copy (If-None-Match) is current"}},
+               304: {"description": "the agent's copy (If-None-Match) is current"},
+               **error_responses(404)},
 )
-def get_policy(token: TokenDep, request: Request, context: ContextDep) -> Response:
+def get_policy(
+    token: TokenDep, context: ContextDep,
+    if_none_match: Annotated[str | None, Header(
+        description="the ETag of the agent's copy: 304 while it is current")] = None,
+) -> Response:
     # A plain `def` with only async dependencies: one hop, in which the whole poll runs.
     with context.engine.connect() as connection:
         found = agents.policy_for(connection, token)
@@ -155,7 +165,7 @@ def get_policy(token: TokenDep, request: Request, context: ContextDep) -> Respon
         active = found.active
         if active is None:
             raise ApiError(404, "no policy is active yet", code="no_policy")
-        if etag_matches(request.headers.get("if-none-match"), active.version):
+        if etag_matches(if_none_match, active.version):
             return Response(status_code=304, headers=_policy_headers(active.version))
         # Bundle and activation in one statement, under the ETag of what is sent: a policy
         # activated since the first statement is sent whole. Nothing ever deactivates one.
@@ -210,7 +220,8 @@ def _incoming(event: AgentEvent, now: dt.datetime) -> events.IncomingEvent:
                                 payload=event.model_dump(mode="json"))
 
 
-@router.post("/events", response_model=EventsResponse)
+@router.post("/events", response_model=EventsResponse,
+             openapi_extra=openapi_json_body(EventBatch))
 def post_events(
     agent: AgentDep,
     batch: Annotated[list[events.IncomingEvent], Depends(event_batch)],

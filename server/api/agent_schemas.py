@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -20,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from policies.catalog_model import APP_ID_PATTERN
 from policies.evidence import Sensor, validate_evidence
@@ -78,13 +80,31 @@ SensorName = Annotated[str, StringConstraints(min_length=1, max_length=32,
                                               pattern=r"^[a-z][a-z0-9_-]*$")]
 
 
+def _json_number(value: Any) -> Any:
+    # What the schema says: a JSON number (2.0 is an integer too), never `true` or "12",
+    # which pydantic would otherwise take.
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError("must be a number")
+    return value
+
+
+_Number = BeforeValidator(_json_number)
+
+
+def _json_string(value: Any) -> Any:
+    # A time is RFC 3339 text, as the schema says; pydantic would also take a Unix number.
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time as a string")
+    return value
+
+
 class AgentStatus(_Request):
-    spool_depth: int | None = Field(default=None, ge=0)
-    dropped_events: int | None = Field(default=None, ge=0)
-    open_findings: int | None = Field(default=None, ge=0)
-    cpu_percent: float | None = Field(default=None, ge=0)
-    rss_bytes: int | None = Field(default=None, ge=0)
-    uptime_seconds: float | None = Field(default=None, ge=0)
+    spool_depth: Annotated[int | None, _Number] = Field(default=None, ge=0)
+    dropped_events: Annotated[int | None, _Number] = Field(default=None, ge=0)
+    open_findings: Annotated[int | None, _Number] = Field(default=None, ge=0)
+    cpu_percent: Annotated[float | None, _Number] = Field(default=None, ge=0)
+    rss_bytes: Annotated[int | None, _Number] = Field(default=None, ge=0)
+    uptime_seconds: Annotated[float | None, _Number] = Field(default=None, ge=0)
     # Set while the agent refuses the policy it was offered (bad signature, malformed).
     policy_error: str | None = Field(default=None, max_length=1024)
     # The signing key the agent trusts now (base64): who has moved after a key rotation.
@@ -134,14 +154,30 @@ class FindingInfo(_Request):
 
 class ActionResult(_Request):
     action: Literal["report", "notify", "terminate"]
-    ok: bool
+    ok: bool = Field(strict=True)
     detail: str = Field(default="", max_length=4096)
 
 
+# What `_complete_for_type` checks, said in the JSON schema too, so a client generated
+# from /openapi.json (or a fuzzer) knows which fields each event type needs.
+_NEEDS_BY_TYPE: JsonDict = {"allOf": [
+    {"if": {"properties": {"type": {"const": "finding_opened"}}},
+     "then": {"properties": {"finding": {
+         "required": ["app", "sensor", "verdict"],
+         "properties": {"app": {"type": "string"},
+                        "sensor": {"enum": ["process", "installed", "network"]},
+                        "verdict": {"enum": ["deny", "allow", "alert"]}}}}}},
+    {"if": {"properties": {"type": {"const": "action"}}},
+     "then": {"required": ["result"], "properties": {"result": {"type": "object"}}}},
+]}
+
+
 class AgentEvent(_Request):
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_NEEDS_BY_TYPE)
+
     id: uuid.UUID
     type: Literal["finding_opened", "finding_resolved", "action"]
-    time: AwareDatetime
+    time: Annotated[AwareDatetime, BeforeValidator(_json_string)]
     finding: FindingInfo
     result: ActionResult | None = None
 

@@ -31,7 +31,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -119,12 +120,19 @@ def get_session(request: Request, context: ContextDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-async def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+# Declared as a security scheme so /openapi.json says which routes want a token; the
+# token's kind (agent token, API token, enrollment secret) is each route's to check.
+_BEARER = HTTPBearer(auto_error=False, description="an API token (`wat_…`) for the admin "
+                     "API, an agent token (`wag_…`) or, to enroll, an enrollment secret")
+
+
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+) -> str:
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         raise unauthorized("send the token as `Authorization: Bearer <token>`")
-    return token.strip()
+    return token
 
 
 TokenDep = Annotated[str, Depends(bearer_token)]

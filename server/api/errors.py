@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,16 @@ def error_response(
 
 
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """Pydantic's errors, trimmed to what a client needs: where and what."""
+    """Pydantic's errors, trimmed to what a client needs: where and what.
+
+    `field` names a query parameter as it is spelt in the URL (`status`), and a body
+    field with its place (`body.events[3].time`).
+    """
     details = []
     for error in errors:
         loc = [part for part in error.get("loc", ()) if isinstance(part, str | int)]
-        details.append({"loc": loc, "field": _dotted(loc), "message": error.get("msg", ""),
+        field = _dotted(loc[1:] if loc[:1] == ["query"] else loc)
+        details.append({"loc": loc, "field": field, "message": error.get("msg", ""),
                         "type": error.get("type", "")})
     return details
 
@@ -110,7 +116,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"no such resource: {request.url.path}"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(405, message, headers={"Allow": _allowed_methods(request)})
     return error_response(exc.status_code, message, headers=exc.headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette names only the first route that matched the path; `/secrets` has a POST
+    # route and a GET route, and `Allow` must list both (RFC 9110).
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods \
+                and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

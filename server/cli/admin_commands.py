@@ -15,13 +15,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from policies.errors import PolicyError
 from policies.loader import load_catalog, parse_policy
 from server.api_client import WardenClient
-from server.cli.admin_output import EXIT_API, Column, fail, render, show, when
+from server.cli.admin_output import EXIT_API, as_json, fail, render, show, when
 from server.cli.admin_runner import Command, connection_options, runner
+from server.schemas.credentials import NewSecret, NewToken
 
 # argparse makes this class generic for type checkers only.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -167,20 +168,18 @@ def cmd_policy_push(client: WardenClient, args: argparse.Namespace) -> int:
             print(f"error: {issue}", file=sys.stderr)
         return fail(f"{path} is invalid; nothing was pushed", EXIT_API)
     result = client.push_policy(text)
-    number = _version_number(result)
-    print(f"pushed {path} as policy version {number}")
-    if not result.get("active"):
-        print(f"activate it with: warden policy activate {number}")
+    print(f"pushed {path} as policy version {result.version_number}")
+    if not result.active:
+        print(f"activate it with: warden policy activate {result.version_number}")
     return 0
 
 
 def cmd_policy_list(client: WardenClient, args: argparse.Namespace) -> int:
     return show(args, client.list_policies(), "no policy versions", [
-        ("VERSION", lambda p: p.get("version_number")), ("NAME", lambda p: p.get("name")),
-        ("MODE", lambda p: p.get("mode")), ("ACTIVE", lambda p: "*" if p.get("active") else ""),
-        ("CREATED", lambda p: when(p.get("created_at"))),
-        ("BY", lambda p: p.get("created_by")),
-        ("HASH", lambda p: str(p.get("version") or "")[:12])])
+        ("VERSION", lambda p: p.version_number), ("NAME", lambda p: p.name),
+        ("MODE", lambda p: p.mode), ("ACTIVE", lambda p: "*" if p.active else ""),
+        ("CREATED", lambda p: when(p.created_at)), ("BY", lambda p: p.created_by),
+        ("HASH", lambda p: p.version[:12])])
 
 
 def cmd_policy_diff(client: WardenClient, args: argparse.Namespace) -> int:
@@ -193,33 +192,23 @@ def cmd_policy_diff(client: WardenClient, args: argparse.Namespace) -> int:
 
 def cmd_policy_activate(client: WardenClient, args: argparse.Namespace) -> int:
     result = client.activate_policy(args.number)
-    print(f"policy version {_version_number(result, args.number)} is now active")
+    print(f"policy version {result.version_number} is now active")
     return 0
 
 
 def cmd_policy_rollback(client: WardenClient, args: argparse.Namespace) -> int:
     result = client.rollback_policy()
-    print(f"rolled back: policy version {_version_number(result)} is active again")
+    print(f"rolled back: policy version {result.version_number} is active again")
     return 0
 
 
 def cmd_policy_impact(client: WardenClient, args: argparse.Namespace) -> int:
-    impact = client.policy_impact(args.number)
+    impact = as_json(client.policy_impact(args.number))
     if args.json:
         print(json.dumps(impact, indent=2))
     else:
         render(impact)
     return 0
-
-
-def _version_number(result: dict[str, Any], default: object = "?") -> object:
-    for key in ("version_number", "number"):
-        if result.get(key) is not None:
-            return result[key]
-    policy = result.get("policy")
-    if isinstance(policy, dict):
-        return _version_number(policy, default)
-    return default
 
 
 # --- findings -----------------------------------------------------------------------
@@ -234,16 +223,15 @@ def _filter_values(args: argparse.Namespace) -> dict[str, str | None]:
 def cmd_findings_list(client: WardenClient, args: argparse.Namespace) -> int:
     findings = client.list_findings(limit=args.limit, **_filter_values(args))
     return show(args, findings, "no findings match", [
-        ("ID", lambda f: f.get("id")), ("APP", lambda f: f.get("app")),
-        ("HOST", lambda f: f.get("host")), ("SENSOR", lambda f: f.get("sensor")),
-        ("VERDICT", lambda f: f.get("verdict")), ("STATUS", lambda f: f.get("status")),
-        ("TRIAGE", lambda f: f.get("triage")), ("LAST SEEN", lambda f: when(f.get("last_seen"))),
-        ("COUNT", lambda f: f.get("count"))])
+        ("ID", lambda f: f.id), ("APP", lambda f: f.app), ("HOST", lambda f: f.host),
+        ("SENSOR", lambda f: f.sensor), ("VERDICT", lambda f: f.verdict),
+        ("STATUS", lambda f: f.status), ("TRIAGE", lambda f: f.triage),
+        ("LAST SEEN", lambda f: when(f.last_seen)), ("COUNT", lambda f: f.count)])
 
 
 def cmd_findings_triage(client: WardenClient, args: argparse.Namespace) -> int:
     result = client.triage_finding(args.finding_id, args.state, args.comment)
-    print(f"finding {args.finding_id}: {result.get('triage') or args.state}")
+    print(f"finding {args.finding_id}: {result.triage}")
     return 0
 
 
@@ -278,12 +266,12 @@ def cmd_findings_export(client: WardenClient, args: argparse.Namespace) -> int:
 
 def cmd_agents_list(client: WardenClient, args: argparse.Namespace) -> int:
     return show(args, client.list_agents(), "no agents enrolled", [
-        ("ID", lambda a: a.get("id")), ("HOSTNAME", lambda a: a.get("hostname")),
-        ("OS", lambda a: " ".join(str(a.get(k) or "") for k in ("os", "os_version")).strip()),
-        ("AGENT", lambda a: a.get("agent_version")), ("GROUP", lambda a: a.get("group")),
-        ("STATE", lambda a: a.get("state")), ("LAST SEEN", lambda a: when(a.get("last_seen"))),
-        ("POLICY", lambda a: str(a.get("policy_version") or "")[:12]),
-        ("OPEN", lambda a: a.get("open_findings"))])
+        ("ID", lambda a: a.id), ("HOSTNAME", lambda a: a.hostname),
+        ("OS", lambda a: f"{a.os} {a.os_version}".strip()),
+        ("AGENT", lambda a: a.agent_version), ("GROUP", lambda a: a.group),
+        ("STATE", lambda a: a.state), ("LAST SEEN", lambda a: when(a.last_seen)),
+        ("POLICY", lambda a: (a.policy_version or "")[:12]),
+        ("OPEN", lambda a: a.open_findings)])
 
 
 def cmd_agents_revoke(client: WardenClient, args: argparse.Namespace) -> int:
@@ -299,12 +287,13 @@ def cmd_agents_readmit(client: WardenClient, args: argparse.Namespace) -> int:
 
 
 def cmd_secrets_create(client: WardenClient, args: argparse.Namespace) -> int:
-    return _created(args, client.create_secret(args.group), "secret", "enrollment secret")
+    return _created(args, client.create_secret(args.group), "enrollment secret")
 
 
 def cmd_secrets_list(client: WardenClient, args: argparse.Namespace) -> int:
-    return show(args, client.list_secrets(), "no enrollment secrets", _credential_columns(
-        ("GROUP", lambda s: s.get("group")), ("USES", lambda s: s.get("uses"))))
+    return show(args, client.list_secrets(), "no enrollment secrets", [
+        ("ID", lambda s: s.id), ("GROUP", lambda s: s.group), ("USES", lambda s: s.uses),
+        ("CREATED", lambda s: when(s.created_at)), ("REVOKED", lambda s: when(s.revoked_at))])
 
 
 def cmd_secrets_revoke(client: WardenClient, args: argparse.Namespace) -> int:
@@ -314,13 +303,14 @@ def cmd_secrets_revoke(client: WardenClient, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_create(client: WardenClient, args: argparse.Namespace) -> int:
-    return _created(args, client.create_token(args.name, args.role), "token", "API token")
+    return _created(args, client.create_token(args.name, args.role), "API token")
 
 
 def cmd_tokens_list(client: WardenClient, args: argparse.Namespace) -> int:
-    return show(args, client.list_tokens(), "no API tokens", _credential_columns(
-        ("NAME", lambda t: t.get("name")), ("ROLE", lambda t: t.get("role")),
-        ("LAST USED", lambda t: when(t.get("last_used")))))
+    return show(args, client.list_tokens(), "no API tokens", [
+        ("ID", lambda t: t.id), ("NAME", lambda t: t.name), ("ROLE", lambda t: t.role),
+        ("LAST USED", lambda t: when(t.last_used)), ("CREATED", lambda t: when(t.created_at)),
+        ("REVOKED", lambda t: when(t.revoked_at))])
 
 
 def cmd_tokens_revoke(client: WardenClient, args: argparse.Namespace) -> int:
@@ -331,22 +321,14 @@ def cmd_tokens_revoke(client: WardenClient, args: argparse.Namespace) -> int:
 
 def cmd_audit(client: WardenClient, args: argparse.Namespace) -> int:
     return show(args, client.audit(), "the audit log is empty", [
-        ("TIME", lambda e: when(e.get("time"))), ("ACTOR", lambda e: e.get("actor")),
-        ("ACTION", lambda e: e.get("action")), ("TARGET", lambda e: e.get("target"))])
+        ("TIME", lambda e: when(e.time)), ("ACTOR", lambda e: e.actor),
+        ("ACTION", lambda e: e.action), ("TARGET", lambda e: e.target)])
 
 
-def _credential_columns(*middle: Column) -> list[Column]:
-    return [("ID", lambda c: c.get("id")), *middle,
-            ("CREATED", lambda c: when(c.get("created_at"))),
-            ("REVOKED", lambda c: when(c.get("revoked_at")) if c.get("revoked_at")
-             else ("yes" if c.get("revoked") else ""))]
-
-
-def _created(args: argparse.Namespace, result: dict[str, Any], key: str, what: str) -> int:
+def _created(args: argparse.Namespace, result: NewSecret | NewToken, what: str) -> int:
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(as_json(result), indent=2))
         return 0
-    render(result)
-    if result.get(key):
-        print(f"Store the {what} now: the server shows it only once.", file=sys.stderr)
+    render(as_json(result))
+    print(f"Store the {what} now: the server shows it only once.", file=sys.stderr)
     return 0

@@ -9,13 +9,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from policies.errors import ValidationIssue
 from server.api_client import ApiError, config_path
 
 EXIT_API = 1
 EXIT_USAGE = 2
 
-Column = tuple[str, Callable[[dict[str, Any]], object]]
+# A column of a table of answers: its header, and how to read its cell from one answer.
+Column = tuple[str, Callable[[Any], object]]
 
 _STATUS_HINTS = {
     401: "check the token: --token, WARDEN_TOKEN or {config}",
@@ -49,10 +52,15 @@ def _detail(detail: object) -> str:
     return detail if isinstance(detail, str) else json.dumps(detail)
 
 
-def show(args: argparse.Namespace, items: list[dict[str, Any]], empty: str,
+def as_json(answer: BaseModel) -> dict[str, Any]:
+    """An answer as the server sent it (its field names, JSON values)."""
+    return answer.model_dump(mode="json", by_alias=True)
+
+
+def show(args: argparse.Namespace, items: Sequence[BaseModel], empty: str,
          columns: Sequence[Column]) -> int:
     if args.json:
-        print(json.dumps({"items": items}, indent=2))
+        print(json.dumps({"items": [as_json(item) for item in items]}, indent=2))
     elif not items:
         print(empty, file=sys.stderr)
     else:
@@ -60,7 +68,7 @@ def show(args: argparse.Namespace, items: list[dict[str, Any]], empty: str,
     return 0
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+def table(rows: Sequence[Any], columns: Sequence[Column]) -> str:
     cells = [[header for header, _ in columns]]
     cells += [[cell(get(row)) for _, get in columns] for row in rows]
     widths = [max(len(line[index]) for line in cells) for index in range(len(columns))]

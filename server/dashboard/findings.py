@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
-from server.api.admin.common import RowId
+from server.api.params import RowId
 from server.dashboard import apps
 from server.dashboard.auth import AnalystPost, Viewer
 from server.dashboard.web import DashboardDep, DashboardRoute, PageError, redirect

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from policies.errors import PolicyError, ValidationIssue
 from policies.loader import parse_policy
-from server.api.admin.common import RowId
+from server.api.params import RowId
 from server.dashboard import apps, policy_diff
 from server.dashboard.auth import Admin, AdminPost, Person, Viewer
 from server.dashboard.web import Dashboard, DashboardDep, DashboardRoute, PageError, redirect

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from server.api.admin.common import RowId
+from server.api.params import RowId
 from server.dashboard.auth import Admin, AdminPost
 from server.dashboard.web import DashboardDep, DashboardRoute, PageError, redirect
 from server.store import enroll_secrets

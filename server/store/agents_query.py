@@ -10,52 +10,41 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import sqlalchemy as sa
+from pydantic import AfterValidator, Field
 from sqlalchemy.orm import Session
 
 from server.models import Agent, Finding, PolicyVersion
+from server.schemas.common import Query, TextFilter, blank_is_any
 from server.store import agents, policies
 from server.store.agents import AgentState
-from server.store.listing import FilterError, decode_cursor, encode_cursor, text_matches
+from server.store.listing import decode_cursor, encode_cursor, filters_from_form, text_matches
 
 STATES: tuple[str, ...] = get_args(AgentState)
 _CURSOR_KIND = "agents:hostname:asc"
 
 
-@dataclass(frozen=True)
-class AgentFilters:
+class AgentFilters(Query):
     """Which agents to list; `host` is exact or a `desk-*` prefix, ignoring case."""
 
-    state: str | None = None
-    group: str | None = None
-    host: str | None = None
-    os: str | None = None
+    state: Annotated[AgentState | Literal[""] | None, AfterValidator(blank_is_any)] = Field(
+        default=None, description="revoked; silent (not seen for a few check-in intervals); "
+                                  "else active")
+    group: TextFilter = None
+    host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
+                                                       "ignores case")
+    os: TextFilter = None
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(field.name for field in fields(cls))
+        return tuple(AgentFilters.model_fields)
 
     @classmethod
     def from_query(cls, params: Mapping[str, str]) -> AgentFilters:
-        """Filters from query parameters (others ignored; empty means "any"); FilterError."""
-        values: dict[str, str] = {}
-        problems: list[tuple[str, str]] = []
-        for name in cls.names():
-            text = (params.get(name) or "").strip()
-            if not text:
-                continue
-            if name == "state" and text not in STATES:
-                problems.append((name, f"{text!r} is not one of {', '.join(STATES)}"))
-            elif len(text) > 255:
-                problems.append((name, "longer than 255 characters"))
-            else:
-                values[name] = text
-        if problems:
-            raise FilterError(problems)
-        return cls(**values)
+        """Filters from a form's fields (others ignored; empty means "any"); FilterError."""
+        return filters_from_form(AgentFilters, params)
 
     def conditions(self, now: dt.datetime,
                    silent_after: dt.timedelta) -> list[sa.ColumnElement[bool]]:

@@ -12,31 +12,39 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import sqlalchemy as sa
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from sqlalchemy.orm import Session
 
-from server.models import FINDING_STATUSES, TRIAGE_STATES, Agent, Finding
+from server.models import Agent, Finding
+from server.schemas.common import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Query,
+    TextFilter,
+    TimeFilter,
+    blank_is_any,
+    parse_time,
+)
 from server.store import findings
 from server.store.listing import (
     CursorError,
     FilterError,
     decode_cursor,
     encode_cursor,
+    filters_from_form,
     text_matches,
 )
 
 __all__ = ["CursorError", "FilterError", "FindingFilters", "count_findings", "iter_findings",
-           "parse_limit", "parse_time", "query_findings"]
+           "parse_time", "query_findings"]
 
 Order = Literal["last_seen", "first_seen", "app", "host", "id"]
 ORDERS: tuple[str, ...] = get_args(Order)
 SENSORS = ("process", "installed", "network")
 VERDICTS = ("deny", "allow", "alert")
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 500
 # Export pages: big enough to amortise a query, small enough to stream steadily.
 EXPORT_BATCH = 1000
 
@@ -49,66 +57,50 @@ _SORT_COLUMNS: dict[str, Any] = {
 _TIME_ORDERS = frozenset({"last_seen", "first_seen"})
 
 
-@dataclass(frozen=True)
-class FindingFilters:
+class FindingFilters(Query):
     """Which findings to show; None means "any". Times bound `last_seen`: since <= t < until.
 
     `host` matches the agent's hostname without regard to case, exactly, or by
-    prefix when it ends in `*` (`desk-*`).
+    prefix when it ends in `*` (`desk-*`). The same model is the API's query
+    parameters (server.schemas.findings adds paging) and the dashboard's form.
     """
 
-    app: str | None = None
-    status: str | None = None
-    triage: str | None = None
-    host: str | None = None
-    group: str | None = None
-    sensor: str | None = None
-    verdict: str | None = None
-    agent_id: str | None = None
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
+    app: TextFilter = None
+    status: Annotated[Literal["open", "resolved", ""] | None,
+                      AfterValidator(blank_is_any)] = None
+    triage: Annotated[Literal["new", "acknowledged", "resolved", "false_positive", "excepted",
+                              ""] | None, AfterValidator(blank_is_any)] = None
+    host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
+                                                       "ignores case")
+    group: TextFilter = None
+    sensor: Annotated[Literal["process", "installed", "network", ""] | None,
+                      AfterValidator(blank_is_any)] = None
+    verdict: Annotated[Literal["deny", "allow", "alert", ""] | None,
+                       AfterValidator(blank_is_any)] = None
+    agent_id: TextFilter = None
+    since: TimeFilter = Field(default=None, description="last_seen at or after")
+    until: TimeFilter = Field(default=None, description="last_seen before; later than since")
 
-    _CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
-        "status": FINDING_STATUSES, "triage": TRIAGE_STATES, "sensor": SENSORS,
-        "verdict": VERDICTS,
-    }
+    @field_validator("until")
+    @classmethod
+    def _after_since(cls, until: dt.datetime | None, info: ValidationInfo) -> dt.datetime | None:
+        since = info.data.get("since")
+        if since is not None and until is not None and since >= until:
+            raise ValueError("must be later than since")
+        return until
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
         """The query parameter names the filters read."""
-        return tuple(field.name for field in fields(cls))
+        return tuple(FindingFilters.model_fields)
 
     @classmethod
     def from_query(cls, params: Mapping[str, str]) -> FindingFilters:
-        """Filters from query parameters; other keys are ignored, empty values mean "any".
+        """Filters from a form's fields; other keys are ignored, empty values mean "any".
 
-        Raises FilterError listing every parameter that is wrong, not just the first.
+        Raises FilterError listing every field that is wrong, not just the first.
         """
-        values: dict[str, Any] = {}
-        problems: list[tuple[str, str]] = []
-        for name in cls.names():
-            text = (params.get(name) or "").strip()
-            if not text:
-                continue
-            if name in ("since", "until"):
-                try:
-                    values[name] = parse_time(text)
-                except ValueError as exc:
-                    problems.append((name, str(exc)))
-                continue
-            choices = cls._CHOICES.get(name)
-            if choices is not None and text not in choices:
-                problems.append((name, f"{text!r} is not one of {', '.join(choices)}"))
-            elif len(text) > 255:
-                problems.append((name, "longer than 255 characters"))
-            else:
-                values[name] = text
-        since, until = values.get("since"), values.get("until")
-        if since is not None and until is not None and since >= until:
-            problems.append(("until", "must be later than since"))
-        if problems:
-            raise FilterError(problems)
-        return cls(**values)
+        return filters_from_form(FindingFilters, params)
 
     def as_query(self) -> dict[str, str]:
         """The filters as query parameters again (for links to the next page or an export)."""
@@ -142,29 +134,6 @@ class FindingFilters:
         if self.until is not None:
             where.append(Finding.last_seen < self.until)
         return where
-
-
-def parse_time(text: str) -> dt.datetime:
-    """An RFC 3339 time (`2025-03-01T12:00:00Z`) or a date (midnight UTC), as aware UTC."""
-    try:
-        if len(text) == 10:
-            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.UTC)
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an RFC 3339 time (2025-03-01T12:00:00Z) or a "
-                         "date (2025-03-01)") from None
-    if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone; add Z for UTC or an offset like +02:00")
-    return value.astimezone(dt.UTC)
-
-
-def parse_limit(text: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
-    """A page size from a query parameter; ValueError (with a message) when it is not one."""
-    if text is None or not text.strip():
-        return default
-    if not text.strip().isdigit() or not 1 <= int(text) <= maximum:
-        raise ValueError(f"{text!r} is not a whole number from 1 to {maximum}")
-    return int(text)
 
 
 def query_findings(

@@ -13,14 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import InstrumentedAttribute
 
-# Generous for a cursor (a timestamp, a host name and an id), tiny for an attacker.
-_MAX_CURSOR_CHARS = 2048
+from server.schemas.common import MAX_CURSOR_CHARS
+
+FiltersT = TypeVar("FiltersT", bound=BaseModel)
 
 
 class CursorError(ValueError):
@@ -40,6 +42,19 @@ class FilterError(ValueError):
                  "type": "value_error"} for name, message in self.problems]
 
 
+def filters_from_form(model: type[FiltersT], params: Mapping[str, str]) -> FiltersT:
+    """`model` from a form's fields: unknown keys ignored, blank ones "any"; FilterError
+    naming every bad field (the dashboard shows them beside the form)."""
+    values = {name: text for name in model.model_fields
+              if (text := (params.get(name) or "").strip())}
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise FilterError([(str(error["loc"][0]) if error["loc"] else "",
+                            error["msg"].removeprefix("Value error, "))
+                           for error in exc.errors()]) from exc
+
+
 def encode_cursor(kind: str, values: Sequence[str | int]) -> str:
     data = json.dumps({"k": kind, "v": list(values)}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
@@ -47,7 +62,7 @@ def encode_cursor(kind: str, values: Sequence[str | int]) -> str:
 
 def decode_cursor(cursor: str, kind: str, types: Sequence[type]) -> list[Any]:
     """The key a cursor holds; CursorError unless it was made for `kind` with these types."""
-    if len(cursor) > _MAX_CURSOR_CHARS:
+    if len(cursor) > MAX_CURSOR_CHARS:
         raise CursorError("the cursor is too long")
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))

@@ -115,11 +115,30 @@ def connected(api: FakeApi, *argv: str) -> list[str]:
     return [*argv, "--url", api.url, "--token", TOKEN]
 
 
-FINDING = {"id": "f-1", "agent_id": "a-1", "host": "pc-7", "group": "ops", "app": "telegram",
+# Whole answers, as the server sends them: the CLI parses them into the API's own models.
+FINDING = {"id": 1, "agent_id": "a-1", "host": "pc-7", "group": "ops", "app": "telegram",
            "sensor": "process", "key": "pid:1:0.00", "verdict": "deny", "action": "notify",
-           "status": "open", "triage": "new", "evidence": {"pid": 1}, "alternative": "signal",
+           "status": "open", "triage": "new", "triage_comment": None, "triage_by": None,
+           "triage_at": None, "evidence": {"pid": 1}, "alternative": "signal",
+           "confidence": None, "message": "", "matched": "",
            "first_seen": "2025-01-02T03:04:05.123456+00:00",
-           "last_seen": "2025-01-02T03:04:05.123456+00:00", "count": 2}
+           "last_seen": "2025-01-02T03:04:05.123456+00:00", "resolved_at": None, "count": 2}
+POLICY = {"version_number": 2, "version": "ab" * 32, "name": "default", "mode": "audit",
+          "created_at": "2025-01-02T00:00:00+00:00", "created_by": "admin", "active": False}
+AGENT = {"id": "7", "hostname": "pc-7", "machine_id": "m-7", "os": "linux", "os_version": "12",
+         "arch": "x86_64", "agent_version": "0.1", "user": "alice", "group": "ops",
+         "enrolled_at": "2025-01-01T00:00:00+00:00", "last_seen": "2025-01-02T03:04:05Z",
+         "policy_version": "abcdef0123456789", "status": None, "revoked_at": None,
+         "state": "silent", "open_findings": 1, "policy_version_number": 2,
+         "policy_current": True}
+SECRET = {"id": 3, "group": None, "note": None, "created_by": "admin",
+          "created_at": "2025-01-01T00:00:00+00:00", "revoked_at": None, "uses": 5}
+API_TOKEN = {"id": 4, "name": "ci", "role": "viewer", "user_id": None,
+             "created_at": "2025-01-01T00:00:00+00:00", "revoked_at": None, "last_used": None}
+
+
+def page(*items: dict[str, Any], next_cursor: str | None = None) -> dict[str, Any]:
+    return {"items": list(items), "next_cursor": next_cursor}
 
 
 # --- policies -----------------------------------------------------------------------
@@ -127,8 +146,7 @@ FINDING = {"id": "f-1", "agent_id": "a-1", "host": "pc-7", "group": "ops", "app"
 
 def test_policy_push_validates_then_uploads(api: FakeApi,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    api.on("POST", "/api/v1/policies", {"version_number": 2, "version": "ab" * 32,
-                                        "name": "default", "active": False}, status=201)
+    api.on("POST", "/api/v1/policies", POLICY, status=201)
     path = default_policy_path()
     code, out, err = warden(capsys, *connected(api, "policy", "push", str(path)))
     assert (code, err) == (0, "")
@@ -177,12 +195,10 @@ def test_policy_push_shows_the_servers_validation_issues(
 def test_policy_list_diff_activate_rollback_impact(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.on("GET", "/api/v1/policies", {"items": [
-        {"version_number": 1, "version": "0123456789abcdef", "name": "default", "mode": "audit",
-         "created_at": "2025-01-01T00:00:00+00:00", "created_by": "admin", "active": False},
-        {"version_number": 2, "version": "fedcba9876543210", "name": "default",
-         "mode": "enforce", "created_at": "2025-01-02T00:00:00+00:00", "created_by": "admin",
-         "active": True}]})
+    api.on("GET", "/api/v1/policies", page(
+        {**POLICY, "version_number": 1, "version": "0123456789abcdef",
+         "created_at": "2025-01-01T00:00:00+00:00"},
+        {**POLICY, "version": "fedcba9876543210", "mode": "enforce", "active": True}))
     code, out, _ = warden(capsys, *connected(api, "policy", "list"))
     assert code == 0
     lines = out.splitlines()
@@ -190,26 +206,35 @@ def test_policy_list_diff_activate_rollback_impact(
     assert lines[2].split() == ["2", "default", "enforce", "*", "2025-01-02", "00:00:00Z",
                                 "admin", "fedcba987654"]
 
-    api.on("GET", "/api/v1/policies/diff", {"diff": "--- 1\n+++ 2\n-mode: audit\n+mode: enforce\n"})
+    api.on("GET", "/api/v1/policies/diff",
+           {"from": 1, "to": 2, "diff": "--- 1\n+++ 2\n-mode: audit\n+mode: enforce\n"})
     code, out, _ = warden(capsys, *connected(api, "policy", "diff", "1", "2"))
     assert (code, out) == (0, "--- 1\n+++ 2\n-mode: audit\n+mode: enforce\n")
     assert api.requests[-1].query == {"from": ["1"], "to": ["2"]}
 
-    api.on("POST", "/api/v1/policies/2/activate", {"version_number": 2, "active": True})
+    api.on("POST", "/api/v1/policies/2/activate", {**POLICY, "active": True})
     assert warden(capsys, *connected(api, "policy", "activate", "2"))[1] == (
         "policy version 2 is now active\n")
-    api.on("POST", "/api/v1/policies/rollback", {"version_number": 1, "active": True})
+    api.on("POST", "/api/v1/policies/rollback", {**POLICY, "version_number": 1, "active": True})
     assert warden(capsys, *connected(api, "policy", "rollback"))[1] == (
         "rolled back: policy version 1 is active again\n")
 
-    api.on("GET", "/api/v1/policies/2/impact", {"version_number": 2, "changes": [
-        {"agent_id": "a-1", "hostname": "pc-7", "app": "whatsapp", "before": "allow",
-         "after": "deny"}]})
+    totals = dict.fromkeys(("agents_evaluated", "agents_affected", "findings_evaluated",
+                            "unevaluable", "changes", "newly_denied", "no_longer_denied"), 1)
+    api.on("GET", "/api/v1/policies/2/impact", {
+        "version_number": 2, "active_version_number": 1, "version": "ab" * 32,
+        "compared_with": "cd" * 32, "totals": totals, "truncated": False, "changes": [
+            {"agent_id": "a-1", "hostname": "pc-7", "group": None, "finding_id": None,
+             "app": "whatsapp", "sensor": "process", "before": "allow", "after": "deny"}]})
     code, out, _ = warden(capsys, *connected(api, "policy", "impact", "2"))
     assert code == 0
-    assert out.splitlines()[:3] == ["version_number: 2", "changes:",
-                                    "  AGENT_ID  HOSTNAME  APP       BEFORE  AFTER"]
-    assert out.splitlines()[3].split() == ["a-1", "pc-7", "whatsapp", "allow", "deny"]
+    lines = out.splitlines()
+    assert lines[0] == "version_number: 2"
+    table_at = lines.index("changes:") + 1
+    assert lines[table_at].split() == ["AGENT_ID", "HOSTNAME", "GROUP", "FINDING_ID", "APP",
+                                       "SENSOR", "BEFORE", "AFTER"]
+    assert lines[table_at + 1].split() == ["a-1", "pc-7", "-", "-", "whatsapp", "process",
+                                           "allow", "deny"]
     assert [(r.method, r.path) for r in api.requests] == [
         ("GET", "/api/v1/policies"), ("GET", "/api/v1/policies/diff"),
         ("POST", "/api/v1/policies/2/activate"), ("POST", "/api/v1/policies/rollback"),
@@ -222,9 +247,8 @@ def test_policy_list_diff_activate_rollback_impact(
 def test_findings_list_filters_and_follows_cursors(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.on("GET", "/api/v1/findings", {"items": [FINDING], "next_cursor": "page2"})
-    api.on("GET", "/api/v1/findings", {"items": [{**FINDING, "id": "f-2", "host": "pc-8"}],
-                                       "next_cursor": None})
+    api.on("GET", "/api/v1/findings", page(FINDING, next_cursor="page2"))
+    api.on("GET", "/api/v1/findings", page({**FINDING, "id": 2, "host": "pc-8"}))
     code, out, err = warden(capsys, *connected(
         api, "findings", "list", "--app", "telegram", "--status", "open", "--host", "pc-7",
         "--since", "2025-01-01"))
@@ -232,9 +256,9 @@ def test_findings_list_filters_and_follows_cursors(
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "APP", "HOST", "SENSOR", "VERDICT", "STATUS", "TRIAGE",
                                 "LAST", "SEEN", "COUNT"]
-    assert lines[1].split() == ["f-1", "telegram", "pc-7", "process", "deny", "open", "new",
+    assert lines[1].split() == ["1", "telegram", "pc-7", "process", "deny", "open", "new",
                                 "2025-01-02", "03:04:05Z", "2"]
-    assert lines[2].split()[:3] == ["f-2", "telegram", "pc-8"]
+    assert lines[2].split()[:3] == ["2", "telegram", "pc-8"]
     first, second = api.requests
     assert first.query == {"app": ["telegram"], "status": ["open"], "host": ["pc-7"],
                            "since": ["2025-01-01"], "limit": ["500"]}
@@ -244,11 +268,10 @@ def test_findings_list_filters_and_follows_cursors(
 
 def test_findings_list_limit_and_json(api: FakeApi,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    api.on("GET", "/api/v1/findings", {"items": [FINDING, {**FINDING, "id": "f-2"}],
-                                       "next_cursor": "more"})
+    api.on("GET", "/api/v1/findings", page(FINDING, {**FINDING, "id": 2}, next_cursor="more"))
     code, out, _ = warden(capsys, *connected(api, "findings", "list", "--limit", "2", "--json"))
     assert code == 0
-    assert json.loads(out) == {"items": [FINDING, {**FINDING, "id": "f-2"}]}
+    assert json.loads(out) == {"items": [FINDING, {**FINDING, "id": 2}]}
     # Two wanted, two on the first page: the next page is never asked for.
     [request] = api.requests
     assert request.query == {"limit": ["2"]}
@@ -304,19 +327,21 @@ def test_a_failed_export_leaves_no_file(api: FakeApi, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("argv", "method", "path", "answer", "body", "expected"),
     [
-        (["agents", "revoke", "7"], "POST", "/api/v1/agents/7/revoke", {"id": 7}, b"",
+        (["agents", "revoke", "7"], "POST", "/api/v1/agents/7/revoke", AGENT, b"",
          "agent 7 revoked: its token no longer works\n"),
-        (["agents", "readmit", "7"], "POST", "/api/v1/agents/7/readmit", {"id": 7}, b"",
+        (["agents", "readmit", "7"], "POST", "/api/v1/agents/7/readmit", AGENT, b"",
          "agent 7 re-admitted: the machine can enroll again and gets a new token\n"),
         (["secrets", "create", "--group", "ops"], "POST", "/api/v1/secrets",
-         {"id": 3, "group": "ops", "secret": "s3cr3t"}, {"group": "ops"},
-         "id: 3\ngroup: ops\nsecret: s3cr3t\n"),
-        (["secrets", "revoke", "3"], "POST", "/api/v1/secrets/3/revoke", {"id": 3}, b"",
+         {**SECRET, "group": "ops", "uses": 0, "secret": "s3cr3t"}, {"group": "ops"},
+         "id: 3\ngroup: ops\nnote: -\ncreated_by: admin\ncreated_at: "
+         "2025-01-01T00:00:00+00:00\nrevoked_at: -\nuses: 0\nsecret: s3cr3t\n"),
+        (["secrets", "revoke", "3"], "POST", "/api/v1/secrets/3/revoke", SECRET, b"",
          "enrollment secret 3 revoked\n"),
         (["tokens", "create", "--name", "ci", "--role", "viewer"], "POST", "/api/v1/tokens",
-         {"id": 4, "name": "ci", "role": "viewer", "token": "t0k"},
-         {"name": "ci", "role": "viewer"}, "id: 4\nname: ci\nrole: viewer\ntoken: t0k\n"),
-        (["tokens", "revoke", "4"], "POST", "/api/v1/tokens/4/revoke", {"id": 4}, b"",
+         {**API_TOKEN, "token": "t0k"}, {"name": "ci", "role": "viewer"},
+         "id: 4\nname: ci\nrole: viewer\nuser_id: -\ncreated_at: 2025-01-01T00:00:00+00:00\n"
+         "revoked_at: -\nlast_used: -\ntoken: t0k\n"),
+        (["tokens", "revoke", "4"], "POST", "/api/v1/tokens/4/revoke", API_TOKEN, b"",
          "API token 4 revoked\n"),
     ],
 )
@@ -335,29 +360,24 @@ def test_mutating_commands(api: FakeApi, capsys: pytest.CaptureFixture[str], arg
 @pytest.mark.parametrize(
     ("argv", "path", "item", "row"),
     [
-        (["agents", "list"], "/api/v1/agents",
-         {"id": 7, "hostname": "pc-7", "os": "linux", "os_version": "12", "agent_version": "0.1",
-          "group": "ops", "state": "silent", "last_seen": "2025-01-02T03:04:05Z",
-          "policy_version": "abcdef0123456789", "open_findings": 1},
+        (["agents", "list"], "/api/v1/agents", AGENT,
          ["7", "pc-7", "linux", "12", "0.1", "ops", "silent", "2025-01-02", "03:04:05Z",
           "abcdef012345", "1"]),
-        (["secrets", "list"], "/api/v1/secrets",
-         {"id": 3, "group": None, "uses": 5, "created_at": "2025-01-01T00:00:00+00:00",
-          "revoked_at": None},
+        (["secrets", "list"], "/api/v1/secrets", SECRET,
          ["3", "-", "5", "2025-01-01", "00:00:00Z", "-"]),
         (["tokens", "list"], "/api/v1/tokens",
-         {"id": 4, "name": "ci", "role": "viewer", "last_used": None,
-          "created_at": "2025-01-01T00:00:00+00:00", "revoked_at": "2025-02-01T00:00:00+00:00"},
+         {**API_TOKEN, "revoked_at": "2025-02-01T00:00:00+00:00"},
          ["4", "ci", "viewer", "-", "2025-01-01", "00:00:00Z", "2025-02-01", "00:00:00Z"]),
         (["audit"], "/api/v1/audit",
-         {"time": "2025-01-01T00:00:00+00:00", "actor": "token:1", "action": "policy.activate",
+         {"id": 9, "time": "2025-01-01T00:00:00+00:00", "actor": "token:1",
+          "action": "policy.activate",
           "target": "policy:2", "before": None, "after": {"active": 2}},
          ["2025-01-01", "00:00:00Z", "token:1", "policy.activate", "policy:2"]),
     ],
 )
 def test_listing_commands(api: FakeApi, capsys: pytest.CaptureFixture[str], argv: list[str],
                           path: str, item: dict[str, Any], row: list[str]) -> None:
-    api.on("GET", path, {"items": [item]})
+    api.on("GET", path, page(item))
     code, out, _ = warden(capsys, *connected(api, *argv))
     assert code == 0
     assert out.splitlines()[1].split() == row
@@ -367,7 +387,7 @@ def test_listing_commands(api: FakeApi, capsys: pytest.CaptureFixture[str], argv
 
 
 def test_an_empty_list_says_so(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
-    api.on("GET", "/api/v1/agents", {"items": []})
+    api.on("GET", "/api/v1/agents", page())
     assert warden(capsys, *connected(api, "agents", "list")) == (0, "", "no agents enrolled\n")
 
 
@@ -427,7 +447,7 @@ def test_credentials_from_the_config_file_then_env_then_flags(
     api: FakeApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    api.on("GET", "/api/v1/agents", {"items": []})
+    api.on("GET", "/api/v1/agents", page())
     config = tmp_path / "config" / "warden" / "cli.json"
     config.parent.mkdir(parents=True)
     config.write_text(json.dumps({"url": api.url, "token": "from-file"}))
@@ -451,7 +471,7 @@ def test_a_broken_config_file_is_reported(capsys: pytest.CaptureFixture[str],
 
 def test_url_from_the_environment(api: FakeApi, capsys: pytest.CaptureFixture[str],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    api.on("GET", "/api/v1/audit", {"items": []})
+    api.on("GET", "/api/v1/audit", page())
     monkeypatch.setenv("WARDEN_URL", api.url + "/")
     monkeypatch.setenv("WARDEN_TOKEN", TOKEN)
     assert warden(capsys, "audit")[0] == 0
@@ -469,6 +489,18 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_ids_cannot_escape_their_path_segment(api: FakeApi,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    api.on("POST", "/api/v1/agents/..%2Fsecrets/revoke", {})
+    api.on("POST", "/api/v1/agents/..%2Fsecrets/revoke", AGENT)
     assert warden(capsys, *connected(api, "agents", "revoke", "../secrets"))[0] == 0
     assert api.requests[0].path == "/api/v1/agents/..%2Fsecrets/revoke"
+
+
+def test_an_answer_outside_the_documented_shape_is_a_clear_error(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The CLI reads answers into the API's response models: a server that answers something
+    # else (another version, a proxy's page) is named, not half-printed.
+    api.on("GET", "/api/v1/agents", page({"id": "7", "hostname": "pc-7"}))
+    code, out, err = warden(capsys, *connected(api, "agents", "list"))
+    assert (code, out) == (1, "")
+    assert err.startswith("error: the server's answer to GET /api/v1/agents is not what the "
+                          "API documents (items.0.machine_id: Field required")

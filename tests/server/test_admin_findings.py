@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.api.admin.findings import CSV_COLUMNS
+from server.exports import CSV_COLUMNS
 from server.store import audit, findings_query
 from server.store.findings_query import FindingFilters
 from server.store.listing import CursorError, FilterError

@@ -2,42 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.admin.common import RowId, not_found
+from server.api.admin.common import ROUTER_ERRORS, not_found
 from server.api.deps import AdminDep, SessionDep
+from server.api.params import RowId
+from server.schemas.credentials import NewToken, TokenPage, TokenRecord, TokenRequest
+from server.schemas.errors import error_responses
 from server.store import tokens
 
-router = APIRouter(prefix="/api/v1", tags=["tokens"])
-
-
-class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=255, description="who or what uses it")
-    role: Literal["viewer", "analyst", "admin"]
+router = APIRouter(prefix="/api/v1", tags=["tokens"], responses=ROUTER_ERRORS)
 
 
 @router.post("/tokens", status_code=201)
-def create_token(principal: AdminDep, body: TokenRequest, session: SessionDep) -> dict[str, Any]:
+def create_token(principal: AdminDep, body: TokenRequest, session: SessionDep) -> NewToken:
     row, token = tokens.create(session, name=body.name, role=body.role, actor=principal.actor)
     session.commit()
-    return {**tokens.as_dict(row), "token": token}
+    return NewToken.model_validate({**tokens.as_dict(row), "token": token})
 
 
 @router.get("/tokens")
-def list_tokens(principal: AdminDep, session: SessionDep) -> dict[str, Any]:
-    return {"items": [tokens.as_dict(row) for row in tokens.list_all(session)],
-            "next_cursor": None}
+def list_tokens(principal: AdminDep, session: SessionDep) -> TokenPage:
+    return TokenPage.model_validate({
+        "items": [tokens.as_dict(row) for row in tokens.list_all(session)],
+        "next_cursor": None})
 
 
-@router.post("/tokens/{token_id:int}/revoke")
-def revoke_token(principal: AdminDep, token_id: RowId, session: SessionDep) -> dict[str, Any]:
+@router.post("/tokens/{token_id:int}/revoke", responses=error_responses(404))
+def revoke_token(principal: AdminDep, token_id: RowId, session: SessionDep) -> TokenRecord:
     row = tokens.revoke(session, token_id, principal.actor)
     if row is None:
         raise not_found(f"API token {token_id}")
     session.commit()
-    return tokens.as_dict(row)
+    return TokenRecord.model_validate(tokens.as_dict(row))

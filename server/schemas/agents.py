@@ -1,0 +1,41 @@
+"""Agents as the fleet list shows them, and the list's query."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
+from server.store.agents_query import AgentFilters
+
+
+class AgentView(Answer):
+    id: str
+    hostname: str
+    machine_id: str
+    os: str
+    os_version: str
+    arch: str
+    agent_version: str
+    user: str
+    group: str | None
+    enrolled_at: Timestamp
+    last_seen: Timestamp
+    policy_version: str | None = Field(description="the bundle hash reported at the last "
+                                                   "check-in")
+    status: dict[str, Any] | None = Field(description="the agent's last reported health")
+    revoked_at: Timestamp | None
+    state: Literal["active", "silent", "revoked"]
+    open_findings: int
+    policy_version_number: int | None = Field(
+        description="the stored version with that hash, if any")
+    policy_current: bool
+
+
+AgentPage = Page[AgentView]
+
+
+class AgentListQuery(AgentFilters):
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor = None

@@ -1,0 +1,82 @@
+"""Findings as the API answers them, their timeline, triage, and the list and export queries."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
+from server.store.findings_query import FindingFilters, Order
+
+TriageState = Literal["new", "acknowledged", "resolved", "false_positive", "excepted"]
+
+
+class Finding(Answer):
+    """One app seen on one machine by one sensor; `status` is the agent's, `triage` the
+    reviewers'."""
+
+    id: int
+    agent_id: str
+    host: str | None = Field(description="the agent's hostname")
+    group: str | None = Field(description="the agent's group")
+    app: str
+    sensor: str
+    key: str
+    verdict: str
+    action: str
+    status: Literal["open", "resolved"]
+    triage: TriageState
+    triage_comment: str | None
+    triage_by: str | None
+    triage_at: Timestamp | None
+    evidence: dict[str, Any] = Field(description="what the agent reported: pid, exe, package "
+                                                 "id, bundle id, path, remote address, …")
+    alternative: str | None
+    confidence: str | None
+    message: str
+    matched: str
+    first_seen: Timestamp
+    last_seen: Timestamp
+    resolved_at: Timestamp | None
+    count: int
+
+
+class FindingEvent(Answer):
+    id: str
+    type: str
+    time: Timestamp
+    received_at: Timestamp
+    finding_key: str | None
+    payload: dict[str, Any] = Field(description="the event as the agent sent it")
+
+
+class FindingDetail(Finding):
+    events: list[FindingEvent] = Field(description="the finding's timeline, oldest first")
+
+
+FindingPage = Page[Finding]
+
+
+class TriageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: TriageState
+    comment: str = Field(default="", max_length=4000)
+
+
+class FindingListQuery(FindingFilters):
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor = None
+    order: Order = "last_seen"
+    direction: Literal["desc", "asc"] = "desc"
+
+
+class FindingExportQuery(FindingFilters):
+    format: Literal["csv", "json"]
+
+
+class FindingExport(Answer):
+    """`GET findings/export?format=json`: every matching finding, newest id first."""
+
+    items: list[Finding]
