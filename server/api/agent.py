@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from server import enrollment_proof
 from server.api.agent_schemas import (
     AgentEvent,
     CheckinRequest,
@@ -36,6 +37,7 @@ from server.api.deps import (
     ServerContext,
     SessionDep,
     TokenDep,
+    client_address,
     current_agent,
     read_json,
     unauthorized,
@@ -43,7 +45,7 @@ from server.api.deps import (
 from server.api.errors import ApiError, validation_details
 from server.db import utcnow
 from server.models import Agent, Finding
-from server.store import agents, events, findings, policies
+from server.store import agents, events, findings, policies, reenrollments
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,35 @@ _INGEST_ATTEMPTS = 3
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
-@router.post("/enroll", status_code=201, response_model=EnrollResponse)
+@router.post("/enroll", status_code=201, response_model=EnrollResponse, responses={
+    403: {"description": "`agent_revoked`: an administrator revoked this machine"},
+    409: {"description": "`reenrollment_pending`: the machine is enrolled already and the "
+                         "request does not prove it holds the machine's key; held until an "
+                         "administrator approves it (retry with backoff)"},
+    422: {"description": "`validation_error`, or `invalid_proof`: the proof does not verify"}})
 def enroll(
-    secret: EnrollSecretDep, body: EnrollRequest, session: SessionDep, context: ContextDep
+    secret: EnrollSecretDep, body: EnrollRequest, session: SessionDep, context: ContextDep,
+    request: Request,
 ) -> EnrollResponse:
-    facts = agents.HostFacts(**body.model_dump())
+    facts = agents.HostFacts(**body.host_facts())
+    proof = None
+    if body.public_key is not None and body.proof is not None:
+        try:
+            proof = enrollment_proof.verify(body.machine_id, body.public_key,
+                                            body.proof.signed_at, body.proof.signature)
+        except enrollment_proof.InvalidProof as exc:
+            raise ApiError(422, str(exc), code="invalid_proof") from exc
     try:
-        agent, token = agents.enroll(session, facts, secret)
+        agent, token = agents.enroll(session, facts, secret, proof, client_address(request))
     except agents.AgentRevokedError as exc:
         raise ApiError(403, "this machine's agent was revoked by an administrator; ask them "
                        "to re-admit it", code="agent_revoked") from exc
+    except reenrollments.ReenrollmentPending as exc:
+        session.commit()  # the held request is what an administrator decides on
+        log.warning("enrollment of known machine %s held for approval: %s", exc.agent_id,
+                    exc.reason)
+        raise ApiError(409, str(exc), code="reenrollment_pending",
+                       details=[{"agent_id": exc.agent_id}]) from exc
     session.commit()
     return EnrollResponse(agent_id=agent.id, agent_token=token,
                           policy_public_key=context.signer.public_key_b64, group=agent.group,
@@ -112,7 +133,8 @@ def _record_checkin(
 ) -> agents.CheckedIn | None:
     with context.write_engine.begin() as connection:
         return agents.checkin(connection, token, body.policy_version,
-                              body.status.model_dump(exclude_none=True))
+                              body.status.model_dump(exclude_none=True),
+                              public_key=body.public_key)
 
 
 def next_checkin_seconds(context: ServerContext) -> int:
