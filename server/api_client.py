@@ -209,6 +209,20 @@ class WardenClient:
     def readmit_agent(self, agent_id: str) -> dict[str, Any]:
         return self._object("POST", f"agents/{_segment(agent_id)}/readmit")
 
+    def get_agent(self, agent_id: str) -> dict[str, Any]:
+        return self._object("GET", f"agents/{_segment(agent_id)}")
+
+    def list_reenrollments(self) -> list[dict[str, Any]]:
+        return list(self._paged("reenrollments"))
+
+    def approve_reenrollment(self, agent_id: str, public_key: str | None) -> dict[str, Any]:
+        """Approve the held request if it still carries `public_key` (the key reviewed)."""
+        return self._object("POST", f"agents/{_segment(agent_id)}/reenrollment/approve",
+                            json={"public_key": public_key})
+
+    def reject_reenrollment(self, agent_id: str) -> dict[str, Any]:
+        return self._object("POST", f"agents/{_segment(agent_id)}/reenrollment/reject")
+
     def create_secret(self, group: str | None = None) -> dict[str, Any]:
         return self._object("POST", "secrets", json={"group": group})
 
