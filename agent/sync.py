@@ -5,6 +5,10 @@ event, so SIGTERM ends them promptly. Neither ever deletes an event the server
 has not acknowledged: the uploader acks the spool only with the ids the
 server answered after its commit.
 
+Enrollment is signed with the machine's own key (agent.machine), which the
+server binds to the agent: enrolling again as this machine needs that key or an
+administrator's approval, which the agent waits for, asking again with backoff.
+
 The policy-signing key the agent trusts (agent.trust) is pinned at enrollment —
 checked against the `policy_public_key` setting when there is one — and moves
 only when a policy answer's signed key rotations lead from it to a new key and
@@ -227,8 +231,8 @@ class PolicySync:
         facts = self._facts()
         # Signed by this machine's key: how the server tells this machine from another
         # holder of the secret that names its machine_id (agent.machine).
-        enrollment = self.client.enroll(secret, {**facts,
-                                                 **self._key().proof(facts["machine_id"])})
+        proof = self._key().proof(str(facts.get("machine_id")))
+        enrollment = self.client.enroll(secret, {**facts, **proof})
         identity = Identity(enrollment.agent_id, enrollment.agent_token, self.client.server_url,
                             self._enrollment_key(enrollment), enrollment.group,
                             enrollment.key_rotations)
