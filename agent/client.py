@@ -2,7 +2,8 @@
 
 A thin layer over one `requests.Session` (injected, so tests and the service
 share one pool). It turns HTTP outcomes into a few exceptions the service
-loop acts on: `RetryLater` (back off), `Unauthorized` (re-enroll), `ClientError`.
+loop acts on: `RetryLater` (back off), `Unauthorized` (re-enroll), `ReenrollmentPending`
+(wait for an administrator), `ClientError`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ class ClientError(Exception):
 
 class Unauthorized(ClientError):
     """The agent token (or enrollment secret) is not accepted any more."""
+
+
+class ReenrollmentPending(ClientError):
+    """The server knows this machine under another key (or none): enrolling again waits
+    for an administrator's approval. The agent's current token, if any, still works."""
 
 
 class RetryLater(Exception):
@@ -90,9 +96,11 @@ class AgentClient:
                 key_rotations=_rotations(body),
             )
 
-    def checkin(self, token: str, policy_version: str | None,
-                status: dict[str, Any]) -> dict[str, Any]:
-        payload = {"policy_version": policy_version, "status": status}
+    def checkin(self, token: str, policy_version: str | None, status: dict[str, Any],
+                public_key: str | None = None) -> dict[str, Any]:
+        # The machine's public key rides along: a server that has none bound to this agent
+        # yet (enrolled before keys) binds it, authenticated by the token.
+        payload = {"policy_version": policy_version, "status": status, "public_key": public_key}
         response = self._call("POST", "/checkin", token, json_body=payload)
         with _warden_answer(response):
             answer = response.json()
@@ -157,6 +165,8 @@ class AgentClient:
                              _retry_after(response))
         if response.status_code == 401:
             raise Unauthorized(f"{method} {url}: {message}")
+        if response.status_code == 409 and _error_code(response) == "reenrollment_pending":
+            raise ReenrollmentPending(message)
         raise ClientError(f"{method} {url}: {response.status_code} {message}")
 
 
@@ -175,6 +185,14 @@ def _rotations(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     rotations = body.get("key_rotations") or []
     # Kept as sent, whatever is inside: agent.trust refuses a malformed one with a reason.
     return tuple(rotations) if isinstance(rotations, list) else (rotations,)
+
+
+def _error_code(response: requests.Response) -> str | None:
+    try:
+        code = response.json().get("error", {}).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _error_message(response: requests.Response) -> str:

@@ -40,6 +40,7 @@ from agent.actions import ActionRunner
 from agent.client import AgentClient
 from agent.findings import format_time, utc_now
 from agent.health import SelfWatchdog, lower_priority
+from agent.machine import host_facts
 from agent.notify import Notifier, make_notifier
 from agent.platform import OsName, current_os, host_context, is_privileged
 from agent.scanner import Watch
@@ -47,7 +48,7 @@ from agent.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings
 from agent.spool import Spool, SpoolError
 from agent.state import BundleRejected, StateDir, write_private
-from agent.sync import PolicySync, SyncStatus, Uploader, host_facts
+from agent.sync import PolicySync, SyncStatus, Uploader
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
 from policies.loader import default_policy_path, load_catalog, load_policy

@@ -5,6 +5,10 @@ event, so SIGTERM ends them promptly. Neither ever deletes an event the server
 has not acknowledged: the uploader acks the spool only with the ids the
 server answered after its commit.
 
+Enrollment is signed with the machine's own key (agent.machine), which the
+server binds to the agent: enrolling again as this machine needs that key or an
+administrator's approval, which the agent waits for, asking again with backoff.
+
 The policy-signing key the agent trusts (agent.trust) is pinned at enrollment —
 checked against the `policy_public_key` setting when there is one — and moves
 only when a policy answer's signed key rotations lead from it to a new key and
@@ -14,22 +18,24 @@ pinned one is what makes the agent fetch the policy to look for them.
 
 from __future__ import annotations
 
-import getpass
-import importlib.metadata
 import logging
-import platform
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from agent.backoff import Backoff
-from agent.client import AgentClient, ClientError, Enrollment, RetryLater, Unauthorized
-from agent.platform import OsName, hostname
+from agent.client import (
+    AgentClient,
+    ClientError,
+    Enrollment,
+    ReenrollmentPending,
+    RetryLater,
+    Unauthorized,
+)
+from agent.machine import MachineKey, MachineKeyError
 from agent.spool import Spool, SpoolError
 from agent.state import (
     Activation,
@@ -44,44 +50,6 @@ from agent.state import (
 from agent.trust import UntrustedKey, key_b64, key_path
 
 log = logging.getLogger("warden.agent.sync")
-
-
-def agent_version() -> str:
-    try:
-        return importlib.metadata.version("warden")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def machine_id(state: StateDir) -> str:
-    """A stable id for this machine: the OS's own where it has one, else one we keep."""
-    for candidate in (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id")):
-        try:
-            value = candidate.read_text(encoding="ascii").strip()
-        except OSError:
-            continue
-        if value:
-            return value
-    path = state.path / "machine-id"
-    if not path.exists():
-        path.write_text(str(uuid.uuid4()), encoding="ascii")
-    return path.read_text(encoding="ascii").strip()
-
-
-def host_facts(state: StateDir, os_name: OsName) -> dict[str, str]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = ""
-    return {
-        "hostname": hostname(),
-        "machine_id": machine_id(state),
-        "os": os_name,
-        "os_version": platform.release(),
-        "arch": platform.machine(),
-        "agent_version": agent_version(),
-        "user": user,
-    }
 
 
 class KeyRefused(ClientError):
@@ -151,6 +119,8 @@ class PolicySync:
         # The server key a check-in named when the policy was last fetched because of it:
         # fetched once per key, not at every check-in while it cannot be followed.
         self._fetched_for_key: str | None = None
+        # This machine's key pair, loaded (or made) when first needed: enrollment, check-in.
+        self._machine_key: MachineKey | None = None
         if self.identity is not None:
             self._mark_enrolled(self.identity)
             self.activation = self._cached_activation(self.identity)
@@ -193,7 +163,12 @@ class PolicySync:
             delay = self._backoff.next_delay(exc.seconds)
             log.warning("server unreachable, retrying in %.0f s: %s", delay, exc)
             return self._failed(exc, delay)
-        except KeyRefused as exc:
+        except ReenrollmentPending as exc:
+            delay = self._backoff.next_delay()
+            log.warning("waiting for an administrator to approve this machine's enrollment, "
+                        "asking again in %.0f s: %s", delay, exc)
+            return self._failed(exc, delay)
+        except (KeyRefused, MachineKeyError) as exc:
             log.error("%s", exc)
             return self._failed(exc, self._backoff.next_delay())
         except Unauthorized as exc:
@@ -229,7 +204,8 @@ class PolicySync:
         answer = self.client.checkin(identity.agent_token, self.status.policy_version,
                                      {**self._agent_status(),
                                       "policy_error": self.status.policy_error,
-                                      "policy_public_key": pinned})
+                                      "policy_public_key": pinned},
+                                     public_key=self._key().public_key)
         self.status.last_checkin = time.time()
         etag = answer.get("policy_etag")
         announced = answer.get("policy_public_key")
@@ -252,7 +228,11 @@ class PolicySync:
         if not secret:
             raise ClientError("not enrolled and no enrollment secret: set "
                               "WARDEN_AGENT_ENROLL_SECRET or WARDEN_AGENT_ENROLL_SECRET_FILE")
-        enrollment = self.client.enroll(secret, self._facts())
+        facts = self._facts()
+        # Signed by this machine's key: how the server tells this machine from another
+        # holder of the secret that names its machine_id (agent.machine).
+        proof = self._key().proof(str(facts.get("machine_id")))
+        enrollment = self.client.enroll(secret, {**facts, **proof})
         identity = Identity(enrollment.agent_id, enrollment.agent_token, self.client.server_url,
                             self._enrollment_key(enrollment), enrollment.group,
                             enrollment.key_rotations)
@@ -264,6 +244,11 @@ class PolicySync:
         log.info("enrolled as agent %s (policy key %s)", identity.agent_id,
                  key_b64(identity.policy_public_key))
         return identity
+
+    def _key(self) -> MachineKey:
+        if self._machine_key is None:
+            self._machine_key = MachineKey.load_or_create(self.state)
+        return self._machine_key
 
     def _enrollment_key(self, enrollment: Enrollment) -> bytes:
         """The key to pin: where the answer's rotations lead from the configured key (or,

@@ -196,7 +196,10 @@ async def agent_load(base_url: str, secret: str, args: argparse.Namespace,
             etag = (await http.get("/api/v1/agent/policy", headers=agents[0])).headers["etag"]
         status = {"spool_depth": 0, "dropped_events": 0, "open_findings": 1,
                   "cpu_percent": 0.3, "rss_bytes": 40_000_000, "uptime_seconds": 3600}
-        checkin_body = json.dumps({"policy_version": etag.strip('"'), "status": status}).encode()
+        # As agents send it since machine keys: bound at the first check-in, then kept.
+        machine_key = "A" * 42 + "E="
+        checkin_body = json.dumps({"policy_version": etag.strip('"'), "status": status,
+                                   "public_key": machine_key}).encode()
         next_pid = iter(range(1, 10**9))
 
         async def checkin(index: int) -> tuple[bool, int]:

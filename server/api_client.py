@@ -37,6 +37,7 @@ from server.schemas.policies import (
     PolicyPage,
     PolicySummary,
 )
+from server.schemas.reenrollments import Reenrollment, ReenrollmentPage
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 API_PREFIX = "/api/v1/"
@@ -224,6 +225,22 @@ class WardenClient:
 
     def readmit_agent(self, agent_id: str) -> AgentView:
         return self._object(AgentView, "POST", f"agents/{_segment(agent_id)}/readmit")
+
+    def get_agent(self, agent_id: str) -> AgentView:
+        return self._object(AgentView, "GET", f"agents/{_segment(agent_id)}")
+
+    def list_reenrollments(self) -> list[Reenrollment]:
+        return list(self._paged(ReenrollmentPage, "reenrollments"))
+
+    def approve_reenrollment(self, agent_id: str, public_key: str | None) -> Reenrollment:
+        """Approve the held request if it still carries `public_key` (the key reviewed)."""
+        return self._object(Reenrollment, "POST",
+                            f"agents/{_segment(agent_id)}/reenrollment/approve",
+                            json={"public_key": public_key})
+
+    def reject_reenrollment(self, agent_id: str) -> Reenrollment:
+        return self._object(Reenrollment, "POST",
+                            f"agents/{_segment(agent_id)}/reenrollment/reject")
 
     def create_secret(self, group: str | None = None) -> NewSecret:
         return self._object(NewSecret, "POST", "secrets", json={"group": group})

@@ -56,6 +56,34 @@ class Agent(Base):
     policy_version: Mapped[str | None] = mapped_column(sa.String(64))
     status: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     revoked_at: Mapped[dt.datetime | None]
+    # The machine's own Ed25519 public key (base64), bound at enrollment or, for an agent
+    # enrolled before keys, at its first check-in; None until then. Re-enrolling this
+    # machine needs a statement signed by it, or an administrator's approval.
+    public_key: Mapped[str | None] = mapped_column(sa.String(64))
+    # `signed_at` of the last accepted enrollment statement: a statement is taken once.
+    key_proven_at: Mapped[dt.datetime | None]
+
+
+class ReenrollmentRequest(Base):
+    """An enrollment of a known machine that did not prove it holds the machine's key:
+    held until an administrator approves (it may then enroll once) or rejects it."""
+
+    __tablename__ = "reenrollment_requests"
+
+    agent_id: Mapped[str] = mapped_column(sa.ForeignKey("agents.id"), primary_key=True)
+    # The key it asked to bind (None: an agent from before keys) and the facts it sent.
+    public_key: Mapped[str | None] = mapped_column(sa.String(64))
+    facts: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    address: Mapped[str] = mapped_column(sa.String(255))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    requested_at: Mapped[dt.datetime]
+    last_attempt_at: Mapped[dt.datetime]
+    attempts: Mapped[int] = mapped_column(default=1)
+    # How many different keys asked while it was pending: more than one means someone
+    # else holds the secret and this machine's id.
+    keys_seen: Mapped[int] = mapped_column(default=1)
+    approved_at: Mapped[dt.datetime | None]
+    approved_by: Mapped[str | None] = mapped_column(sa.String(255))
 
 
 class EnrollSecret(Base):

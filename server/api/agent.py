@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from server import enrollment_proof
 from server.api.agent_schemas import (
     AgentEvent,
     CheckinRequest,
@@ -36,6 +37,7 @@ from server.api.deps import (
     ServerContext,
     SessionDep,
     TokenDep,
+    client_address,
     current_agent,
     read_json,
     unauthorized,
@@ -44,7 +46,7 @@ from server.api.errors import ApiError, validation_details
 from server.db import utcnow
 from server.models import Agent, Finding
 from server.schemas.errors import error_responses
-from server.store import agents, events, findings, policies
+from server.store import agents, events, findings, policies, reenrollments
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +62,30 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 @router.post("/enroll", status_code=201, response_model=EnrollResponse,
-             responses=error_responses(403, 429))
+             responses=error_responses(403, 409, 429))
 def enroll(
-    secret: EnrollSecretDep, body: EnrollRequest, session: SessionDep, context: ContextDep
+    secret: EnrollSecretDep, body: EnrollRequest, session: SessionDep, context: ContextDep,
+    request: Request,
 ) -> EnrollResponse:
-    facts = agents.HostFacts(**body.model_dump())
+    facts = agents.HostFacts(**body.host_facts())
+    proof = None
+    if body.public_key is not None and body.proof is not None:
+        try:
+            proof = enrollment_proof.verify(body.machine_id, body.public_key,
+                                            body.proof.signed_at, body.proof.signature)
+        except enrollment_proof.InvalidProof as exc:
+            raise ApiError(422, str(exc), code="invalid_proof") from exc
     try:
-        agent, token = agents.enroll(session, facts, secret)
+        agent, token = agents.enroll(session, facts, secret, proof, client_address(request))
     except agents.AgentRevokedError as exc:
         raise ApiError(403, "this machine's agent was revoked by an administrator; ask them "
                        "to re-admit it", code="agent_revoked") from exc
+    except reenrollments.ReenrollmentPending as exc:
+        session.commit()  # the held request is what an administrator decides on
+        log.warning("enrollment of known machine %s held for approval: %s", exc.agent_id,
+                    exc.reason)
+        raise ApiError(409, str(exc), code="reenrollment_pending",
+                       details=[{"agent_id": exc.agent_id}]) from exc
     session.commit()
     return EnrollResponse(agent_id=agent.id, agent_token=token,
                           policy_public_key=context.signer.public_key_b64, group=agent.group,
@@ -119,7 +135,8 @@ def _record_checkin(
 ) -> agents.CheckedIn | None:
     with context.write_engine.begin() as connection:
         return agents.checkin(connection, token, body.policy_version,
-                              body.status.model_dump(mode="json", exclude_none=True))
+                              body.status.model_dump(mode="json", exclude_none=True),
+                              public_key=body.public_key)
 
 
 def _alert_sensor_problems(context: ServerContext, checked_in: agents.CheckedIn) -> None:

@@ -29,10 +29,21 @@ from policies.observations import SensorState
 
 _Short = Field(min_length=1, max_length=255)
 _AppId = Field(default=None, max_length=64, pattern=APP_ID_PATTERN)
+# A raw 32-byte Ed25519 public key in base64 (agent/machine.py).
+_PUBLIC_KEY = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class EnrollProof(_Request):
+    signed_at: str = Field(min_length=1, max_length=64,
+                           description="ISO 8601 with a zone, exactly as signed")
+    signature: str = Field(min_length=1, max_length=128,
+                           description="Ed25519 by `public_key` over the canonical JSON of "
+                                       '{"purpose": "warden.agent-enrollment", "machine_id", '
+                                       '"public_key", "signed_at"}, base64')
 
 
 class EnrollRequest(_Request):
@@ -44,6 +55,22 @@ class EnrollRequest(_Request):
     agent_version: str = Field(max_length=64)
     # A service may run with nobody logged in: empty is allowed.
     user: str = Field(default="", max_length=255)
+    # Absent from agents before machine keys; together, they prove the sender holds the key.
+    public_key: str | None = Field(
+        default=None, pattern=_PUBLIC_KEY,
+        description="this machine's Ed25519 public key, base64 of the raw 32 bytes")
+    proof: EnrollProof | None = Field(
+        default=None, description="a statement signed by `public_key`; see docs/api.md, "
+                                  "\"Proof of possession\"")
+
+    @model_validator(mode="after")
+    def _key_with_proof(self) -> EnrollRequest:
+        if (self.public_key is None) != (self.proof is None):
+            raise ValueError("public_key and proof go together: send both or neither")
+        return self
+
+    def host_facts(self) -> dict[str, str]:
+        return self.model_dump(exclude={"public_key", "proof"})
 
 
 class KeyRotation(BaseModel):
@@ -116,6 +143,10 @@ class AgentStatus(_Request):
 class CheckinRequest(_Request):
     policy_version: str | None = Field(default=None, max_length=64)
     status: AgentStatus = Field(default_factory=AgentStatus)
+    public_key: str | None = Field(
+        default=None, pattern=_PUBLIC_KEY,
+        description="this machine's public key: bound to the agent if none is bound yet "
+                    "(an agent enrolled before machine keys)")
 
 
 class CheckinResponse(BaseModel):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from server.dashboard import apps
@@ -18,7 +19,7 @@ from server.dashboard.web import (
 )
 from server.db import utcnow
 from server.settings import ServerSettings
-from server.store import agents
+from server.store import agents, reenrollments
 from server.store.agents_query import (
     STATES,
     AgentFilters,
@@ -38,6 +39,10 @@ NOTICES = {
     "revoked": "Agent revoked: its token no longer works and the machine cannot enroll.",
     "readmitted": "Machine re-admitted: it can enroll again with an enrollment secret and "
                   "gets a new token. Its old token stays refused.",
+    "reenroll-approved": "Re-enrollment approved: the requesting agent may enroll once; its "
+                         "key is then bound and the current token stops working.",
+    "reenroll-rejected": "Re-enrollment rejected: the request is dropped and nothing about "
+                         "the agent changed.",
 }
 
 
@@ -114,3 +119,32 @@ def readmit_host(request: Request, person: AdminPost, agent_id: str) -> Response
             raise PageError(404, "There is no such host.")
         session.commit()
     return redirect(f"/hosts/{agent_id}?notice=readmitted")
+
+
+@router.post("/hosts/{agent_id}/reenrollment/approve")
+def approve_reenrollment(request: Request, person: AdminPost, agent_id: str,
+                         public_key: Annotated[str, Form(max_length=64)] = "") -> Response:
+    # The key shown on the page: if another asked since, the administrator looks again.
+    with request.app.state.context.write_sessions() as session:
+        try:
+            reenrollments.approve(session, agent_id, person.actor, check_key=True,
+                                  expected_key=public_key or None)
+        except reenrollments.NoReenrollmentError as exc:
+            raise PageError(404, "No re-enrollment of this host is pending.") from exc
+        except reenrollments.ReenrollmentChangedError as exc:
+            raise PageError(409, "Another key asked to re-enroll this host since the page "
+                            "was shown; review the request again.",
+                            title="Request changed") from exc
+        session.commit()
+    return redirect(f"/hosts/{agent_id}?notice=reenroll-approved")
+
+
+@router.post("/hosts/{agent_id}/reenrollment/reject")
+def reject_reenrollment(request: Request, person: AdminPost, agent_id: str) -> Response:
+    with request.app.state.context.write_sessions() as session:
+        try:
+            reenrollments.reject(session, agent_id, person.actor)
+        except reenrollments.NoReenrollmentError as exc:
+            raise PageError(404, "No re-enrollment of this host is pending.") from exc
+        session.commit()
+    return redirect(f"/hosts/{agent_id}?notice=reenroll-rejected")

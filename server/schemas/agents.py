@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
+from server.schemas.reenrollments import Reenrollment
 from server.store.agents_query import AgentFilters
 
 
@@ -31,6 +32,10 @@ class AgentView(Answer):
     policy_version_number: int | None = Field(
         description="the stored version with that hash, if any")
     policy_current: bool
+    public_key: str | None = Field(default=None, description="the machine key bound to this "
+                                   "agent (base64); null for an agent before machine keys")
+    reenrollment: Reenrollment | None = Field(
+        default=None, description="a re-enrollment of this machine held for an administrator")
 
 
 AgentPage = Page[AgentView]

@@ -11,10 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from server import security
+from server import enrollment_proof, security
 from server.db import utcnow
+from server.enrollment_proof import Proof
 from server.models import Agent, EnrollSecret, Finding
-from server.store import audit, policies
+from server.store import audit, policies, reenrollments
 
 AgentState = Literal["active", "silent", "revoked"]
 
@@ -41,13 +42,18 @@ class AgentNotRevokedError(Exception):
 
 
 def enroll(
-    session: Session, facts: HostFacts, secret: EnrollSecret, now: dt.datetime | None = None
+    session: Session, facts: HostFacts, secret: EnrollSecret, proof: Proof | None = None,
+    address: str = "", now: dt.datetime | None = None,
 ) -> tuple[Agent, str]:
     """Enroll a machine, or re-enroll it: the agent and its new token (in clear, once).
 
-    Re-enrolling a known machine id keeps the agent id (and so its findings)
-    and replaces the token, so a reinstalled agent or a leaked token is fixed
-    by enrolling again. The secret's group becomes the agent's group.
+    A new machine binds the key its `proof` names (none from an agent before keys).
+    Re-enrolling a known machine id keeps the agent id (and so its findings) and
+    replaces the token, so a reinstalled agent or a leaked token is fixed by enrolling
+    again — but only with a fresh proof by the key bound to the machine, or once an
+    administrator approved the request: otherwise it is held (reenrollments.hold) and
+    ReenrollmentPending raised, for the caller to commit and answer. The secret's group
+    becomes the agent's group.
     """
     now = now or utcnow()
     token = security.new_token(security.AGENT_TOKEN_PREFIX)
@@ -58,6 +64,7 @@ def enroll(
         agent.token_hash = security.hash_token(token)
         agent.last_seen = now
         agent.group = secret.group
+        _bind(agent, proof)
         try:
             # A savepoint: if the same machine enrolls twice at once, the loser re-reads.
             with session.begin_nested():
@@ -70,17 +77,41 @@ def enroll(
     if not created:
         if agent.revoked_at is not None:
             raise AgentRevokedError(agent.id)
+        _admit(session, agent, facts, secret, proof, address, now)
         for name, value in asdict(facts).items():
             setattr(agent, name, value)
         agent.token_hash = security.hash_token(token)
         agent.group = secret.group
         agent.last_seen = now
+        _bind(agent, proof)
     session.execute(sa.update(EnrollSecret).where(EnrollSecret.id == secret.id)
                     .values(uses=EnrollSecret.uses + 1))
     session.flush()
     audit.record(session, f"secret:{secret.id}", "agent.enroll" if created else "agent.reenroll",
                  f"agent:{agent.id}", after=as_dict(agent))
     return agent, token
+
+
+def _bind(agent: Agent, proof: Proof | None) -> None:
+    agent.public_key = proof.public_key if proof else None
+    agent.key_proven_at = proof.signed_at if proof else None
+
+
+def _admit(session: Session, agent: Agent, facts: HostFacts, secret: EnrollSecret,
+           proof: Proof | None, address: str, now: dt.datetime) -> None:
+    """Return when this re-enrollment of `agent` proved the machine's key or was approved;
+    else hold it and raise ReenrollmentPending."""
+    reason = enrollment_proof.refusal(agent.public_key, agent.key_proven_at, proof, now)
+    public_key = proof.public_key if proof else None
+    if reason is None or reenrollments.take_approved(session, agent.id, public_key):
+        if reason is None:
+            # Proven: any request still pending for this machine was not the machine.
+            pending = reenrollments.get(session, agent.id)
+            if pending is not None:
+                session.delete(pending)
+        return
+    raise reenrollments.hold(session, agent, asdict(facts), public_key, address, reason,
+                             f"secret:{secret.id}", now)
 
 
 def _by_machine_id(session: Session, machine_id: str) -> Agent | None:
@@ -122,7 +153,11 @@ _CHECKIN = (
     sa.update(_AGENTS)
     .where(_AGENTS.c.token_hash == sa.bindparam("digest"), _AGENTS.c.revoked_at.is_(None))
     .values(last_seen=sa.bindparam("last_seen"), policy_version=sa.bindparam("policy_version"),
-            status=sa.bindparam("status"))
+            status=sa.bindparam("status"),
+            # An agent enrolled before machine keys binds its key here, once: the token
+            # authenticates it, and a key already bound never moves this way.
+            public_key=sa.func.coalesce(_AGENTS.c.public_key,
+                                        sa.bindparam("public_key", type_=sa.String)))
     .returning(_AGENTS.c.id, sa.select(_ACTIVE.c.version).scalar_subquery())
 )
 
@@ -153,6 +188,7 @@ def checkin(
     policy_version: str | None,
     status: dict[str, Any],
     now: dt.datetime | None = None,
+    public_key: str | None = None,
 ) -> CheckedIn | None:
     """Record a check-in by the agent owning `token`; None if there is no such live agent.
 
@@ -168,7 +204,7 @@ def checkin(
         previous = connection.execute(_STATUS_OF, {"digest": digest}).scalar_one_or_none()
     row = connection.execute(_CHECKIN, {
         "digest": digest, "last_seen": now or utcnow(), "policy_version": policy_version,
-        "status": status}).one_or_none()
+        "status": status, "public_key": public_key}).one_or_none()
     if row is None:
         return None
     return CheckedIn(agent_id=row[0], policy_etag=row[1],
@@ -237,7 +273,9 @@ def readmit(session: Session, agent_id: str, actor: str) -> Agent | None:
     The old token is not revived: it is replaced by the hash of a fresh one nobody is
     given, so the machine gets in only by enrolling again with a valid secret (which
     keeps the agent id, its findings and history, and hands it a new token). Until then
-    the agent is silent, or active while its last check-in is recent.
+    the agent is silent, or active while its last check-in is recent. The machine's
+    bound key stays: the machine proves itself with it when it enrolls back, and anyone
+    else holding a secret and its id is held for approval as before the revocation.
     """
     agent = session.get(Agent, agent_id, with_for_update=True)
     if agent is None:
@@ -299,4 +337,5 @@ def as_dict(agent: Agent) -> dict[str, Any]:
         "policy_version": agent.policy_version,
         "status": agent.status,
         "revoked_at": agent.revoked_at.isoformat() if agent.revoked_at else None,
+        "public_key": agent.public_key,
     }

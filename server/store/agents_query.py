@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from server.models import Agent, Finding, PolicyVersion
 from server.schemas.common import Query, TextFilter, blank_is_any
-from server.store import agents, policies
+from server.store import agents, policies, reenrollments
 from server.store.agents import AgentState
 from server.store.listing import decode_cursor, encode_cursor, filters_from_form, text_matches
 
@@ -99,10 +99,11 @@ def describe(
     session: Session, rows: list[Agent], now: dt.datetime, silent_after: dt.timedelta
 ) -> list[dict[str, Any]]:
     """Agents in the API shape: `agents.as_dict` plus `state`, `open_findings`,
-    `policy_version_number` (of the bundle it runs, when known) and `policy_current`.
+    `policy_version_number` (of the bundle it runs, when known), `policy_current` and
+    `reenrollment` (the request awaiting approval, or None).
 
-    Three queries whatever the number of agents: their open findings, the
-    version numbers of the bundles they run, and the active policy.
+    Four queries whatever the number of agents: their open findings, the version
+    numbers of the bundles they run, the active policy and pending re-enrollments.
     """
     ids = [row.id for row in rows]
     open_counts: dict[str, int] = {}
@@ -120,6 +121,7 @@ def describe(
             .where(PolicyVersion.version.in_(versions))
             .group_by(PolicyVersion.version)).all())
     active = policies.active(session)
+    pending = reenrollments.for_agents(session, ids)
     described = []
     for row in rows:
         view = agents.as_dict(row)
@@ -127,5 +129,7 @@ def describe(
         view["open_findings"] = open_counts.get(row.id, 0)
         view["policy_version_number"] = numbers.get(row.policy_version or "")
         view["policy_current"] = (active is not None and row.policy_version == active.version)
+        request = pending.get(row.id)
+        view["reenrollment"] = reenrollments.as_dict(request) if request else None
         described.append(view)
     return described

@@ -36,6 +36,8 @@ from typing import Any
 import pytest
 import requests
 
+from agent.machine import KEY_FILE, MachineKey
+from agent.state import StateDir, write_private
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.e2e.conftest import AgentProcess, WardenServer, agent_factory
 from tests.e2e.test_agent_service import ENFORCE, _push_and_activate, finding_for
@@ -242,6 +244,16 @@ def _train(agent: AgentProcess, fakes: FakeProcesses, watch: FindingsWatch,
     return started
 
 
+def _same_machine_key(tmp_path: Path, agent: AgentProcess) -> None:
+    """Every agent here runs on this one machine (one /etc/machine-id): each is a fresh
+    install that kept the machine's key, so it re-enrolls by proving it; a new key would
+    wait for an administrator's approval (agent.machine)."""
+    shared = MachineKey.load_or_create(StateDir(tmp_path / "machine"))
+    state = StateDir(agent.state_dir)
+    write_private(state.path / KEY_FILE, (tmp_path / "machine" / KEY_FILE).read_bytes())
+    assert MachineKey.load_or_create(state).public_key == shared.public_key
+
+
 def run_one_agent(server: WardenServer, tmp_path: Path, number: int, rng: random.Random
                   ) -> tuple[list[Fake], list[str]]:
     """A fresh agent amid a train of fakes: every fake opened, then resolved once it exits."""
@@ -254,6 +266,7 @@ def run_one_agent(server: WardenServer, tmp_path: Path, number: int, rng: random
     try:
         with agent_factory(directory, server) as make:
             agent: AgentProcess = make(**({"process_interval": tick} if tick else {}))
+            _same_machine_key(tmp_path, agent)
             started = _train(agent, fakes, watch, rng)
             misses += _wait_stage(watch, "opened", lambda fake: fake.started)
             alive = [fake for fake in started if not fake.ended_early]

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import requests
 
+from agent.machine import MachineKey
 from server import db
 from server.store import users
 from tests.agent.conftest import FakeProcesses, wait_for
@@ -272,7 +273,13 @@ def test_an_admin_revokes_and_readmits_a_host_in_chromium(
     facts = {"hostname": "fin-lt-0300", "machine_id": uuid.uuid4().hex, "os": "linux",
              "os_version": "Debian 12", "arch": "x86_64", "agent_version": "0.1.0",
              "user": "m.keller"}
-    agent_id = requests.post(enroll, json=facts, headers=secret, timeout=10).json()["agent_id"]
+    key = MachineKey.generate()  # the machine's own key, as its agent makes one
+
+    def signed() -> dict[str, Any]:
+        return {**facts, **key.proof(facts["machine_id"])}
+
+    agent_id = requests.post(enroll, json=signed(), headers=secret, timeout=10).json()[
+        "agent_id"]
     host_page = f"{server.url}/hosts/{agent_id}"
 
     page, console_errors = open_page(chromium, server)
@@ -309,6 +316,21 @@ def test_an_admin_revokes_and_readmits_a_host_in_chromium(
     assert asked[-1].startswith("Re-admit this machine?")
     expect(page.get_by_role("button", name="Revoke agent")).to_be_visible()
     assert server.api(f"agents/{agent_id}")["revoked_at"] is None
-    again = requests.post(enroll, json=facts, headers=secret, timeout=10)
+    again = requests.post(enroll, json=signed(), headers=secret, timeout=10)
     assert (again.status_code, again.json()["agent_id"]) == (201, agent_id)
+
+    # Someone with the secret and this machine's id, without its key: held, shown, rejected.
+    assert requests.post(enroll, json={**facts, "hostname": "intruder"}, headers=secret,
+                         timeout=10).status_code == 409
+    page.goto(host_page)
+    expect(page.get_by_role("heading", name="Re-enrollment awaiting approval")).to_be_visible()
+    page.once("dialog", answer(False))
+    page.get_by_role("button", name="Approve re-enrollment").click()
+    assert asked[-1].startswith("Approve this re-enrollment?")
+    assert server.api(f"agents/{agent_id}")["reenrollment"]["approved_at"] is None
+    page.once("dialog", answer(True))
+    page.get_by_role("button", name="Reject").click()
+    expect(page.get_by_role("status")).to_contain_text("Re-enrollment rejected")
+    assert asked[-1].startswith("Reject this re-enrollment?")
+    assert server.api(f"agents/{agent_id}")["reenrollment"] is None
     assert console_errors == []

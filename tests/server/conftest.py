@@ -18,7 +18,10 @@ Building blocks, each usable alone:
     make_secret   factory: make_secret(group="finance") -> a new enrollment secret
     host_facts    factory: host_facts(**overrides) -> an enroll request body
     enroll        factory: enroll(machine_id=..., secret=...) -> EnrolledAgent
-                  (.agent_id, .token, .headers, .public_key, .group, .facts)
+                  (.agent_id, .token, .headers, .public_key, .group, .facts, .key),
+                  signed with the machine's own key as an agent does (the same key
+                  for the same machine_id); enroll(signed=False) as an agent from
+                  before machine keys. `.signed_facts()`: a fresh signed enroll body
     enrolled_agent one agent enrolled with the first secret
     db            sessionmaker for the app's database: `with db() as session: ...`
                   (write sessions: keep each block short and commit what you change;
@@ -45,6 +48,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.machine import MachineKey
 from server.app import create_app
 from server.bootstrap import InitResult, initialize
 from server.settings import ServerSettings
@@ -148,10 +152,17 @@ class EnrolledAgent:
     public_key: str
     group: str | None
     facts: dict[str, Any] = field(default_factory=dict)
+    # The machine's own key pair (None: enrolled as an agent from before machine keys).
+    key: MachineKey | None = None
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def signed_facts(self) -> dict[str, Any]:
+        """An enroll body for this machine, with a fresh proof by its key."""
+        assert self.key is not None, "enrolled unsigned: it has no key to sign with"
+        return {**self.facts, **self.key.proof(self.facts["machine_id"])}
 
 
 def make_host_facts(**overrides: Any) -> dict[str, Any]:
@@ -170,15 +181,20 @@ def host_facts() -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture
 def enroll(client: TestClient, enroll_secret: str) -> Callable[..., EnrolledAgent]:
-    def make(secret: str | None = None, **overrides: Any) -> EnrolledAgent:
+    keys: dict[str, MachineKey] = {}  # a machine keeps its key, as the agent's state dir does
+
+    def make(secret: str | None = None, signed: bool = True,
+             **overrides: Any) -> EnrolledAgent:
         facts = make_host_facts(**overrides)
-        response = client.post("/api/v1/agent/enroll", json=facts,
+        key = keys.setdefault(facts["machine_id"], MachineKey.generate()) if signed else None
+        body = {**facts, **key.proof(facts["machine_id"])} if key else facts
+        response = client.post("/api/v1/agent/enroll", json=body,
                                headers={"Authorization": f"Bearer {secret or enroll_secret}"})
         assert response.status_code == 201, response.text
-        body = response.json()
-        return EnrolledAgent(agent_id=body["agent_id"], token=body["agent_token"],
-                             public_key=body["policy_public_key"], group=body["group"],
-                             facts=facts)
+        answer = response.json()
+        return EnrolledAgent(agent_id=answer["agent_id"], token=answer["agent_token"],
+                             public_key=answer["policy_public_key"], group=answer["group"],
+                             facts=facts, key=key)
 
     return make
 

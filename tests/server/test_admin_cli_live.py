@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.machine import MachineKey
 from tests.server.admin_support import (
     ALLOW_TELEGRAM,
     TELEGRAM_DEB,
@@ -28,6 +29,10 @@ from tests.server.admin_support import (
 
 WARDEN = Path(sys.executable).with_name("warden")
 Facts = Callable[..., dict[str, Any]]
+
+
+def signed(facts: dict[str, Any], key: MachineKey) -> dict[str, Any]:
+    return {**facts, **key.proof(facts["machine_id"])}
 
 
 @pytest.fixture
@@ -115,8 +120,10 @@ def test_revoke_and_readmit_a_machine_with_the_cli(
     warden: Callable[..., str], live_server: str, enroll_secret: str, host_facts: Facts,
 ) -> None:
     facts = host_facts(hostname="pc-rebuilt")
+    key = MachineKey.generate()
     with httpx.Client(base_url=live_server, timeout=30) as http:
-        first = http.post("/api/v1/agent/enroll", json=facts, headers=bearer(enroll_secret))
+        first = http.post("/api/v1/agent/enroll", json=signed(facts, key),
+                          headers=bearer(enroll_secret))
         agent_id, old_token = first.json()["agent_id"], first.json()["agent_token"]
 
         assert warden("agents", "revoke", agent_id) == (
@@ -127,7 +134,9 @@ def test_revoke_and_readmit_a_machine_with_the_cli(
         assert warden("agents", "readmit", agent_id) == (
             f"agent {agent_id} re-admitted: the machine can enroll again and gets a new token\n")
         assert "revoked" not in warden("agents", "list").splitlines()[1].split()
-        again = http.post("/api/v1/agent/enroll", json=facts, headers=bearer(enroll_secret))
+        # The machine proves itself with its key: re-admission keeps the bound key.
+        again = http.post("/api/v1/agent/enroll", json=signed(facts, key),
+                          headers=bearer(enroll_secret))
         assert again.status_code == 201, again.text
         assert again.json()["agent_id"] == agent_id
         new_token = again.json()["agent_token"]
@@ -137,3 +146,40 @@ def test_revoke_and_readmit_a_machine_with_the_cli(
 
     actions = [entry["action"] for entry in json.loads(warden("audit", "--json"))["items"]]
     assert actions[:3] == ["agent.reenroll", "agent.readmit", "agent.revoke"]
+
+
+def test_approve_and_reject_a_held_re_enrollment_with_the_cli(
+    warden: Callable[..., str], live_server: str, enroll_secret: str, host_facts: Facts,
+) -> None:
+    facts = host_facts(hostname="pc-reinstalled")
+    old, new = MachineKey.generate(), MachineKey.generate()
+    enroll = "/api/v1/agent/enroll"
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        first = http.post(enroll, json=signed(facts, old), headers=bearer(enroll_secret))
+        agent_id, old_token = first.json()["agent_id"], first.json()["agent_token"]
+        assert warden("agents", "reenrollments") == ""
+        held = http.post(enroll, json=signed(facts, new), headers=bearer(enroll_secret))
+        assert (held.status_code, held.json()["error"]["code"]) == (409, "reenrollment_pending")
+        [row] = json.loads(warden("agents", "reenrollments", "--json"))["items"]
+        assert (row["agent_id"], row["public_key"]) == (agent_id, new.public_key)
+        assert agent_id in warden("agents", "reenrollments")
+
+        assert warden("agents", "reject-reenroll", agent_id) == (
+            f"re-enrollment of agent {agent_id} rejected: the agent keeps its current token\n")
+        held = http.post(enroll, json=signed(facts, new), headers=bearer(enroll_secret))
+        assert held.status_code == 409
+        shown = warden("agents", "approve-reenroll", agent_id).splitlines()
+        assert shown[0].startswith(f"pending: asked as pc-reinstalled from 127.0.0.1 with key "
+                                   f"{new.public_key} (1 key(s) seen)")
+        assert shown[1] == (f"re-enrollment of agent {agent_id} approved: the agent with key "
+                            f"{new.public_key} may enroll once; the current token works until "
+                            "then")
+        checkin = "/api/v1/agent/checkin"
+        assert http.post(checkin, json={}, headers=bearer(old_token)).status_code == 200
+        again = http.post(enroll, json=signed(facts, new), headers=bearer(enroll_secret))
+        assert (again.status_code, again.json()["agent_id"]) == (201, agent_id)
+        assert http.post(checkin, json={}, headers=bearer(old_token)).status_code == 401
+
+    actions = [entry["action"] for entry in json.loads(warden("audit", "--json"))["items"]]
+    assert actions[:5] == ["agent.reenroll", "agent.reenroll_approve", "agent.reenroll_pending",
+                           "agent.reenroll_reject", "agent.reenroll_pending"]

@@ -123,7 +123,7 @@ def test_the_store_answers_for_agent_tokens_only(
 def test_openapi_describes_the_hand_read_checkin_body(app: FastAPI) -> None:
     operation = app.openapi()["paths"][CHECKIN]["post"]
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
-    assert set(schema["properties"]) == {"policy_version", "status"}
+    assert set(schema["properties"]) == {"policy_version", "status", "public_key"}
     assert "spool_depth" in schema["properties"]["status"]["properties"]
     # Inlined whole: a `$ref` into the model's own `$defs` would not resolve in the document.
     assert "$ref" not in json.dumps(schema)

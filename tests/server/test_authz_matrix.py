@@ -42,7 +42,8 @@ ROLE_RANK = {"viewer": 0, "analyst": 1, "admin": 2}
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # placeholders: {finding} {victim} {revoked} {secret} {token} {user} {app}
+    # placeholders: {finding} {victim} {revoked} {claimed} {secret} {token} {user} {app}
+    path: str
     role: str  # the least role that may call it
     ok: int = 200
     body: Any = None  # JSON, or bytes sent as YAML
@@ -62,6 +63,9 @@ ADMIN_API = [
     Endpoint("GET", "/api/v1/agents/{victim}", "viewer"),
     Endpoint("POST", "/api/v1/agents/{victim}/revoke", "admin"),
     Endpoint("POST", "/api/v1/agents/{revoked}/readmit", "admin"),
+    Endpoint("GET", "/api/v1/reenrollments", "viewer"),
+    Endpoint("POST", "/api/v1/agents/{claimed}/reenrollment/approve", "admin"),
+    Endpoint("POST", "/api/v1/agents/{claimed}/reenrollment/reject", "admin"),
     Endpoint("GET", "/api/v1/policies", "viewer"),
     Endpoint("POST", "/api/v1/policies", "admin", ok=201, body=POLICY_YAML),
     Endpoint("GET", "/api/v1/policies/1", "viewer"),
@@ -96,10 +100,14 @@ class World:
 
 @pytest.fixture
 def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
-          enroll: Callable[..., EnrolledAgent], db: DB) -> World:
-    agent, other, victim, revoked = (enroll(hostname=name) for name in
-                                     ("agent-a", "agent-b", "victim", "revoked"))
+          enroll: Callable[..., EnrolledAgent], db: DB, enroll_secret: str) -> World:
+    agent, other, victim, revoked, claimed = (
+        enroll(hostname=name) for name in ("agent-a", "agent-b", "victim", "revoked", "claimed"))
     post_events(client, agent.headers, event(TELEGRAM_PROCESS))
+    # Someone with the secret and `claimed`'s machine id, without its key: held for approval.
+    held = client.post("/api/v1/agent/enroll", json=claimed.facts,
+                       headers=bearer(enroll_secret))
+    assert held.status_code == 409, held.text
     with db() as session:
         finding = session.scalars(sa.select(Finding.id)).one()
         catalog = load_catalog()
@@ -115,6 +123,7 @@ def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
                             role="viewer", actor="test")
         session.commit()
         ids = {"finding": finding, "victim": victim.agent_id, "revoked": revoked.agent_id,
+               "claimed": claimed.agent_id,
                "secret": 1, "app": "telegram", "token": target_token.id, "user": user.id}
     callers: dict[str, str | None] = {
         "none": None, "bad": "wat_" + "x" * 43, "agent": agent.token,

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.machine import MachineKey
 from policies.observations import InstalledObservation
 from server.db import utcnow
 from server.models import Finding
@@ -191,10 +192,52 @@ def test_an_admin_readmits_a_revoked_host(person: PeopleFactory, many: dict[str,
     shown = admin.get(answer.headers["location"]).text
     assert "Machine re-admitted" in shown and "badge state-revoked" not in shown
     assert f'action="{page}/revoke"' in shown
-    enrolled = client.post("/api/v1/agent/enroll", json=bob.facts,
+    enrolled = client.post("/api/v1/agent/enroll", json=bob.signed_facts(),
                            headers={"Authorization": f"Bearer {enroll_secret}"})
     assert (enrolled.status_code, enrolled.json()["agent_id"]) == (201, bob.agent_id)
     assert "agent.readmit" in admin.get("/audit").text
+
+
+def test_an_admin_approves_or_rejects_a_held_re_enrollment_on_the_host_page(
+    person: PeopleFactory, many: dict[str, Any], client: TestClient, enroll_secret: str,
+) -> None:
+    admin, viewer = person("admin"), person("viewer")
+    bob = many["bob"]
+    page = f"/hosts/{bob.agent_id}"
+    secret = {"Authorization": f"Bearer {enroll_secret}"}
+    assert "Re-enrollment awaiting approval" not in viewer.get(page).text
+    impostor = MachineKey.generate()
+    claimed = {**bob.facts, **impostor.proof(bob.facts["machine_id"]), "hostname": "evil"}
+    assert client.post("/api/v1/agent/enroll", json=claimed, headers=secret).status_code == 409
+
+    shown = viewer.get(page).text
+    assert "Re-enrollment awaiting approval" in shown and impostor.public_key in shown
+    assert f'action="{page}/reenrollment/approve"' not in shown  # a viewer only sees it
+    assert post_form(viewer, f"{page}/reenrollment/reject", csrf_from=page).status_code == 403
+    assert admin.post(f"{page}/reenrollment/reject",
+                      data={"csrf_token": "forged"}).status_code == 403
+    rejected = post_form(admin, f"{page}/reenrollment/reject", csrf_from=page,
+                         follow_redirects=True)
+    assert "Re-enrollment rejected" in rejected.text
+    assert "Re-enrollment awaiting approval" not in rejected.text
+
+    # Held again; approving a key other than the one shown is refused (it changed).
+    assert client.post("/api/v1/agent/enroll", json=claimed, headers=secret).status_code == 409
+    stale = post_form(admin, f"{page}/reenrollment/approve",
+                      {"public_key": MachineKey.generate().public_key}, csrf_from=page)
+    assert stale.status_code == 409 and "review the request again" in stale.text
+    form = admin.get(page).text
+    assert f'name="public_key" value="{impostor.public_key}"' in form
+    approved = post_form(admin, f"{page}/reenrollment/approve",
+                         {"public_key": impostor.public_key}, csrf_from=page,
+                         follow_redirects=True)
+    assert "Re-enrollment approved" in approved.text
+    assert "approved, not used yet" in approved.text
+    again = {**claimed, **impostor.proof(bob.facts["machine_id"])}
+    enrolled = client.post("/api/v1/agent/enroll", json=again, headers=secret)
+    assert (enrolled.status_code, enrolled.json()["agent_id"]) == (201, bob.agent_id)
+    log = admin.get("/audit").text
+    assert "agent.reenroll_reject" in log and "agent.reenroll_approve" in log
 
 
 def test_the_overview_shows_compliance_apps_chart_and_alternatives(

@@ -66,7 +66,8 @@ def test_revoke_refuse_readmit_and_the_machine_enrolls_back_as_the_same_agent(
     # Re-admission alone revives nothing: the token the machine had stays refused.
     assert_error(client.post(CHECKIN, json={}, headers=agent.headers), 401)
 
-    again = client.post(ENROLL, json=agent.facts, headers=bearer(enroll_secret))
+    # Back by enrolling, signed by the machine's key: re-admission keeps the bound key.
+    again = client.post(ENROLL, json=agent.signed_facts(), headers=bearer(enroll_secret))
     assert again.status_code == 201, again.text
     assert again.json()["agent_id"] == agent.agent_id
     new_token = again.json()["agent_token"]
@@ -142,7 +143,8 @@ def test_a_readmitted_agent_counts_again_and_can_be_revoked_again(
     stats = client.get(f"{API}/stats", headers=bearer(admin_token)).json()
     assert stats["agents"]["revoked"] == 0 and stats["compliance"]["total"] == 1
 
-    again = client.post(ENROLL, json=enrolled_agent.facts, headers=bearer(enroll_secret))
+    again = client.post(ENROLL, json=enrolled_agent.signed_facts(),
+                        headers=bearer(enroll_secret))
     assert again.status_code == 201, again.text
     revoke(client, admin_token, agent_id)
     assert_error(client.post(CHECKIN, json={}, headers=bearer(again.json()["agent_token"])), 401)

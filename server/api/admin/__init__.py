@@ -16,6 +16,7 @@ from server.api.admin import (
     findings,
     policies,
     recommendations,
+    reenrollments,
     secrets,
     stats,
     tokens,
@@ -23,8 +24,9 @@ from server.api.admin import (
 )
 from server.api.deps import ServerContext
 
-ROUTERS = (findings.router, agents.router, policies.router, recommendations.router,
-           stats.router, secrets.router, tokens.router, users.router, audit.router)
+ROUTERS = (findings.router, agents.router, reenrollments.router, policies.router,
+           recommendations.router, stats.router, secrets.router, tokens.router, users.router,
+           audit.router)
 
 
 def install(app: FastAPI, context: ServerContext) -> None:
