@@ -187,7 +187,7 @@ def main() -> None:
                         answers = burst(base_url, usernames)
                         seconds = time.perf_counter() - started
                     hwm = vm_hwm(process)
-            counts = ", ".join(f"{count}×{status}" for status, count in sorted(answers.items()))
+            counts = ", ".join(f"{count} x {status}" for status, count in sorted(answers.items()))
             print(f"{str(tree)[-22:]:<22} {name:<14} {before / MIB:>7.0f} "
                   f"{sampled.peak / MIB:>7.0f} {hwm / MIB:>7.0f} {seconds:>8.1f}  {counts}")
 
