@@ -29,8 +29,10 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,6 +201,40 @@ def stage(root: Path) -> Unprivileged:
         pytest.fail(f"the interpreter staged in {root} does not run as uid {uid}, or runs "
                     f"something else than {expected!r}:\n{check.stdout}{check.stderr}")
     return staged
+
+
+def fork_as(run: Callable[[], object], what: str, deadline: float) -> None:
+    """`run` in a forked child that has become `nobody`; fails on an exception or a hang.
+
+    For a call that must run in this very process image (objects built by the test, no
+    exec): the caller makes sure it needs no import the child cannot read, e.g. by
+    running it once as root first. Anything that can be a program goes through the
+    `unprivileged` fixture instead.
+    """
+    uid, gid = the_user()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork in a threaded process; the child only runs
+        # `run` and leaves with os._exit.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            run()
+            status = 0
+        finally:
+            os._exit(status)
+    end = time.monotonic() + deadline
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > end:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail(f"{what} did not end within {deadline} s (a hang)")
+        time.sleep(0.02)  # polling a child's exit, not a synchronisation sleep
+    assert os.waitstatus_to_exitcode(done[1]) == 0, f"{what} raised as nobody"
 
 
 @pytest.fixture(scope="session")

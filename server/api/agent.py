@@ -74,7 +74,8 @@ def enroll(
             proof = enrollment_proof.verify(body.machine_id, body.public_key,
                                             body.proof.signed_at, body.proof.signature)
         except enrollment_proof.InvalidProof as exc:
-            raise ApiError(422, str(exc), code="invalid_proof") from exc
+            # Well-formed but not proven: refused like a wrong credential, not as bad syntax.
+            raise ApiError(403, str(exc), code="invalid_proof") from exc
     try:
         agent, token = agents.enroll(session, facts, secret, proof, client_address(request))
     except agents.AgentRevokedError as exc:

@@ -40,13 +40,17 @@ class _Request(BaseModel):
 class EnrollProof(_Request):
     signed_at: str = Field(min_length=1, max_length=64,
                            description="ISO 8601 with a zone, exactly as signed")
-    signature: str = Field(min_length=1, max_length=128,
+    signature: str = Field(pattern=r"^[A-Za-z0-9+/]{85}[AQgw]==$",
                            description="Ed25519 by `public_key` over the canonical JSON of "
                                        '{"purpose": "warden.agent-enrollment", "machine_id", '
                                        '"public_key", "signed_at"}, base64')
 
 
 class EnrollRequest(_Request):
+    # Said in the document too, so a client generated from it sends both or neither.
+    model_config = ConfigDict(extra="ignore", json_schema_extra={
+        "dependentRequired": {"public_key": ["proof"], "proof": ["public_key"]}})
+
     hostname: str = _Short
     machine_id: str = _Short
     os: Literal["linux", "macos", "windows"]
@@ -92,12 +96,17 @@ class EnrollResponse(BaseModel):
                     "with an older key follows them to `policy_public_key`")
 
 
+def _json_time_or_null(value: Any) -> Any:
+    return value if value is None else _json_string(value)
+
+
 class SensorReport(_Request):
     """How one sensor's scans go (agent.sensor_health)."""
 
     state: SensorState = Field(description="`ok`; `stalled`: a scan runs past its deadline; "
                                            "`error`: the last scan raised")
-    last_ok: AwareDatetime | None = Field(default=None,
+    last_ok: Annotated[AwareDatetime | None, BeforeValidator(_json_time_or_null)] = Field(
+        default=None,
                                           description="when a scan last returned; null: never")
     detail: str = Field(default="", max_length=1024, description="why, when not `ok`")
 

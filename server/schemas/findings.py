@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
 from server.store.findings_query import FindingFilters, Order
+
+
+def _as_object(value: Any) -> Any:
+    # JSON columns hold what was written: rows from before ingest checked evidence, or
+    # written by hand, may hold null, a list or a number. The answer is still an object.
+    if value is None:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+StoredObject = Annotated[dict[str, Any], BeforeValidator(_as_object)]
 
 TriageState = Literal["new", "acknowledged", "resolved", "false_positive", "excepted"]
 
@@ -25,12 +36,14 @@ class Finding(Answer):
     key: str
     verdict: str
     action: str
-    status: Literal["open", "resolved"]
+    # Read back as stored: the server writes `open` or `resolved`, but a row is whatever
+    # the database holds, and one odd row must not make a whole page answer 500.
+    status: str = Field(description="`open` or `resolved`")
     triage: TriageState
     triage_comment: str | None
     triage_by: str | None
     triage_at: Timestamp | None
-    evidence: dict[str, Any] = Field(description="what the agent reported: pid, exe, package "
+    evidence: StoredObject = Field(description="what the agent reported: pid, exe, package "
                                                  "id, bundle id, path, remote address, …")
     alternative: str | None
     confidence: str | None
@@ -48,7 +61,7 @@ class FindingEvent(Answer):
     time: Timestamp
     received_at: Timestamp
     finding_key: str | None
-    payload: dict[str, Any] = Field(description="the event as the agent sent it")
+    payload: StoredObject = Field(description="the event as the agent sent it")
 
 
 class FindingDetail(Finding):

@@ -130,6 +130,7 @@ def describe(
         view["policy_version_number"] = numbers.get(row.policy_version or "")
         view["policy_current"] = (active is not None and row.policy_version == active.version)
         request = pending.get(row.id)
-        view["reenrollment"] = reenrollments.as_dict(request) if request else None
+        view["reenrollment"] = ({**reenrollments.as_dict(request), "agent_hostname": row.hostname}
+                                if request else None)
         described.append(view)
     return described

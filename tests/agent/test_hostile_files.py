@@ -19,8 +19,6 @@ from __future__ import annotations
 import ast
 import os
 import threading
-import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from agent.sensors.install_watch import InstallWatcher
 from agent.sensors.installed import InstalledAppsSensor
 from agent.sensors.processes import ExeHasher
 from tests.agent.hostile_support import KINDS, planted
+from tests.unprivileged import fork_as
 
 AGENT = Path(__file__).resolve().parents[2] / "agent"
 DEADLINE = 20.0
@@ -226,30 +225,11 @@ def within_deadline(run: Callable[[], list[str]], what: str) -> list[str]:
 
 
 def as_nobody(run: Callable[[], list[str]], what: str) -> None:
-    """`run` in a forked child that has become `nobody`; fails on an exception or a hang."""
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about fork in a threaded process; the child only
-        # reads files and leaves with os._exit.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            run()
-            status = 0
-        finally:
-            os._exit(status)
-    deadline = time.monotonic() + DEADLINE
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail(f"{what} did not end within {DEADLINE} s (a hang)")
-        time.sleep(0.02)  # polling a child's exit, not a synchronisation sleep
-    assert os.waitstatus_to_exitcode(done[1]) == 0, f"{what} raised as nobody"
+    """`run` as `nobody` (tests.unprivileged.fork_as); fails on an exception or a hang."""
+    # Run once as root first: every module the call needs is then imported, so the child,
+    # which may not be able to read this checkout, imports nothing.
+    run()
+    fork_as(run, what, DEADLINE)
 
 
 @pytest.fixture

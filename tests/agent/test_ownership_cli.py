@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.cli import main
+from tests.unprivileged import Unprivileged
 
 NOBODY = 65534
 OTHER_USER = 65533
@@ -75,44 +74,23 @@ def reachable() -> Iterator[Path]:
         shutil.rmtree(folder)
 
 
-def main_as(uid: int, argv: list[str]) -> tuple[int, str, str]:
-    """`main(argv)` in a forked child that dropped root for `uid`: (code, stdout, stderr)."""
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns to pytest
-        code = 99
-        try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            os.dup2(out_write, 1)
-            os.dup2(err_write, 2)
-            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-            code = main(argv)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    os.close(out_write)
-    os.close(err_write)
-    with os.fdopen(out_read) as out, os.fdopen(err_read) as err:
-        output, errors = out.read(), err.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output, errors
+def main_as(unprivileged: Unprivileged, argv: list[str]) -> tuple[int, str, str]:
+    """`warden-agent ARGV` run as `nobody` from the staged copy: (code, stdout, stderr)."""
+    done = unprivileged.run("import sys\nfrom agent.cli import main\nsys.exit(main(sys.argv[1:]))",
+                            *argv)
+    return done.returncode, done.stdout, done.stderr
 
 
 @needs_root
 def test_an_ordinary_users_scan_trusts_their_own_config_not_another_users(
-        reachable: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        reachable: Path, monkeypatch: pytest.MonkeyPatch, unprivileged: Unprivileged) -> None:
     path = planted_config(reachable, NOBODY)
     monkeypatch.setenv("WARDEN_AGENT_CONFIG", str(path))
-    code, output, errors = main_as(NOBODY, QUIET_SCAN)
+    code, output, errors = main_as(unprivileged, QUIET_SCAN)
     assert code == 0, errors
     assert json.loads(output)["findings"] == []
     os.chown(path, OTHER_USER, OTHER_USER)
-    code, output, errors = main_as(NOBODY, QUIET_SCAN)
+    code, output, errors = main_as(unprivileged, QUIET_SCAN)
     assert code == 2, output
     assert f"refusing the agent config file {path}: it is owned by uid 65533" in errors
 

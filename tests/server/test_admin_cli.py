@@ -130,7 +130,7 @@ AGENT = {"id": "7", "hostname": "pc-7", "machine_id": "m-7", "os": "linux", "os_
          "enrolled_at": "2025-01-01T00:00:00+00:00", "last_seen": "2025-01-02T03:04:05Z",
          "policy_version": "abcdef0123456789", "status": None, "revoked_at": None,
          "state": "silent", "open_findings": 1, "policy_version_number": 2,
-         "policy_current": True}
+         "policy_current": True, "public_key": None, "reenrollment": None}
 SECRET = {"id": 3, "group": None, "note": None, "created_by": "admin",
           "created_at": "2025-01-01T00:00:00+00:00", "revoked_at": None, "uses": 5}
 API_TOKEN = {"id": 4, "name": "ci", "role": "viewer", "user_id": None,

@@ -127,7 +127,7 @@ def test_a_proof_that_does_not_verify_is_refused(
     facts = host_facts()
     key = MachineKey.generate()
     body = {**facts, **key.proof("another machine")}  # signed for another machine id
-    assert_error(client.post(ENROLL, json=body, headers=bearer(enroll_secret)), 422,
+    assert_error(client.post(ENROLL, json=body, headers=bearer(enroll_secret)), 403,
                  "invalid_proof")
     keyless = {**facts, "public_key": key.public_key}
     error = assert_error(client.post(ENROLL, json=keyless, headers=bearer(enroll_secret)),
