@@ -6,10 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from policies.vocabulary import TriageState
 from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
 from server.store.findings_query import FindingFilters, Order
-
-TriageState = Literal["new", "acknowledged", "resolved", "false_positive", "excepted"]
 
 
 class Finding(Answer):
