@@ -20,16 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-# Two workers (this is sized for 2-core machines; WORKERS=auto or 1 to change it):
-# tests that touch the whole machine share one worker (tests/conftest.py).
-WORKERS ?= 2
-
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The inner loop: everything but the slow tests (fault injection, load, soaks).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check policies agent server tests bench
