@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install
+.PHONY: demo test test-fast lint bench install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The inner loop: everything but the slow tests (fault injection, load, soaks).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check policies agent server tests bench
-	$(BIN)/mypy policies agent
+	$(BIN)/mypy --strict policies agent server
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

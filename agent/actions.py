@@ -12,8 +12,8 @@ from typing import Any
 
 from agent.enforce import TerminateResult, terminate_tree
 from agent.notify import CooldownNotifier, Notifier, notice_for
-from agent.platform import OsName
 from policies.engine import Finding
+from policies.vocabulary import OsName
 
 Terminate = Callable[[int, float | None], TerminateResult]
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from agent import cli_service
 from agent.one_scan import ScanResult, scan_once
-from agent.platform import OsName, current_os, host_context, is_privileged
+from agent.platform import current_os, host_context, is_privileged
 from agent.scanner import Watch
 from agent.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings, SettingsError, load_settings
@@ -37,6 +37,7 @@ from policies.compiler import compile_bundle
 from policies.engine import Engine
 from policies.errors import PolicyError
 from policies.loader import default_policy_path, load_catalog, load_policy
+from policies.vocabulary import OsName
 
 EXIT_OK = 0
 EXIT_BAD_POLICY = 1

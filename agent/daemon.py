@@ -42,7 +42,7 @@ from agent.findings import format_time, utc_now
 from agent.health import SelfWatchdog, lower_priority
 from agent.machine import host_facts
 from agent.notify import Notifier, make_notifier
-from agent.platform import OsName, current_os, host_context, is_privileged
+from agent.platform import current_os, host_context, is_privileged
 from agent.scanner import Watch
 from agent.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings
@@ -52,6 +52,7 @@ from agent.sync import PolicySync, SyncStatus, Uploader
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
 from policies.loader import default_policy_path, load_catalog, load_policy
+from policies.vocabulary import OsName
 
 log = logging.getLogger("warden.agent")
 

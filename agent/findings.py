@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from policies.engine import Finding
-from policies.observations import Sensor
+from policies.vocabulary import Sensor
 
 EventKind = Literal["opened", "resolved"]
 SENSORS: tuple[Sensor, ...] = ("process", "installed", "network")

@@ -29,10 +29,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.platform import OsName, hostname
+from agent.platform import hostname
 from agent.state import StateDir, write_private
 from agent.trust import key_b64
 from policies.compiler import canonical_json
+from policies.vocabulary import OsName
 
 # What the statement says it is (server/enrollment_proof.py checks the same words).
 ENROLLMENT_PURPOSE = "warden.agent-enrollment"

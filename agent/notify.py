@@ -14,44 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from agent.platform import OsName
+from agent import notify_backends
+from agent.notify_backends import run_command
+from agent.notify_types import Notice, Notifier, NotifyResult, Runner
 from policies.engine import Finding
+from policies.vocabulary import OsName
 
 log = logging.getLogger(__name__)
-
-# How backends run commands; `subprocess.run` in production, a recorder in tests.
-Runner = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@dataclass(frozen=True)
-class Notice:
-    """What the user is told, already in words; backends only lay it out."""
-
-    title: str
-    body: str
-    app_id: str
-    alternative_id: str | None
-    alternative_name: str | None
-    alternative_link: str | None
-    install_hint: str | None
-    # The account the finding belongs to (process owner, profile owner), when known.
-    # The Linux backend tells that user's desktop; the cooldown counts per user.
-    user: str | None = None
-
-
-@dataclass(frozen=True)
-class NotifyResult:
-    ok: bool
-    detail: str
-    # True when the cooldown held the notice back: nothing failed, nothing was shown.
-    suppressed: bool = False
-
-
-class Notifier(Protocol):
-    def notify(self, notice: Notice) -> NotifyResult: ...
-
 
 def notice_for(finding: Finding, bundle: Mapping[str, Any], os_name: OsName) -> Notice:
     """The notice for a finding, with the approved alternative's link and install steps."""
@@ -89,7 +60,8 @@ class RecordingNotifier:
     """Keeps every notice; for tests and for `warden-agent watch`, which prints them."""
 
     notices: list[Notice] = field(default_factory=list)
-    result: NotifyResult = NotifyResult(ok=True, detail="recorded")
+    result: NotifyResult = field(
+        default_factory=lambda: NotifyResult(ok=True, detail="recorded"))
 
     def notify(self, notice: Notice) -> NotifyResult:
         self.notices.append(notice)
@@ -161,8 +133,6 @@ class CommandNotifier:
         self._runner = runner
 
     def notify(self, notice: Notice) -> NotifyResult:
-        from agent.notify_backends import run_command
-
         ok, detail = run_command(self._runner, [*self.command, "--", notice.title,
                                                 notice.body, notice.alternative_link or ""])
         return NotifyResult(ok, detail)
@@ -171,9 +141,6 @@ class CommandNotifier:
 def make_notifier(os_name: OsName, runner: Runner = subprocess.run,
                   command: Sequence[str] = ()) -> Notifier:
     """The notifier: `command` when the settings name one, else the desktop's for this OS."""
-    # The backends import Notice from here; importing them lazily avoids the cycle.
-    from agent import notify_backends
-
     if command:
         return CommandNotifier(command, runner)
     if os_name == "linux":
@@ -183,3 +150,6 @@ def make_notifier(os_name: OsName, runner: Runner = subprocess.run,
     if os_name == "windows":
         return notify_backends.WindowsNotifier(runner)
     raise ValueError(f"no notifier for OS {os_name!r}")
+
+
+__all__ = ["Notice", "Notifier", "NotifyResult", "Runner", "make_notifier", "notice_for"]

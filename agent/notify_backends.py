@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from agent.notify import Notice, NotifyResult, Runner
+from agent.notify_types import Notice, NotifyResult, Runner
 
 COMMAND_TIMEOUT = 15.0
 _GRAPHICAL_SESSION_TYPES = {"x11", "wayland", "mir"}

@@ -6,11 +6,9 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Literal
 
 from policies.engine import HostContext
-
-OsName = Literal["linux", "macos", "windows"]
+from policies.vocabulary import OsName
 
 
 def current_os(platform: str | None = None) -> OsName:

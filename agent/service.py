@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 
-from agent.platform import OsName, current_os
+from agent.platform import current_os
 from agent.service_render import (
     MACOS_LOG_PATH,
     STATE_DIR_VAR,
@@ -33,6 +33,7 @@ from agent.service_render import (
     render_windows_install_script,
     render_windows_launcher,
 )
+from policies.vocabulary import OsName
 
 if TYPE_CHECKING:
     from agent.settings import AgentSettings

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from agent.platform import OsName
+from policies.vocabulary import OsName
 
 SYSTEMD_ENV_FILE = "/etc/warden/agent.env"
 MACOS_LOG_PATH = "/Library/Logs/Warden/agent.log"

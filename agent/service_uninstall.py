@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
 
-from agent.platform import OsName, current_os
+from agent.platform import current_os
 from agent.service import (
     LAUNCHD_LABEL,
     LAUNCHD_PLIST_PATH,
@@ -40,6 +40,7 @@ from agent.service import (
 )
 from agent.service_render import SYSTEMD_ENV_FILE, WINDOWS_SCRIPT_NAME, absolute_path
 from agent.winservice import SERVICE_NAME as WINDOWS_SERVICE_NAME
+from policies.vocabulary import OsName
 
 if TYPE_CHECKING:
     from agent.settings import AgentSettings

@@ -6,13 +6,10 @@ with no signature for a sensor is simply never seen by that sensor.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from policies.patterns import check_glob, check_network, check_port, check_regex
 
-OsName = Literal["linux", "macos", "windows"]
 # An app's id: what findings, rules and metrics name it by.
 APP_ID_PATTERN = r"^[a-z][a-z0-9_-]*$"
 

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from policies.catalog_model import AppDefinition, OsName
+from policies.catalog_model import AppDefinition
 from policies.compiler import compact_app
 from policies.engine import Engine, HostContext
 from policies.observations import ProcessObservation
+from policies.vocabulary import OsName
 
 # Actions that stop something on the machine (rather than tell someone about it).
 BLOCKING_ACTIONS = frozenset({"terminate"})

@@ -12,7 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from policies.matching import (
     MAX_PATH_CHARS,
@@ -21,15 +21,15 @@ from policies.matching import (
     command_line_window,
     compile_regex,
 )
-from policies.network_index import VIA_DNS, Confidence, NetworkIndex
+from policies.network_index import VIA_DNS, NetworkIndex
 from policies.network_index import Match as _Match
 from policies.observations import (
     InstalledObservation,
     Observation,
     ProcessObservation,
-    Sensor,
 )
 from policies.patterns import Glob, compile_glob, glob_is_literal, home_aliases, normalise_path
+from policies.vocabulary import Confidence, OsName, Sensor
 
 LINUX_COMM_LENGTH = 15
 
@@ -53,7 +53,7 @@ _EXACT_INSTALLED = {
 class HostContext:
     """Who is asking: decides scope and exceptions."""
 
-    os: Literal["linux", "macos", "windows"] = "linux"
+    os: OsName = "linux"
     hostname: str = ""
     groups: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()

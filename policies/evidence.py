@@ -20,9 +20,11 @@ API, so a newer agent can still talk to an older server.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from policies.vocabulary import Sensor
 
 # How much text one field keeps: paths get more room than names and ids.
 TEXT_CHARS = 1024
@@ -31,7 +33,6 @@ PATH_CHARS = 4096
 LIST_ITEMS = 128
 CUT_MARK = "…"
 
-Sensor = Literal["process", "installed", "network"]
 
 
 def cap_text(limit: int) -> Callable[[str], str]:

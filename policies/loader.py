@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from policies.catalog_model import AppDefinition, OsName
+from policies.catalog_model import AppDefinition
 from policies.critical import BLOCKING_ACTIONS, critical_hits, wildcard_only
 from policies.errors import PolicyError, ValidationIssue
 from policies.policy_model import Policy
+from policies.vocabulary import OsName
 from policies.yaml_lines import Path as YamlPath
 from policies.yaml_lines import YamlSyntaxError, line_for, load_with_lines
 

@@ -10,11 +10,11 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from policies.observations import ConnectionObservation
+from policies.vocabulary import Confidence
 
-Confidence = Literal["high", "medium"]
 # Ends the `matched` text of a domain match made on a DNS answer, not on the connection.
 VIA_DNS = " (via DNS)"
 

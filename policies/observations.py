@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Sensor = Literal["process", "installed", "network"]
-
 # How a sensor's scans are going, as the agent reports it at check-in: `stalled` when
 # a scan runs past its deadline, `error` when the last one raised.
 SensorState = Literal["ok", "stalled", "error"]

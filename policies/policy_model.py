@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.catalog_model import AppDefinition, OsName
-
-Mode = Literal["audit", "enforce"]
-Verdict = Literal["deny", "allow", "alert"]
-Action = Literal["report", "notify", "terminate"]
+from policies.catalog_model import AppDefinition
+from policies.vocabulary import Action, Mode, OsName, Verdict
 
 
 class _Strict(BaseModel):

@@ -12,9 +12,6 @@ but fails to import is a bug and fails loudly; only an absent one is skipped.
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib
-import importlib.util
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,9 +23,9 @@ from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from policies.loader import load_catalog
-from server import db, security
+from server import dashboard, db, security
 from server.alerts import AlertDispatcher
-from server.api import agent
+from server.api import admin, agent
 from server.api.bodies import BodyLimitMiddleware
 from server.api.deps import ContextDep, ServerContext, TokenDep, unauthorized
 from server.api.errors import error_response, install_error_handlers
@@ -42,9 +39,6 @@ from server.store.known_apps import KnownApps, bounded_by_app
 from server.throttle import FailureWindow
 
 log = logging.getLogger(__name__)
-
-_INSTALLABLE = ("server.api.admin", "server.dashboard")
-
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """Build the app; raises server.signing.SigningKeyError if the data dir is not initialised."""
@@ -78,10 +72,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     context.hooks.on_startup.append(retention.start)
     context.hooks.on_shutdown.append(retention.shutdown)
     context.hooks.on_startup.append(lambda: _sign_missing_activation(context))
-    for module_name in _INSTALLABLE:
-        install = _optional(module_name, "install")
-        if install is not None:
-            install(app, context)
+    admin.install(app, context)
+    dashboard.install(app, context)
     if settings.sends_hsts:
         # Outermost: error answers of the middlewares inside carry it too.
         app.add_middleware(StrictTransportSecurityMiddleware)
@@ -169,9 +161,7 @@ def _warn_open_metrics(host: str) -> None:
 
 
 def _metrics_state(context: ServerContext) -> MetricsState:
-    settings = context.settings
-    silent_after = dt.timedelta(
-        seconds=settings.checkin_interval_seconds * settings.silent_after_intervals)
+    silent_after = context.settings.silent_after
     with context.read_sessions() as session:
         by_state = agents.count_by_state(session, db.utcnow(), silent_after)
         # Bounded: an agent's made-up app ids are counted as `other`, not a series each.
@@ -199,12 +189,6 @@ def _install_alerts(context: ServerContext, metrics: Metrics) -> None:
 def _stop_alerts(dispatcher: AlertDispatcher) -> None:
     if not dispatcher.stop():
         log.warning("the alert dispatcher did not stop in time; queued alerts may be lost")
-
-
-def _optional(module_name: str, attribute: str) -> Any:
-    if importlib.util.find_spec(module_name) is None:
-        return None
-    return getattr(importlib.import_module(module_name), attribute)
 
 
 def _version() -> str:

@@ -17,14 +17,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from policies.vocabulary import FINDING_STATUSES, ROLES, TRIAGE_STATES
 from server.db import UTCDateTime, utcnow
+
+__all__ = ["FINDING_STATUSES", "ROLES", "TRIAGE_STATES"]
 
 # JSONB on PostgreSQL (comparable, indexable); JSON text on SQLite.
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
-ROLES = ("viewer", "analyst", "admin")
-FINDING_STATUSES = ("open", "resolved")
-TRIAGE_STATES = ("new", "acknowledged", "resolved", "false_positive", "excepted")
 
 
 class Base(DeclarativeBase):

@@ -8,6 +8,7 @@ environment variables, the config file (`WARDEN_CONFIG_FILE`, else
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 from pathlib import Path
@@ -119,6 +120,12 @@ class ServerSettings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / DATABASE_FILE_NAME}"
+
+    @property
+    def silent_after(self) -> dt.timedelta:
+        """How long an agent may go without a check-in before it counts as silent: the one
+        reckoning the API, the dashboard and the metrics share."""
+        return dt.timedelta(seconds=self.checkin_interval_seconds * self.silent_after_intervals)
 
     @property
     def signing_key_path(self) -> Path:

@@ -13,8 +13,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from agent.platform import OsName
 from agent.sensors import safe_read
+from policies.vocabulary import OsName
 
 # Profile folders under C:/Users that belong to nobody (or are links to others).
 _WINDOWS_NOT_USERS = {"public", "default", "default user", "all users", "defaultapppool"}

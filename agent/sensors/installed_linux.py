@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from agent.sensors.installed import ScanContext, SearchRoot, WatchDir
+from agent.sensors.scan_context import ScanContext, SearchRoot, WatchDir
 from policies.observations import InstalledObservation
 
 # dpkg states in which the package's files are on disk. "config-files" (removed,

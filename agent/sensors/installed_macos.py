@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from xml.parsers.expat import ExpatError
 
-from agent.sensors.installed import CodesignReader, ScanContext, SearchRoot, WatchDir
 from agent.sensors.safe_read import Entry
+from agent.sensors.scan_context import CodesignReader, ScanContext, SearchRoot, WatchDir
 from policies.observations import InstalledObservation
 
 _CASKROOMS = ("opt/homebrew/Caskroom", "usr/local/Caskroom")

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from agent.sensors.homes import MachineRoot
-from agent.sensors.installed import ScanContext, SearchRoot, WatchDir
 from agent.sensors.registry import RegistryReader, RegistryValue, WinRegistry
+from agent.sensors.scan_context import ScanContext, SearchRoot, WatchDir
 from policies.observations import InstalledObservation
 
 UNINSTALL_KEYS = (

@@ -21,11 +21,10 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal, Protocol
 
 import psutil
 
+from agent.sensors.connections import ConnectionTable, RawConnection
 from agent.sensors.dns_table import host_for
 from policies.observations import ConnectionObservation
 
@@ -40,30 +39,6 @@ _OPEN_TCP_STATES = frozenset({
     psutil.CONN_SYN_RECV,
     psutil.CONN_CLOSE_WAIT,
 })
-
-
-@dataclass(frozen=True, slots=True)
-class RawConnection:
-    """A connection as the OS lists it; its owner may still have to be looked up."""
-
-    remote_ip: str
-    remote_port: int
-    local_ip: str
-    local_port: int
-    protocol: Literal["tcp", "udp"]
-    pid: int | None = None
-    # Socket inode, for tables that find owners separately (Linux /proc).
-    inode: int | None = None
-
-
-class ConnectionTable(Protocol):
-    def connections(self) -> list[RawConnection]:
-        """Open connections with a remote end; may raise psutil.AccessDenied."""
-        ...
-
-    def owners(self, inodes: set[int]) -> dict[int, int]:
-        """Socket inode -> pid, for those that can be found."""
-        ...
 
 
 class PsutilTable:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from agent.sensors.network import RawConnection
+from agent.sensors.connections import RawConnection
 
 # /proc/net/tcp state codes (include/net/tcp_states.h) of connections a
 # process still holds: ESTABLISHED, SYN_SENT, SYN_RECV, CLOSE_WAIT.

@@ -8,7 +8,7 @@ cannot bloat a row beyond the body-size cap.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AwareDatetime,
@@ -24,8 +24,9 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from policies.catalog_model import APP_ID_PATTERN
-from policies.evidence import Sensor, validate_evidence
+from policies.evidence import validate_evidence
 from policies.observations import SensorState
+from policies.vocabulary import Action, EventType, OsName, Sensor, Verdict
 
 _Short = Field(min_length=1, max_length=255)
 _AppId = Field(default=None, max_length=64, pattern=APP_ID_PATTERN)
@@ -53,7 +54,7 @@ class EnrollRequest(_Request):
 
     hostname: str = _Short
     machine_id: str = _Short
-    os: Literal["linux", "macos", "windows"]
+    os: OsName
     os_version: str = Field(max_length=255)
     arch: str = Field(max_length=64)
     agent_version: str = Field(max_length=64)
@@ -173,8 +174,8 @@ class FindingInfo(_Request):
     # (server.store.known_apps), so an agent on a newer catalog is never refused.
     app: str | None = _AppId
     sensor: Sensor | None = None
-    verdict: Literal["deny", "allow", "alert"] | None = None
-    action: Literal["report", "notify", "terminate"] | None = None
+    verdict: Verdict | None = None
+    action: Action | None = None
     # Checked against the sensor's model (policies.evidence): after `sensor`, which it needs.
     evidence: dict[str, Any] = Field(
         default_factory=dict,
@@ -193,7 +194,7 @@ class FindingInfo(_Request):
 
 
 class ActionResult(_Request):
-    action: Literal["report", "notify", "terminate"]
+    action: Action
     ok: bool = Field(strict=True)
     detail: str = Field(default="", max_length=4096)
 
@@ -216,7 +217,7 @@ class AgentEvent(_Request):
     model_config = ConfigDict(extra="ignore", json_schema_extra=_NEEDS_BY_TYPE)
 
     id: uuid.UUID
-    type: Literal["finding_opened", "finding_resolved", "action"]
+    type: EventType
     time: Annotated[AwareDatetime, BeforeValidator(_json_string)]
     finding: FindingInfo
     result: ActionResult | None = None

@@ -19,6 +19,7 @@ from typing import TypeAlias
 
 from policies.errors import PolicyError
 from policies.loader import load_catalog, parse_policy
+from policies.vocabulary import ROLES, TRIAGE_STATES
 from server.api_client import WardenClient
 from server.cli import reenroll_commands
 from server.cli.admin_output import EXIT_API, as_json, fail, render, show, when
@@ -28,8 +29,6 @@ from server.schemas.credentials import NewSecret, NewToken
 # argparse makes this class generic for type checkers only.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-_TRIAGE_STATES = ["new", "acknowledged", "resolved", "false_positive", "excepted"]
-_ROLES = ["admin", "analyst", "viewer"]
 
 
 def register(subparsers: SubParsers) -> None:
@@ -100,7 +99,7 @@ def _register_findings(subparsers: SubParsers, connection: argparse.ArgumentPars
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app", help="catalog app id, e.g. telegram")
     parser.add_argument("--status", choices=["open", "resolved"])
-    parser.add_argument("--triage", choices=_TRIAGE_STATES)
+    parser.add_argument("--triage", choices=TRIAGE_STATES)
     parser.add_argument("--host")
     parser.add_argument("--group")
     parser.add_argument("--sensor", choices=["process", "installed", "network"])
@@ -136,7 +135,7 @@ def _register_simple_areas(subparsers: SubParsers, connection: argparse.Argument
     create = _add(actions, "create", "a new API token (shown once)", connection,
                   cmd_tokens_create, True)
     create.add_argument("--name", required=True, help="who or what uses it")
-    create.add_argument("--role", required=True, choices=_ROLES)
+    create.add_argument("--role", required=True, choices=ROLES)
     _add(actions, "list", "API tokens (without their values)", connection, cmd_tokens_list,
          True)
     revoke = _add(actions, "revoke", "stop a token from working", connection,

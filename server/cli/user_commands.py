@@ -19,6 +19,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from policies.vocabulary import ROLES
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 MIN_PASSWORD_LENGTH = 12
-ROLES = ("viewer", "analyst", "admin")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

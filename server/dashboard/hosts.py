@@ -48,8 +48,7 @@ NOTICES = {
 
 def silent_after(settings: ServerSettings) -> dt.timedelta:
     """How long without a check-in makes an agent silent (as for metrics and the API)."""
-    return dt.timedelta(
-        seconds=settings.checkin_interval_seconds * settings.silent_after_intervals)
+    return settings.silent_after
 
 
 @router.get("/hosts")

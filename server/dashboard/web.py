@@ -25,7 +25,7 @@ from markupsafe import Markup
 from server.dashboard.throttle import VerifySlots
 
 if TYPE_CHECKING:
-    from server.dashboard.auth import Person, SessionKeeper
+    from server.dashboard.sessions import Person, SessionKeeper
     from server.dashboard.throttle import LoginThrottle
 
 # `frame-ancestors` is what browsers now obey; X-Frame-Options covers older ones.

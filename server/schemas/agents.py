@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
+from policies.vocabulary import AgentState
 from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
 from server.schemas.reenrollments import Reenrollment
 from server.store.agents_query import AgentFilters
@@ -27,7 +28,7 @@ class AgentView(Answer):
                                                    "check-in")
     status: dict[str, Any] | None = Field(description="the agent's last reported health")
     revoked_at: Timestamp | None
-    state: Literal["active", "silent", "revoked"]
+    state: AgentState
     open_findings: int
     policy_version_number: int | None = Field(
         description="the stored version with that hash, if any")

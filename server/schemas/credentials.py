@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from policies.vocabulary import Role
 from server.schemas.common import Answer, Page, Timestamp
-
-Role = Literal["viewer", "analyst", "admin"]
 
 
 class _Request(BaseModel):

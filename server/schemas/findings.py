@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from policies.vocabulary import TriageState
 from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
 from server.store.findings_query import FindingFilters, Order
 
@@ -20,7 +21,6 @@ def _as_object(value: Any) -> Any:
 
 StoredObject = Annotated[dict[str, Any], BeforeValidator(_as_object)]
 
-TriageState = Literal["new", "acknowledged", "resolved", "false_positive", "excepted"]
 
 
 class Finding(Answer):

@@ -5,19 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from policies.vocabulary import AgentState
 from server import enrollment_proof, security
 from server.db import utcnow
 from server.enrollment_proof import Proof
 from server.models import Agent, EnrollSecret, Finding
 from server.store import audit, policies, reenrollments
-
-AgentState = Literal["active", "silent", "revoked"]
 
 
 @dataclass(frozen=True)

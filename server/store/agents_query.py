@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from pydantic import AfterValidator, Field
 from sqlalchemy.orm import Session
 
+from policies.vocabulary import AgentState
 from server.models import Agent, Finding, PolicyVersion
 from server.schemas.common import Query, TextFilter, blank_is_any
 from server.store import agents, policies, reenrollments
-from server.store.agents import AgentState
 from server.store.listing import decode_cursor, encode_cursor, filters_from_form, text_matches
 
 STATES: tuple[str, ...] = get_args(AgentState)

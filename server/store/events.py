@@ -11,17 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from policies.vocabulary import EventType
 from server.db import utcnow
 from server.models import Agent, Event, Finding
 from server.store import findings
-
-EventType = Literal["finding_opened", "finding_resolved", "action"]
 
 
 @dataclass(frozen=True)

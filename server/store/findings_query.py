@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from sqlalchemy.orm import Session
 
+from policies.vocabulary import FindingStatus, TriageState
 from server.models import Agent, Finding
 from server.schemas.common import (
     DEFAULT_LIMIT,
@@ -66,10 +67,9 @@ class FindingFilters(Query):
     """
 
     app: TextFilter = None
-    status: Annotated[Literal["open", "resolved", ""] | None,
+    status: Annotated[FindingStatus | Literal[""] | None,
                       AfterValidator(blank_is_any)] = None
-    triage: Annotated[Literal["new", "acknowledged", "resolved", "false_positive", "excepted",
-                              ""] | None, AfterValidator(blank_is_any)] = None
+    triage: Annotated[TriageState | Literal[""] | None, AfterValidator(blank_is_any)] = None
     host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
                                                        "ignores case")
     group: TextFilter = None

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from policies.vocabulary import AgentState
 from server.models import Agent, Finding
 from server.store import agents, findings
 from server.store.known_apps import bounded_by_app
@@ -36,7 +37,7 @@ def summary(
     }
 
 
-def compliance(session: Session, by_state: dict[agents.AgentState, int]) -> dict[str, int]:
+def compliance(session: Session, by_state: dict[AgentState, int]) -> dict[str, int]:
     """Of the agents not revoked: how many have no open deny finding, how many do, how many
     went silent (those count as compliant or not by their last report)."""
     with_open_deny = session.scalar(

@@ -62,7 +62,7 @@ SITES: dict[tuple[str, str], Site] = {
                                               quiet=ALL),
     ("installed", "InstalledAppsSensor._watch_dirs"): Site(
         "scan:linux", (f"{HOME}/Downloads", f"{HOME}/.local/share/applications"), quiet=ALL),
-    ("installed", "ScanContext.folder"): Site("scan:linux",
+    ("scan_context", "ScanContext.folder"): Site("scan:linux",
                                               (f"{HOME}/.local/share/TelegramDesktop",)),
     ("installed", "_expand"): Site("scan:linux", (f"{HOME}/apps", f"{HOME}/deep",
                                                   f"{HOME}/deep/x"), quiet=(f"{HOME}/deep/x",)),
@@ -92,7 +92,7 @@ SITES: dict[tuple[str, str], Site] = {
     ("processes", "ExeHasher.digest"): Site("hash", ("proc/4242/exe",), quiet=ALL),
 }
 # Thin ScanContext methods over safe_read: covered through the sites that call them.
-WRAPPERS = {("installed", f"ScanContext.{name}") for name in
+WRAPPERS = {("scan_context", f"ScanContext.{name}") for name in
             ("entries", "subdirs", "is_dir", "read_bytes")}
 # Sensor modules allowed to open or list without the helper, and why.
 RAW_READS_ALLOWED = {

@@ -23,9 +23,7 @@ ROUTER_ERRORS = error_responses(400, 401, 403, 413, 422, 503)
 
 def silent_after(context: ServerContext) -> dt.timedelta:
     """How long an agent may go unseen before it counts as silent."""
-    settings = context.settings
-    return dt.timedelta(
-        seconds=settings.checkin_interval_seconds * settings.silent_after_intervals)
+    return context.settings.silent_after
 
 
 def invalid_cursor(exc: CursorError) -> ApiError:

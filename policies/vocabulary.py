@@ -1,0 +1,52 @@
+"""The words Warden's parts share, each defined once.
+
+An OS, a sensor, a verdict, an action, a mode, a role: the policy file, the
+engine, the agent, the wire format, the store, the API and the CLI all speak of
+them, so each is one `Literal` here and every other module imports it. The
+tuples beside them are the same values for code that needs to iterate (argparse
+choices, SQL CHECKs, role ranking); they are derived, never typed twice.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+OsName = Literal["linux", "macos", "windows"]
+OS_NAMES: tuple[OsName, ...] = get_args(OsName)
+
+# Where a finding comes from on an endpoint.
+Sensor = Literal["process", "installed", "network"]
+SENSORS: tuple[Sensor, ...] = get_args(Sensor)
+
+# What a policy says about an app, and what to do when it is seen.
+Verdict = Literal["deny", "allow", "alert"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+Action = Literal["report", "notify", "terminate"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
+Mode = Literal["audit", "enforce"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+
+# How sure a match is: a catalog network or exact name is high; a DNS-derived address medium.
+Confidence = Literal["high", "medium"]
+Protocol = Literal["tcp", "udp"]
+
+# What an agent reports about one finding.
+EventType = Literal["finding_opened", "finding_resolved", "action"]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+FindingStatus = Literal["open", "resolved"]
+FINDING_STATUSES: tuple[FindingStatus, ...] = get_args(FindingStatus)
+TriageState = Literal["new", "acknowledged", "resolved", "false_positive", "excepted"]
+TRIAGE_STATES: tuple[TriageState, ...] = get_args(TriageState)
+
+# People's roles, weakest first: each role can do what the ones before it can.
+Role = Literal["viewer", "analyst", "admin"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+# A host as the fleet view sees it.
+AgentState = Literal["active", "silent", "revoked"]
+AGENT_STATES: tuple[AgentState, ...] = get_args(AgentState)
+
+
+def role_allows(held: Role, needed: Role) -> bool:
+    """Whether a caller with role `held` may do what needs `needed`."""
+    return ROLES.index(held) >= ROLES.index(needed)
