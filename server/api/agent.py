@@ -69,6 +69,10 @@ def enroll(
 ) -> EnrollResponse:
     facts = agents.HostFacts(**body.host_facts())
     proof = None
+    if (body.public_key is None) != (body.proof is None):
+        # A key without its proof (or a proof without its key) proves nothing.
+        raise ApiError(403, "public_key and proof go together: send both or neither",
+                       code="invalid_proof")
     if body.public_key is not None and body.proof is not None:
         try:
             proof = enrollment_proof.verify(body.machine_id, body.public_key,

@@ -7,16 +7,17 @@ cannot bloat a row beyond the body-size cap.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -48,10 +49,6 @@ class EnrollProof(_Request):
 
 
 class EnrollRequest(_Request):
-    # Said in the document too, so a client generated from it sends both or neither.
-    model_config = ConfigDict(extra="ignore", json_schema_extra={
-        "dependentRequired": {"public_key": ["proof"], "proof": ["public_key"]}})
-
     hostname: str = _Short
     machine_id: str = _Short
     os: OsName
@@ -67,12 +64,6 @@ class EnrollRequest(_Request):
     proof: EnrollProof | None = Field(
         default=None, description="a statement signed by `public_key`; see docs/api.md, "
                                   "\"Proof of possession\"")
-
-    @model_validator(mode="after")
-    def _key_with_proof(self) -> EnrollRequest:
-        if (self.public_key is None) != (self.proof is None):
-            raise ValueError("public_key and proof go together: send both or neither")
-        return self
 
     def host_facts(self) -> dict[str, str]:
         return self.model_dump(exclude={"public_key", "proof"})
@@ -113,8 +104,16 @@ class SensorReport(_Request):
 
 
 # A sensor's name: a newer agent may have sensors this server does not know yet.
-SensorName = Annotated[str, StringConstraints(min_length=1, max_length=32,
-                                              pattern=r"^[a-z][a-z0-9_-]*$")]
+_SENSOR_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def _known_form(sensors: Any) -> Any:
+    # A name that is not a short lower-case id is dropped, not refused: it comes from a
+    # newer agent or a broken one, and the rest of the check-in still counts.
+    if not isinstance(sensors, dict):
+        return sensors
+    return {name: report for name, report in sensors.items()
+            if isinstance(name, str) and _SENSOR_NAME.fullmatch(name)}
 
 
 def _json_number(value: Any) -> Any:
@@ -147,7 +146,8 @@ class AgentStatus(_Request):
     # The signing key the agent trusts now (base64): who has moved after a key rotation.
     policy_public_key: str | None = Field(default=None, max_length=64)
     # Per sensor; an agent older than this field sends none.
-    sensors: dict[SensorName, SensorReport] | None = Field(default=None, max_length=16)
+    sensors: Annotated[dict[str, SensorReport] | None, AfterValidator(_known_form)] = Field(
+        default=None, max_length=16)
 
 
 class CheckinRequest(_Request):

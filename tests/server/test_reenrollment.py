@@ -131,8 +131,8 @@ def test_a_proof_that_does_not_verify_is_refused(
                  "invalid_proof")
     keyless = {**facts, "public_key": key.public_key}
     error = assert_error(client.post(ENROLL, json=keyless, headers=bearer(enroll_secret)),
-                         422, "validation_error")
-    assert "public_key and proof go together" in str(error["details"])
+                         403, "invalid_proof")
+    assert "public_key and proof go together" in str(error["message"])
     with db() as session:
         assert session.query(Agent).count() == 0
 
