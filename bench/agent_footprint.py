@@ -38,20 +38,21 @@ from typing import IO
 import psutil
 import requests
 
-from agent.scanner import Watch
-from agent.sensor_set import Sensors, WatchTiming
+# Run as `python bench/agent_footprint.py`: the checkout's root holds bench/ as a package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from agent.sensors.network import NetworkSensor, PsutilTable
 from agent.sensors.process_readers import PsutilReader
 from agent.sensors.processes import ProcessSensor
 from agent.settings import load_settings
+from bench.stuck_sensor import TIMEOUT, latency_with_a_stuck_sensor, poll
 from policies.compiler import compile_bundle
 from policies.engine import Engine, HostContext
 from policies.loader import default_policy_path, load_catalog, load_policy
-from policies.observations import ConnectionObservation, InstalledObservation
+from policies.observations import ConnectionObservation
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 AGENT = str(Path(sys.executable).with_name("warden-agent"))
-TIMEOUT = 10.0
 
 
 class Lines:
@@ -142,71 +143,6 @@ def detection_latency(lines: Lines, banned: Path, samples: int) -> list[float]:
     return latencies
 
 
-class StuckInstalled:
-    """An installed-apps source whose scan blocks in open(2) of a FIFO nobody writes to."""
-
-    def __init__(self, fifo: Path) -> None:
-        self.fifo = fifo
-        self.warnings: list[str] = []
-
-    def scan(self) -> list[InstalledObservation]:
-        with self.fifo.open("rb") as stream:
-            stream.read()
-        return []
-
-    def watch_paths(self) -> list[Path]:
-        return []
-
-    def recursive_watch_paths(self) -> list[Path]:
-        return []
-
-
-def latency_with_a_stuck_sensor(workdir: Path, banned: Path, samples: int
-                                ) -> tuple[list[float], str]:
-    """Start -> opened event with the installed-apps scan stuck; and that sensor's state."""
-    fifo = workdir / "stuck-fifo"
-    os.mkfifo(fifo)
-    catalog = load_catalog()
-    engine = Engine(compile_bundle(load_policy(default_policy_path(), catalog), catalog),
-                    HostContext(os="linux" if sys.platform.startswith("linux") else "macos"))
-    seen: queue.Queue[tuple[float, dict[str, object]]] = queue.Queue()
-    watch = Watch(engine, Sensors(processes=ProcessSensor(), installed=StuckInstalled(fifo)),
-                  lambda event: seen.put((time.perf_counter(), event)),
-                  timing=WatchTiming(process_interval=load_settings().process_interval,
-                                     sensor_deadline=1.0))
-    loop = threading.Thread(target=watch.run, daemon=True)
-    loop.start()
-    _poll(lambda: watch.health()["installed"].state == "stalled", 30)
-
-    def wait_event(kind: str, pid: int) -> float:
-        deadline = time.monotonic() + TIMEOUT
-        while (remaining := deadline - time.monotonic()) > 0:
-            stamp, event = seen.get(timeout=remaining)
-            if event.get("event") == kind and event.get("pid") == pid:
-                return stamp
-        raise TimeoutError(f"no {kind} event for pid {pid}")
-
-    latencies = []
-    try:
-        for _ in range(samples):
-            time.sleep(random.uniform(0.0, 0.5))  # start at a random moment of the tick
-            started = time.perf_counter()
-            process = subprocess.Popen([str(banned), "60"])
-            try:
-                latencies.append(wait_event("opened", process.pid) - started)
-            finally:
-                process.kill()
-                process.wait()
-            wait_event("resolved", process.pid)
-        state = watch.health()["installed"].state
-    finally:
-        watch.stop()
-        loop.join(timeout=10)
-        # A writer at last: the stuck open(2) returns and its thread ends.
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    return latencies, state
-
-
 def timed(action: Callable[[], object], runs: int) -> float:
     durations = []
     for _ in range(runs):
@@ -271,15 +207,15 @@ def server_visible_latency(workdir: Path, banned: Path, samples: int) -> list[fl
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     latencies: list[float] = []
     try:
-        _poll(lambda: _get(f"{url}/healthz", headers) is not None, 60)
+        poll(lambda: _get(f"{url}/healthz", headers) is not None, 60)
         children.append(subprocess.Popen([str(bin_dir / "warden-agent"), "run"], env=env,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _poll(lambda: bool((_get(f"{url}/api/v1/agents", headers) or {}).get("items")), 60)
+        poll(lambda: bool((_get(f"{url}/api/v1/agents", headers) or {}).get("items")), 60)
         for _ in range(samples):
             started = time.perf_counter()
             process = subprocess.Popen([str(banned), "600"])
             try:
-                _poll(lambda pid=process.pid: _visible(url, headers, pid), 30)
+                poll(lambda pid=process.pid: _visible(url, headers, pid), 30)
                 latencies.append(time.perf_counter() - started)
             finally:
                 process.kill()
@@ -304,14 +240,6 @@ def _visible(url: str, headers: dict[str, str], pid: int) -> bool:
     answer = _get(f"{url}/api/v1/findings?app=telegram&status=open&limit=50", headers) or {}
     items = answer.get("items") or []
     return any(item["evidence"].get("pid") == pid for item in items)  # type: ignore[union-attr]
-
-
-def _poll(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the server or agent did not get there in time")
-        time.sleep(0.02)
 
 
 def main() -> int:
