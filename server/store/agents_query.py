@@ -29,7 +29,7 @@ _CURSOR_KIND = "agents:hostname:asc"
 class AgentFilters(Query):
     """Which agents to list; `host` is exact or a `desk-*` prefix, ignoring case."""
 
-    state: Annotated[AgentState | Literal[""] | None, AfterValidator(blank_is_any)] = Field(
+    state: Annotated[Literal[AgentState, ""] | None, AfterValidator(blank_is_any)] = Field(
         default=None, description="revoked; silent (not seen for a few check-in intervals); "
                                   "else active")
     group: TextFilter = None

@@ -67,9 +67,9 @@ class FindingFilters(Query):
     """
 
     app: TextFilter = None
-    status: Annotated[FindingStatus | Literal[""] | None,
+    status: Annotated[Literal[FindingStatus, ""] | None,
                       AfterValidator(blank_is_any)] = None
-    triage: Annotated[TriageState | Literal[""] | None, AfterValidator(blank_is_any)] = None
+    triage: Annotated[Literal[TriageState, ""] | None, AfterValidator(blank_is_any)] = None
     host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
                                                        "ignores case")
     group: TextFilter = None
