@@ -27,11 +27,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from agent import cli_service
-from agent.one_scan import ScanResult, scan_once
-from agent.platform import current_os, host_context, is_privileged
-from agent.scanner import Watch
-from agent.sensor_set import SensorChoice, Sensors, WatchTiming
+from agent.host.platform import current_os, host_context, is_privileged
+from agent.scanning.one_scan import ScanResult, scan_once
+from agent.scanning.scanner import Watch
+from agent.scanning.sensor_set import SensorChoice, Sensors, WatchTiming
+from agent.service import cli as cli_service
 from agent.settings import AgentSettings, SettingsError, load_settings
 from policies.compiler import compile_bundle
 from policies.engine import Engine

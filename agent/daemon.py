@@ -5,14 +5,14 @@ Threads, each with one job:
   others, waiting for them at most `STOP_BUDGET` seconds in all: a thread
   stuck in a system call (a sensor's read on a dead NFS home) is a daemon
   thread and is left behind, and the spool is closed cleanly all the same;
-- scanner: the watch loop (agent.scanner.Watch) emits finding events; every
+- scanner: the watch loop (agent.scanning.scanner.Watch) emits finding events; every
   event is written to the spool *before* anything acts on it. Its slow sensors
-  scan on workers of their own (agent.sensor_health), and each sensor's health
+  scan on workers of their own (agent.scanning.sensor_health), and each sensor's health
   travels in every check-in and the status file;
 - actions: notifies the user / terminates (enforce mode) off the detection path,
   and spools what it did;
-- sync: enrollment, check-ins, signed policy fetch (agent.sync.PolicySync);
-- upload: spool -> server in gzip batches (agent.sync.Uploader).
+- sync: enrollment, check-ins, signed policy fetch (agent.uplink.sync.PolicySync);
+- upload: spool -> server in gzip batches (agent.uplink.sync.Uploader).
 
 Until the server's signed policy arrives, the agent uses its last-known-good
 bundle from the state dir, or — on a first start with no server — the
@@ -36,19 +36,19 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from agent.actions import ActionRunner
-from agent.client import AgentClient
-from agent.findings import format_time, utc_now
 from agent.health import SelfWatchdog, lower_priority
-from agent.machine import host_facts
-from agent.notify import Notifier, make_notifier
-from agent.platform import current_os, host_context, is_privileged
-from agent.scanner import Watch
-from agent.sensor_set import SensorChoice, Sensors, WatchTiming
+from agent.host.machine import host_facts
+from agent.host.platform import current_os, host_context, is_privileged
+from agent.responding.actions import ActionRunner
+from agent.responding.notify import Notifier, make_notifier
+from agent.scanning.findings import format_time, utc_now
+from agent.scanning.scanner import Watch
+from agent.scanning.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings
-from agent.spool import Spool, SpoolError
 from agent.state import BundleRejected, StateDir, write_private
-from agent.sync import PolicySync, SyncStatus, Uploader
+from agent.uplink.client import AgentClient
+from agent.uplink.spool import Spool, SpoolError
+from agent.uplink.sync import PolicySync, SyncStatus, Uploader
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
 from policies.loader import default_policy_path, load_catalog, load_policy

@@ -6,7 +6,7 @@ one named by `WARDEN_AGENT_CONFIG`.
 
 The config file, and every file a setting names whose content changes what the
 agent trusts or runs, is used only when an administrator (or the user the agent
-runs as) controls it and the folders leading to it (agent/ownership.py). The
+runs as) controls it and the folders leading to it (agent/host/ownership.py). The
 environment is trusted as it is: whoever sets a process's environment started
 that process, as that user, and so can already make it run anything; for the
 services it comes from root-only files and the service's registry key.
@@ -32,7 +32,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from agent.ownership import UntrustedPath, read_trusted, require_trusted
+from agent.host.ownership import UntrustedPath, read_trusted, require_trusted
 
 
 def default_config_dir() -> Path:

@@ -2,7 +2,7 @@
 
 - `identity.json`: agent id, agent token, server URL and the policy public key
   pinned at enrollment, which only the server's signed key rotations move on
-  (agent.trust); with it the rotations as last served, so the key can be checked
+  (agent.uplink.trust); with it the rotations as last served, so the key can be checked
   against the `policy_public_key` setting without the server;
 - `policy.json`: the last-known-good signed bundle, applied only after its
   signature and content hash verified, so the agent starts and enforces offline;
@@ -10,7 +10,7 @@
   floor below which no bundle is accepted any more (see `refuse_older`), and the
   key rotations it came with. After a rotation `policy.json` is written before
   `identity.json`: a policy signed by the new key still loads with the old key
-  pinned, and the pin is moved at the next start (agent.sync.PolicySync).
+  pinned, and the pin is moved at the next start (agent.uplink.sync.PolicySync).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.ownership import require_trusted
-from agent.trust import UntrustedKey, follow, key_b64, key_path
+from agent.host.ownership import require_trusted
+from agent.uplink.trust import UntrustedKey, follow, key_b64, key_path
 from policies.compiler import bundle_version, canonical_json
 from policies.engine import Engine
 
@@ -66,7 +66,7 @@ class Identity:
     server_url: str
     policy_public_key: bytes
     group: str | None = None
-    # The server's signed key rotations as last served, oldest first (agent.trust).
+    # The server's signed key rotations as last served, oldest first (agent.uplink.trust).
     key_rotations: tuple[dict[str, Any], ...] = ()
 
     def trusted_from(self, configured: bytes) -> bool:

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.scanner import Watch
-from agent.sensor_set import Sensors, WatchTiming
+from agent.scanning.scanner import Watch
+from agent.scanning.sensor_set import Sensors, WatchTiming
 from agent.sensors.processes import ProcessSensor
 from agent.settings import load_settings
 from policies.compiler import compile_bundle

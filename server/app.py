@@ -31,7 +31,7 @@ from server.api.deps import ContextDep, ServerContext, TokenDep, unauthorized
 from server.api.errors import error_response, install_error_handlers
 from server.hsts import StrictTransportSecurityMiddleware
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
-from server.retention import RetentionTask
+from server.pruning import RetentionTask
 from server.settings import ServerSettings, is_loopback
 from server.signing import PolicySigner
 from server.store import agents, findings, policies

@@ -1,6 +1,6 @@
 """Proof of possession at enrollment: the statement an agent signs with its machine key.
 
-The agent (agent/machine.py) sends, beside its host facts, its public key and a
+The agent (agent/host/machine.py) sends, beside its host facts, its public key and a
 proof: `signed_at` and an Ed25519 signature by that key over the canonical JSON
 of `{"purpose": "warden.agent-enrollment", "machine_id", "public_key",
 "signed_at"}`. A proof that does not verify is a broken request (422). One that
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from policies.compiler import canonical_json
 
-# What the statement says it is (agent/machine.py signs the same words).
+# What the statement says it is (agent/host/machine.py signs the same words).
 ENROLLMENT_PURPOSE = "warden.agent-enrollment"
 # How far `signed_at` may be from the server's clock either way: a captured statement is
 # useless after this, and a machine whose clock is further off waits for an approval.

@@ -32,7 +32,7 @@ from policies.compiler import canonical_json
 
 KEY_FILE_MODE = 0o600
 # What a signed rotation statement says it is, so it can never pass for a bundle or an
-# activation signed with the same key. agent/trust.py checks the same string.
+# activation signed with the same key. agent/uplink/trust.py checks the same string.
 ROTATION_PURPOSE = "warden.policy-key-rotation"
 
 

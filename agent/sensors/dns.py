@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from agent.sensor_health import SensorHealth
+from agent.scanning.sensor_health import SensorHealth
 from agent.sensors.dns_table import IPAddress, build_table, routable
 
 DEFAULT_REFRESH_INTERVAL = 900.0

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from agent.platform import current_os
+from agent.host.platform import current_os
 from agent.sensors import safe_read
 from agent.sensors.homes import MachineRoot, find_homes, home_parents
 from agent.sensors.registry import RegistryReader

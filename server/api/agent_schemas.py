@@ -31,7 +31,7 @@ from policies.vocabulary import Action, EventType, OsName, Sensor, Verdict
 
 _Short = Field(min_length=1, max_length=255)
 _AppId = Field(default=None, max_length=64, pattern=APP_ID_PATTERN)
-# A raw 32-byte Ed25519 public key in base64 (agent/machine.py).
+# A raw 32-byte Ed25519 public key in base64 (agent/host/machine.py).
 _PUBLIC_KEY = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"
 
 
@@ -93,7 +93,7 @@ def _json_time_or_null(value: Any) -> Any:
 
 
 class SensorReport(_Request):
-    """How one sensor's scans go (agent.sensor_health)."""
+    """How one sensor's scans go (agent.scanning.sensor_health)."""
 
     state: SensorState = Field(description="`ok`; `stalled`: a scan runs past its deadline; "
                                            "`error`: the last scan raised")

@@ -1,6 +1,6 @@
 """A stand-in for advapi32/kernel32 that plays the Service Control Manager's side.
 
-`agent.winservice.Advapi32` calls it exactly as it calls the DLL: with ctypes
+`agent.service.windows.Advapi32` calls it exactly as it calls the DLL: with ctypes
 structures and callbacks. It runs ServiceMain on its own thread (as the SCM
 does), records every SERVICE_STATUS handed to SetServiceStatus, and sends
 controls through the registered handler, as `sc stop` would.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.winservice import SERVICE_STOPPED, Advapi32
+from agent.service.windows import SERVICE_STOPPED, Advapi32
 
 STATUS_HANDLE = 0x5CA1AB1E
 

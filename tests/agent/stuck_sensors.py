@@ -1,6 +1,6 @@
 """Sensors that hang for real: the way a read on a dead NFS home or a locked package database does.
 
-`BlockedInstalled` is an installed-apps source (agent.sensor_set.InstalledSource)
+`BlockedInstalled` is an installed-apps source (agent.scanning.sensor_set.InstalledSource)
 whose scan blocks in `open()` of a FIFO nobody writes to (a real system call,
 which no Python code can interrupt) or on an Event the test sets; until then
 the agent must carry on without it.

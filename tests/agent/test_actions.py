@@ -17,9 +17,9 @@ from typing import Any
 import psutil
 import pytest
 
-from agent.actions import ActionRunner
-from agent.enforce import TerminateResult, terminate_tree
-from agent.notify import RecordingNotifier
+from agent.responding.actions import ActionRunner
+from agent.responding.enforce import TerminateResult, terminate_tree
+from agent.responding.notify import RecordingNotifier
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
 from policies.loader import default_policy_path, load_catalog, load_policy, parse_policy

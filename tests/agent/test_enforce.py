@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.enforce import terminate_tree
+from agent.responding.enforce import terminate_tree
 from tests.unprivileged import Unprivileged
 
 DEADLINE = 10.0
@@ -135,7 +135,7 @@ def test_access_denied_is_reported_clearly(
     spawned.append(victim)
     created = psutil.Process(victim.pid).create_time()
     code = ("import json, sys\n"
-            "from agent.enforce import terminate_tree\n"
+            "from agent.responding.enforce import terminate_tree\n"
             f"r = terminate_tree({victim.pid}, {created!r})\n"
             "print(json.dumps([r.ok, r.detail]))\n")
     enforcer = unprivileged.run(code)

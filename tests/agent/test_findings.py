@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from agent.findings import FindingTracker, format_time, identity_of
-from agent.one_scan import ScanResult, scan_once
-from agent.scanner import Watch
-from agent.sensor_set import Sensors, WatchTiming
+from agent.scanning.findings import FindingTracker, format_time, identity_of
+from agent.scanning.one_scan import ScanResult, scan_once
+from agent.scanning.scanner import Watch
+from agent.scanning.sensor_set import Sensors, WatchTiming
 from agent.sensors.processes import ProcessSensor
 from policies.engine import Engine, Finding
 from policies.observations import (

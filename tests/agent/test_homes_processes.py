@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.platform import host_context, user_homes
-from agent.scanner import Watch
-from agent.sensor_set import Sensors, WatchTiming
+from agent.host.platform import host_context, user_homes
+from agent.scanning.scanner import Watch
+from agent.scanning.sensor_set import Sensors, WatchTiming
 from agent.sensors.processes import ProcessSensor
 from agent.sensors.procfs import ProcfsReader
 from policies.compiler import compile_bundle

@@ -1,5 +1,5 @@
 """The agent's trust in a policy-signing key: pinned once, moved only along the server's
-signed rotation statements (agent.trust), kept in the state dir (agent.state)."""
+signed rotation statements (agent.uplink.trust), kept in the state dir (agent.state)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent.settings import SettingsError, load_settings
 from agent.state import BundleRejected, Identity, StateDir
-from agent.trust import ROTATION_PURPOSE, UntrustedKey, follow, key_path
+from agent.uplink.trust import ROTATION_PURPOSE, UntrustedKey, follow, key_path
 from policies.compiler import canonical_json, compile_bundle
 from policies.loader import default_policy_path, load_catalog, load_policy
 

@@ -1,4 +1,4 @@
-"""The machine's key pair (agent.machine): made once, kept 0600, never silently replaced.
+"""The machine's key pair (agent.host.machine): made once, kept 0600, never silently replaced.
 (That its statements verify on the server: tests/server/test_machine_key_sync.py.)"""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.machine import KEY_FILE, MachineKey, MachineKeyError
+from agent.host.machine import KEY_FILE, MachineKey, MachineKeyError
 from agent.state import StateDir
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from agent.findings import FindingTracker
+from agent.scanning.findings import FindingTracker
 from agent.sensors.network import NetworkSensor, PsutilTable, RawConnection
 from agent.sensors.procnet import ProcNetTable
 from policies.engine import Engine

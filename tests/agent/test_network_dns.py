@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from agent.one_scan import scan_once
-from agent.scanner import Watch
-from agent.sensor_set import Sensors, WatchTiming
+from agent.scanning.one_scan import scan_once
+from agent.scanning.scanner import Watch
+from agent.scanning.sensor_set import Sensors, WatchTiming
 from agent.sensors.dns import DnsWatch
 from agent.sensors.dns_table import IPAddress
 from agent.sensors.network import NetworkSensor
@@ -335,7 +335,7 @@ def test_a_hung_resolver_does_not_hold_up_a_one_shot_scan_beyond_its_timeout(
 
 
 def test_the_refresh_setting_reaches_the_sensors(tmp_path: Any, default_engine: Engine) -> None:
-    from agent.sensor_set import SensorChoice
+    from agent.scanning.sensor_set import SensorChoice
     from agent.settings import load_settings
 
     network_only = SensorChoice(processes=False, installed=False, network=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from agent.notify import (
+from agent.responding.notify import (
     CooldownNotifier,
     LogNotifier,
     Notice,
@@ -28,7 +28,7 @@ from agent.notify import (
     make_notifier,
     notice_for,
 )
-from agent.notify_backends import (
+from agent.responding.notify_backends import (
     TOAST_SCRIPT,
     DesktopUser,
     LinuxNotifier,
@@ -350,7 +350,7 @@ def test_a_notice_that_failed_does_not_start_the_cooldown() -> None:
 
 
 def test_log_notifier_writes_the_notice_to_the_log(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="agent.notify"):
+    with caplog.at_level(logging.WARNING, logger="agent.responding.notify"):
         assert LogNotifier().notify(notice()).ok
     assert "Telegram is not allowed on this device" in caplog.text
     assert "alice" in caplog.text

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from agent.notify import CommandNotifier, Notice, make_notifier
+from agent.responding.notify import CommandNotifier, Notice, make_notifier
 
 
 def test_command_notifier_runs_the_program_with_dashes_title_body_and_link(tmp_path: Path) -> None:

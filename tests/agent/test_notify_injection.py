@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from agent.notify import CommandNotifier, Notice
-from agent.notify_backends import (
+from agent.responding.notify import CommandNotifier, Notice
+from agent.responding.notify_backends import (
     TOAST_SCRIPT,
     LinuxNotifier,
     MacNotifier,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.ownership import (
+from agent.host.ownership import (
     PosixInspector,
     UntrustedPath,
     read_trusted,

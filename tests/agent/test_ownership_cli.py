@@ -104,7 +104,7 @@ def test_the_install_pre_flight_refuses_a_folder_someone_else_made(
 ) -> None:
     """A user made the agent's folder before the install and put their agent.toml there:
     install-warden-agent.ps1 stops at its pre-flight instead of taking the folder over."""
-    from agent import winservice
+    from agent.service import windows as winservice
 
     folder = tmp_path / "Warden"  # what %ProgramData%\Warden is on Windows
     folder.mkdir(mode=0o700)

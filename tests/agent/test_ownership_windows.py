@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from agent.ownership import UntrustedPath, WindowsInspector, read_trusted, require_trusted
-from agent.ownership_windows import (
+from agent.host.ownership import UntrustedPath, WindowsInspector, read_trusted, require_trusted
+from agent.host.ownership_windows import (
     ADMIN_SIDS,
     TRUSTED_INSTALLER,
     WindowsSecurity,

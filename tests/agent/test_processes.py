@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent.scanner import Watch
-from agent.sensor_set import Sensors, WatchTiming
+from agent.scanning.scanner import Watch
+from agent.scanning.sensor_set import Sensors, WatchTiming
 from agent.sensors.process_readers import ProcessInfo, ProcessReader, PsutilReader, full_name
 from agent.sensors.processes import ExeHasher, ProcessSensor
 from agent.sensors.procfs import ProcfsReader

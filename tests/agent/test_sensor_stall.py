@@ -16,14 +16,14 @@ import pytest
 
 from agent.cli import main
 from agent.daemon import STOP_BUDGET, AgentDaemon
-from agent.one_scan import scan_once
-from agent.scanner import Watch
-from agent.sensor_health import SensorHealth, SensorWorker
-from agent.sensor_set import Sensors, WatchTiming
+from agent.scanning.one_scan import scan_once
+from agent.scanning.scanner import Watch
+from agent.scanning.sensor_health import SensorHealth, SensorWorker
+from agent.scanning.sensor_set import Sensors, WatchTiming
 from agent.sensors.network import NetworkSensor, RawConnection
 from agent.sensors.processes import ProcessSensor
 from agent.settings import load_settings
-from agent.spool import SpoolError
+from agent.uplink.spool import SpoolError
 from policies.engine import Engine
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.agent.stuck_sensors import TELEGRAM_DESKTOP, BlockedInstalled, make_fifo
@@ -214,7 +214,7 @@ def test_scan_cli_prints_findings_and_says_which_sensor_stalled(
 ) -> None:
     release = threading.Event()
     # The real sensor set is built as `scan` builds it, with the installed apps on a hang.
-    monkeypatch.setattr("agent.sensor_set.InstalledAppsSensor",
+    monkeypatch.setattr("agent.scanning.sensor_set.InstalledAppsSensor",
                         lambda **kwargs: BlockedInstalled(release=release))
     monkeypatch.setenv("WARDEN_AGENT_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setenv("WARDEN_AGENT_SENSOR_DEADLINE", str(DEADLINE))

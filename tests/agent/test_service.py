@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 import agent
-from agent.service import (
+from agent.service.install import (
     ServiceInstallError,
     add_install_service_parser,
     describe_plan,
     install_service,
     plan_service,
 )
-from agent.service_render import (
+from agent.service.render import (
     WindowsHost,
     render_env_file,
     render_launchd_plist,
@@ -208,7 +208,7 @@ LAUNCHER = r"C:\Program Files\Warden\warden-agent-service.py"
 
 def test_windows_script_never_takes_over_a_folder_it_did_not_make() -> None:
     script = render_windows_install_script(HOST, LAUNCHER)
-    # The pre-flight (agent.ownership over the folders: tests/agent/test_ownership_cli.py)
+    # The pre-flight (agent.host.ownership over the folders: tests/agent/test_ownership_cli.py)
     # runs before any folder is made or re-owned, and stops the script when it fails.
     assert script.index("$Launcher --check") < script.index("New-PrivateDirectory $ConfigDir")
     assert "if (Test-Path -LiteralPath $Path) { return }" in script  # an existing one is kept
@@ -259,7 +259,7 @@ def test_the_windows_launcher_adds_a_venvs_packages_to_a_bare_interpreter() -> N
     assert "for directory in ['C:\\\\Warden\\\\venv\\\\Lib\\\\site-packages']:" in launcher
     assert ('#   "C:\\Program Files\\Python311\\python.exe" -S '
             '"C:\\Program Files\\Warden\\warden-agent-service.py" --check') in launcher
-    assert "from agent.winservice import main" in launcher
+    assert "from agent.service.windows import main" in launcher
     compile(launcher, LAUNCHER, "exec")  # valid Python whatever the paths hold
     assert "for directory in []:" in render_windows_launcher(HOST, LAUNCHER)
 

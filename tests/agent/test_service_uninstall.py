@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.service import install_service
-from agent.service_render import WindowsHost
-from agent.service_uninstall import (
+from agent.service.install import install_service
+from agent.service.render import WindowsHost
+from agent.service.uninstall import (
     add_uninstall_service_parser,
     describe_removal,
     plan_uninstall,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import Spool, SpoolError
+from agent.uplink.spool import Spool, SpoolError
 
 
 def test_events_stay_until_acknowledged(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_an_event_written_survives_a_killed_process(tmp_path: Path) -> None:
     code = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from agent.spool import Spool\n"
+        "from agent.uplink.spool import Spool\n"
         f"s = Spool(Path({str(path)!r}))\n"
         "s.append({'id': 'kept-1', 'type': 'x'})\n"
         "os.kill(os.getpid(), 9)\n"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agent.client import AgentClient, RetryLater
 from agent.state import StateDir
-from agent.sync import PolicySync, SyncStatus
+from agent.uplink.client import AgentClient, RetryLater
+from agent.uplink.sync import PolicySync, SyncStatus
 
 
 def closed_port() -> int:

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from agent.winservice import (
+from agent.service.windows import (
     CTRL_LOGOFF_EVENT,
     CTRL_SHUTDOWN_EVENT,
     ERROR_CALL_NOT_IMPLEMENTED,

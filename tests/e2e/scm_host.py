@@ -1,4 +1,4 @@
-"""`agent.winservice.main` under the fake SCM, in its own process (a test helper).
+"""`agent.service.windows.main` under the fake SCM, in its own process (a test helper).
 
 Run as `python -m tests.e2e.scm_host`. Standard input: one service control code
 per line, sent as the SCM would. Standard output: one JSON object per status
@@ -12,7 +12,7 @@ import json
 import sys
 import threading
 
-from agent.winservice import main
+from agent.service.windows import main
 from tests.agent.fake_scm import FakeScm, Reported
 
 _print_lock = threading.Lock()

@@ -1,8 +1,8 @@
 """Simulated agents: many uploaders in one process, for fault and scale-out tests and benches.
 
-Each simulated agent is a thread with the real wire client (`agent.client.AgentClient`:
+Each simulated agent is a thread with the real wire client (`agent.uplink.client.AgentClient`:
 gzip batches, `RetryLater` on connection errors, 5xx and 503 with Retry-After), the
-real backoff (`agent.backoff.Backoff`, scaled down) and an in-memory outbox in place
+real backoff (`agent.uplink.backoff.Backoff`, scaled down) and an in-memory outbox in place
 of the agent's SQLite spool, under the same rule: an event leaves the outbox only
 when the server answered its id (accepted or duplicate), which it does after commit.
 
@@ -31,8 +31,8 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from agent.backoff import Backoff
-from agent.client import AgentClient, ClientError, RetryLater
+from agent.uplink.backoff import Backoff
+from agent.uplink.client import AgentClient, ClientError, RetryLater
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.daemon import AgentDaemon
 from agent.logs import configure_logging
-from agent.sensor_set import SensorChoice, Sensors, WatchTiming
+from agent.scanning.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import load_settings
 from policies.engine import Engine
 from tests.agent.stuck_sensors import BlockedInstalled

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import requests
 
-from agent.machine import KEY_FILE, MachineKey
+from agent.host.machine import KEY_FILE, MachineKey
 from agent.state import StateDir, write_private
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.e2e.conftest import AgentProcess, WardenServer, agent_factory
@@ -247,7 +247,7 @@ def _train(agent: AgentProcess, fakes: FakeProcesses, watch: FindingsWatch,
 def _same_machine_key(tmp_path: Path, agent: AgentProcess) -> None:
     """Every agent here runs on this one machine (one /etc/machine-id): each is a fresh
     install that kept the machine's key, so it re-enrolls by proving it; a new key would
-    wait for an administrator's approval (agent.machine)."""
+    wait for an administrator's approval (agent.host.machine)."""
     shared = MachineKey.load_or_create(StateDir(tmp_path / "machine"))
     state = StateDir(agent.state_dir)
     write_private(state.path / KEY_FILE, (tmp_path / "machine" / KEY_FILE).read_bytes())

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from agent.machine import MachineKey
+from agent.host.machine import MachineKey
 from server import db
 from server.store import users
 from tests.agent.conftest import FakeProcesses, wait_for

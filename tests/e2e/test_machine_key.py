@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from agent.machine import KEY_FILE, MachineKey
+from agent.host.machine import KEY_FILE, MachineKey
 from agent.state import StateDir
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.e2e.conftest import BIN, AgentProcess, WardenServer

@@ -25,8 +25,8 @@ from typing import Any
 
 import requests
 
-from agent.spool import Spool
 from agent.state import StateDir
+from agent.uplink.spool import Spool
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.agent.stuck_sensors import make_fifo
 from tests.e2e.conftest import AgentProcess, WardenServer

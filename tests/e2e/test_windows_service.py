@@ -1,6 +1,6 @@
 """The Windows service host runs the real agent against a real server, start to stop.
 
-The service host (`agent.winservice.main`) runs in its own process, as python.exe
+The service host (`agent.service.windows.main`) runs in its own process, as python.exe
 does under the SCM; only advapi32 is the stand-in of tests/agent/fake_scm.py,
 driven over the process's standard input and output (tests/e2e/scm_host.py).
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agent.winservice import (
+from agent.service.windows import (
     NO_ERROR,
     SERVICE_CONTROL_STOP,
     SERVICE_RUNNING,

@@ -48,7 +48,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.machine import MachineKey
+from agent.host.machine import MachineKey
 from server.app import create_app
 from server.bootstrap import InitResult, initialize
 from server.settings import ServerSettings

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.machine import MachineKey
+from agent.host.machine import MachineKey
 from tests.server.admin_support import (
     ALLOW_TELEGRAM,
     TELEGRAM_DEB,

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.machine import MachineKey
+from agent.host.machine import MachineKey
 from policies.observations import InstalledObservation
 from server.db import utcnow
 from server.models import Finding

@@ -16,9 +16,9 @@ import pytest
 import requests
 from fastapi import FastAPI
 
-from agent.client import AgentClient
 from agent.state import StateDir
-from agent.sync import PolicySync, SyncStatus
+from agent.uplink.client import AgentClient
+from agent.uplink.sync import PolicySync, SyncStatus
 from server.settings import ServerSettings
 from server.throttle import FailureWindow
 from tests.server.admin_support import assert_error

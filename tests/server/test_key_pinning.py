@@ -19,9 +19,9 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from agent.client import AgentClient
 from agent.state import Identity, StateDir
-from agent.sync import PolicySync, SyncStatus
+from agent.uplink.client import AgentClient
+from agent.uplink.sync import PolicySync, SyncStatus
 from policies.compiler import canonical_json
 from server.settings import ServerSettings
 from server.signing import PolicySigner

@@ -20,10 +20,10 @@ import pytest
 import requests
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.client import AgentClient, ReenrollmentPending
-from agent.machine import KEY_FILE, MachineKey
+from agent.host.machine import KEY_FILE, MachineKey
 from agent.state import Identity, StateDir
-from agent.sync import PolicySync, SyncStatus
+from agent.uplink.client import AgentClient, ReenrollmentPending
+from agent.uplink.sync import PolicySync, SyncStatus
 from server.enrollment_proof import InvalidProof, verify
 from server.models import Agent
 from tests.server.conftest import make_host_facts

@@ -19,7 +19,6 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.client import AgentClient, SignedBundle
 from agent.state import (
     Activation,
     BundleRejected,
@@ -28,7 +27,8 @@ from agent.state import (
     verify_activation,
     verify_bundle,
 )
-from agent.sync import PolicySync, SyncStatus
+from agent.uplink.client import AgentClient, SignedBundle
+from agent.uplink.sync import PolicySync, SyncStatus
 from server import db as server_db
 from server.app import create_app
 from server.models import ServerState

@@ -2,7 +2,7 @@
 viewer sees in `GET /api/v1/agents`) no longer takes that machine over.
 
 Re-enrolling a known machine needs a fresh statement signed by the key bound to it
-(agent.machine makes it, server.enrollment_proof checks it), or an administrator's
+(agent.host.machine makes it, server.enrollment_proof checks it), or an administrator's
 approval of the held request. Runs on SQLite and, with WARDEN_TEST_DATABASE_URL, on
 PostgreSQL (see conftest).
 """
@@ -16,7 +16,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.machine import MachineKey
+from agent.host.machine import MachineKey
 from server.models import Agent
 from server.store import audit
 from tests.server.admin_support import (

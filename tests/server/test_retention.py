@@ -28,7 +28,7 @@ from server.app import create_app
 from server.cli import maintenance_commands, server_commands
 from server.db import utcnow
 from server.models import Event, Finding
-from server.retention import (
+from server.pruning import (
     DEFAULT_RETENTION_DAYS,
     PruneReport,
     RetentionTask,

@@ -29,9 +29,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.platform import hostname
+from agent.host.platform import hostname
 from agent.state import StateDir, write_private
-from agent.trust import key_b64
+from agent.uplink.trust import key_b64
 from policies.compiler import canonical_json
 from policies.vocabulary import OsName
 

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.enforce import TerminateResult, terminate_tree
-from agent.notify import CooldownNotifier, Notifier, notice_for
+from agent.responding.enforce import TerminateResult, terminate_tree
+from agent.responding.notify import CooldownNotifier, Notifier, notice_for
 from policies.engine import Finding
 from policies.vocabulary import OsName
 

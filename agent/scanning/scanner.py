@@ -5,7 +5,7 @@ read new ones), a network listing (costly, rate-limited), or an installed-apps
 rescan, which happens when the install watcher reports a change and, as a
 safety net, every few minutes. The process tick runs on the loop's thread; the
 network listing and the installed-apps scan run on a worker each
-(agent.sensor_health), so a sensor stuck in a read delays nothing else: the
+(agent.scanning.sensor_health), so a sensor stuck in a read delays nothing else: the
 loop hands a scan over, keeps ticking, and publishes the result when the
 worker wakes it. Before each network listing it collects the DNS answers that
 came in and hands out the look-ups that are due (agent.sensors.dns); it never
@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.findings import FindingTracker
-from agent.one_scan import matcher
-from agent.sensor_health import ScanRecord, SensorHealth, SensorWorker, describe_error
-from agent.sensor_set import InstalledSource, Sensors, Watcher, WatcherFactory, WatchTiming
+from agent.scanning.findings import FindingTracker
+from agent.scanning.one_scan import matcher
+from agent.scanning.sensor_health import ScanRecord, SensorHealth, SensorWorker, describe_error
+from agent.scanning.sensor_set import InstalledSource, Sensors, Watcher, WatcherFactory, WatchTiming
 from agent.sensors.install_watch import InstallWatcher
 from agent.sensors.processes import ProcessChanges
 from policies.engine import Engine

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from agent.findings import format_time
+from agent.scanning.findings import format_time
 from policies.observations import SensorState
 
 T = TypeVar("T")

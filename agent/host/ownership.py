@@ -14,7 +14,7 @@ remove or rename anyone else's (a sticky /tmp, C:\\ProgramData): what was
 checked stays put.
 
 POSIX: owner uid and group/other write bits (a POSIX ACL granting write shows
-as a group write bit). Windows: owner SID and DACL (agent/ownership_windows.py).
+as a group write bit). Windows: owner SID and DACL (agent/host/ownership_windows.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agent.ownership_windows import ADMIN_SIDS, Role, WindowsSecurity, judge_sddl
+from agent.host.ownership_windows import ADMIN_SIDS, Role, WindowsSecurity, judge_sddl
 
 # Symbolic links followed before the path counts as a loop (Linux's own limit).
 _MAX_LINKS = 40

@@ -1,5 +1,6 @@
-"""What a notifier is given and what it answers: the types the chooser (agent.notify) and
-the OS backends (agent.notify_backends) share, so neither imports the other's module back."""
+"""What a notifier is given and what it answers: the types the chooser
+(agent.responding.notify) and the OS backends (agent.responding.notify_backends)
+share, so neither imports the other's module back."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Desktop notifiers, one per OS; `agent.notify.make_notifier` picks one at start-up.
+"""Desktop notifiers, one per OS; `agent.responding.notify.make_notifier` picks one at start-up.
 
 Each backend only lays a `Notice` out as a command and runs it through the
 injected runner, so the macOS and Windows ones (which this machine cannot run)
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from agent.notify_types import Notice, NotifyResult, Runner
+from agent.responding.notify_types import Notice, NotifyResult, Runner
 
 COMMAND_TIMEOUT = 15.0
 _GRAPHICAL_SESSION_TYPES = {"x11", "wayland", "mir"}

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
 
-from agent.platform import current_os
-from agent.service import (
+from agent.host.platform import current_os
+from agent.service.install import (
     LAUNCHD_LABEL,
     LAUNCHD_PLIST_PATH,
     MACOS_CONFIG_DIR,
@@ -38,8 +38,8 @@ from agent.service import (
     run_commands,
     under_root,
 )
-from agent.service_render import SYSTEMD_ENV_FILE, WINDOWS_SCRIPT_NAME, absolute_path
-from agent.winservice import SERVICE_NAME as WINDOWS_SERVICE_NAME
+from agent.service.render import SYSTEMD_ENV_FILE, WINDOWS_SCRIPT_NAME, absolute_path
+from agent.service.windows import SERVICE_NAME as WINDOWS_SERVICE_NAME
 from policies.vocabulary import OsName
 
 if TYPE_CHECKING:

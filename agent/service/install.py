@@ -1,7 +1,7 @@
 """Installing the agent as the OS's service: systemd unit, launchd daemon, Windows service.
 
-agent/service_render.py fills in the reviewed templates of
-`agent/service_files/`; this module lays out what an install writes and runs
+agent/service/render.py fills in the reviewed templates of
+`agent/service/files/`; this module lays out what an install writes and runs
 (`plan_service`) and does it (`install_service`). `warden-agent install-service` is the front door:
 see `add_install_service_parser`.
 """
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 
-from agent.platform import current_os
-from agent.service_render import (
+from agent.host.platform import current_os
+from agent.service.render import (
     MACOS_LOG_PATH,
     STATE_DIR_VAR,
     SYSTEMD_ENV_FILE,

@@ -18,7 +18,7 @@
   (WARDEN_AGENT_ENROLL_SECRET_FILE).
 
   The Service Control Manager runs python.exe on warden-agent-service.py (the
-  agent's service host, agent/winservice.py) as LocalSystem: python.exe itself,
+  agent's service host, agent/service/windows.py) as LocalSystem: python.exe itself,
   because a launcher such as warden-agent.exe or a venv's python.exe would start
   Python as a child process, which cannot answer the SCM (errors 1053, 1063).
   The agent logs to %ProgramData%\Warden\logs\agent.log unless
@@ -43,7 +43,7 @@ $flags = @($PythonFlags -split ' ' | Where-Object { $_ })
 # settings are valid, or the install stops here rather than at service start.
 # It also refuses a Warden folder (or state folder) this script did not make:
 # one that a user owns, or that grants anyone but SYSTEM, Administrators and
-# TrustedInstaller the right to change it or anything in it (agent/ownership.py).
+# TrustedInstaller the right to change it or anything in it (agent/host/ownership.py).
 # A user can create %ProgramData%\Warden before the install and put an
 # agent.toml there whose notify_command is their program; taking that folder
 # over would keep their file and run their program as SYSTEM.

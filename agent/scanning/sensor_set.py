@@ -68,7 +68,7 @@ class WatchTiming:
     # How often the policy's domains are looked up again; 0: never (no DNS correlation).
     dns_refresh_interval: float = 900.0
     # How long one scan of one sensor may run before that sensor is reported stalled
-    # (agent.sensor_health); a healthy scan takes milliseconds to a few seconds.
+    # (agent.scanning.sensor_health); a healthy scan takes milliseconds to a few seconds.
     sensor_deadline: float = 60.0
 
     @classmethod

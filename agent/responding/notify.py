@@ -1,7 +1,7 @@
 """Telling the person at the machine that an app is not allowed, and what to use instead.
 
 `notice_for` turns a finding into plain words; a `Notifier` shows them. The
-OS-specific notifiers live in `agent.notify_backends` and are chosen once by
+OS-specific notifiers live in `agent.responding.notify_backends` and are chosen once by
 `make_notifier`. `CooldownNotifier` wraps any of them so that a person who
 keeps reopening Telegram is told once an hour, not every time.
 """
@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import notify_backends
-from agent.notify_backends import run_command
-from agent.notify_types import Notice, Notifier, NotifyResult, Runner
+from agent.responding import notify_backends
+from agent.responding.notify_backends import run_command
+from agent.responding.notify_types import Notice, Notifier, NotifyResult, Runner
 from policies.engine import Finding
 from policies.vocabulary import OsName
 

@@ -1,8 +1,8 @@
 """The service files, filled in: systemd unit, env file, launchd plist, Windows launcher and script.
 
-The reviewed templates live in `agent/service_files/`; every value put into
+The reviewed templates live in `agent/service/files/`; every value put into
 one is checked or quoted for the language of that file, so a path or a
-setting can never break out of its string. Installing is agent/service.py.
+setting can never break out of its string. Installing is agent/service/install.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ STATE_DIR_VAR = "WARDEN_AGENT_STATE_DIR"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-_TEMPLATES = Path(__file__).parent / "service_files"
+_TEMPLATES = Path(__file__).parent / "files"
 
 
 def _template(name: str) -> str:
@@ -64,7 +64,7 @@ def absolute_path(path: str, os_name: OsName) -> str:
 
 
 def render_systemd_unit(exe_path: str, state_dir: str, env_file: str = SYSTEMD_ENV_FILE) -> str:
-    """The hardened unit; see the comments in agent/service_files/warden-agent.service."""
+    """The hardened unit; see the comments in agent/service/files/warden-agent.service."""
     exe = _systemd_word(absolute_path(exe_path, "linux"), "exe path")
     state = _systemd_word(absolute_path(state_dir, "linux"), "state dir")
     return _fill(_template("warden-agent.service"), {
@@ -135,7 +135,7 @@ class WindowsHost:
 
 
 def render_windows_launcher(host: WindowsHost, launcher: str) -> str:
-    """warden-agent-service.py: adds the agent's packages, then runs agent.winservice."""
+    """warden-agent-service.py: adds the agent's packages, then runs agent.service.windows."""
     for directory in host.site_dirs:
         _single_line(directory, "site-packages directory")
     return _fill(_template(WINDOWS_LAUNCHER_TEMPLATE), {

@@ -49,7 +49,7 @@ class Enrollment:
     agent_token: str
     policy_public_key: bytes
     group: str | None
-    # The server's signed key rotations, oldest first; not verified yet (agent.trust does).
+    # The server's signed key rotations, oldest first; not verified yet (agent.uplink.trust does).
     key_rotations: tuple[dict[str, Any], ...] = ()
 
 
@@ -183,7 +183,7 @@ def _warden_answer(response: requests.Response) -> Iterator[None]:
 
 def _rotations(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     rotations = body.get("key_rotations") or []
-    # Kept as sent, whatever is inside: agent.trust refuses a malformed one with a reason.
+    # Kept as sent, whatever is inside: agent.uplink.trust refuses a malformed one with a reason.
     return tuple(rotations) if isinstance(rotations, list) else (rotations,)
 
 

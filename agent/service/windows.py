@@ -18,7 +18,7 @@ structures handed to SetServiceStatus runs here too.
 The SCM must start the interpreter itself: a child process (a venv's
 python.exe redirector, the warden-agent.exe launcher, a .bat) cannot connect
 to it (error 1063). So the service runs the real python.exe on the launcher
-file that `warden-agent install-service` writes (agent/service_files/
+file that `warden-agent install-service` writes (agent/service/files/
 warden-agent-service.py.in), which calls `main` here.
 """
 
@@ -362,7 +362,7 @@ def _raw_log_file() -> Path | None:
 def _check() -> int:
     import agent
     import policies
-    from agent.ownership import UntrustedPath, require_trusted_tree
+    from agent.host.ownership import UntrustedPath, require_trusted_tree
     from agent.settings import SettingsError, default_config_dir, load_settings
 
     print(f"python    {sys.executable}")

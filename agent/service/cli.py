@@ -14,13 +14,13 @@ import sys
 import time
 from typing import Any
 
+from agent.host.ownership import UntrustedPath
 from agent.logs import configure_logging
-from agent.ownership import UntrustedPath
-from agent.service import add_install_service_parser
-from agent.service_uninstall import add_uninstall_service_parser
+from agent.service.install import add_install_service_parser
+from agent.service.uninstall import add_uninstall_service_parser
 from agent.settings import AgentSettings
-from agent.spool import Spool, SpoolError
 from agent.state import StateDir
+from agent.uplink.spool import Spool, SpoolError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

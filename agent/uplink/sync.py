@@ -5,11 +5,11 @@ event, so SIGTERM ends them promptly. Neither ever deletes an event the server
 has not acknowledged: the uploader acks the spool only with the ids the
 server answered after its commit.
 
-Enrollment is signed with the machine's own key (agent.machine), which the
+Enrollment is signed with the machine's own key (agent.host.machine), which the
 server binds to the agent: enrolling again as this machine needs that key or an
 administrator's approval, which the agent waits for, asking again with backoff.
 
-The policy-signing key the agent trusts (agent.trust) is pinned at enrollment —
+The policy-signing key the agent trusts (agent.uplink.trust) is pinned at enrollment —
 checked against the `policy_public_key` setting when there is one — and moves
 only when a policy answer's signed key rotations lead from it to a new key and
 the policy verifies with that key. A check-in naming another key than the
@@ -26,17 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agent.backoff import Backoff
-from agent.client import (
-    AgentClient,
-    ClientError,
-    Enrollment,
-    ReenrollmentPending,
-    RetryLater,
-    Unauthorized,
-)
-from agent.machine import MachineKey, MachineKeyError
-from agent.spool import Spool, SpoolError
+from agent.host.machine import MachineKey, MachineKeyError
 from agent.state import (
     Activation,
     BundleRejected,
@@ -47,7 +37,17 @@ from agent.state import (
     verify_activation,
     verify_bundle,
 )
-from agent.trust import UntrustedKey, key_b64, key_path
+from agent.uplink.backoff import Backoff
+from agent.uplink.client import (
+    AgentClient,
+    ClientError,
+    Enrollment,
+    ReenrollmentPending,
+    RetryLater,
+    Unauthorized,
+)
+from agent.uplink.spool import Spool, SpoolError
+from agent.uplink.trust import UntrustedKey, key_b64, key_path
 
 log = logging.getLogger("warden.agent.sync")
 
@@ -230,7 +230,7 @@ class PolicySync:
                               "WARDEN_AGENT_ENROLL_SECRET or WARDEN_AGENT_ENROLL_SECRET_FILE")
         facts = self._facts()
         # Signed by this machine's key: how the server tells this machine from another
-        # holder of the secret that names its machine_id (agent.machine).
+        # holder of the secret that names its machine_id (agent.host.machine).
         proof = self._key().proof(str(facts.get("machine_id")))
         enrollment = self.client.enroll(secret, {**facts, **proof})
         identity = Identity(enrollment.agent_id, enrollment.agent_token, self.client.server_url,

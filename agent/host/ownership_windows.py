@@ -5,7 +5,7 @@
 `WindowsSecurity` is the thin interface that reads a path's SDDL and the
 process's own SID through advapi32 (GetNamedSecurityInfoW, then
 ConvertSecurityDescriptorToStringSecurityDescriptorW); off Windows, tests give
-it stand-in DLLs. agent/ownership.py decides when to ask.
+it stand-in DLLs. agent/host/ownership.py decides when to ask.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One full pass of every sensor (`warden-agent scan`), each bounded by its deadline.
 
-The sensors scan side by side on workers (agent.sensor_health); the pass waits
+The sensors scan side by side on workers (agent.scanning.sensor_health); the pass waits
 for each at most its deadline. A sensor still scanning then is reported
 `stalled` (and one that raised, `error`) next to the findings of the others,
 which are printed all the same: a stuck package database must not hide a
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from agent.findings import finding_dict
-from agent.sensor_health import SensorHealth, SensorWorker, describe_error
-from agent.sensor_set import Sensors, WatchTiming
+from agent.scanning.findings import finding_dict
+from agent.scanning.sensor_health import SensorHealth, SensorWorker, describe_error
+from agent.scanning.sensor_set import Sensors, WatchTiming
 from policies.engine import Engine, Finding
 from policies.observations import ConnectionObservation
 
