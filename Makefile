@@ -20,12 +20,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
+# pytest-xdist workers: the tests spend much of their time waiting on child processes,
+# servers and the browser, so more workers than cores pays (docs/benchmarks.md).
+WORKERS ?= 4
+
+# The whole suite: independent tests on several processes (tests/conftest.py says which
+# stay together), then, alone, the few that stop a service the others share.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not exclusive" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m exclusive $(PYTEST_ARGS)
 
 # The inner loop: everything but the slow tests (fault injection, load, soaks).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not slow and not exclusive" \
+		$(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check policies agent server tests bench

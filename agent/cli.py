@@ -37,7 +37,7 @@ from policies.compiler import compile_bundle
 from policies.engine import Engine
 from policies.errors import PolicyError
 from policies.loader import default_policy_path, load_catalog, load_policy
-from policies.vocabulary import OsName
+from policies.vocabulary import OS_NAMES, OsName
 
 EXIT_OK = 0
 EXIT_BAD_POLICY = 1
@@ -87,7 +87,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="policy file (default: the installed default policy)")
     parser.add_argument("--root", type=_directory, default=Path("/"), metavar="DIR",
                         help="look for installed apps under DIR (a mounted image, a test tree)")
-    parser.add_argument("--os", choices=["linux", "macos", "windows"], dest="os_name",
+    parser.add_argument("--os", choices=OS_NAMES, dest="os_name",
                         help="judge as this OS (default: the running one), e.g. with --root")
     parser.add_argument("--no-processes", dest="processes", action="store_false",
                         help="do not look at running processes")

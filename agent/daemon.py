@@ -31,7 +31,6 @@ import shlex
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -47,8 +46,10 @@ from agent.scanning.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings
 from agent.state import BundleRejected, StateDir, write_private
 from agent.uplink.client import AgentClient
+from agent.uplink.events import action_event, to_server_event
 from agent.uplink.spool import Spool, SpoolError
-from agent.uplink.sync import PolicySync, SyncStatus, Uploader
+from agent.uplink.sync import PolicySync, SyncStatus
+from agent.uplink.upload import Uploader
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
 from policies.loader import default_policy_path, load_catalog, load_policy
@@ -62,31 +63,6 @@ _FINDING_FIELDS = [f.name for f in dataclasses.fields(Finding)]
 STOP_BUDGET = 7.0
 
 SensorsFactory = Callable[[Engine, SensorChoice, bool, WatchTiming], Sensors]
-_SERVER_FINDING_FIELDS = ("key", "app", "verdict", "action", "sensor", "evidence",
-                          "alternative", "confidence", "message", "matched")
-
-
-def to_server_event(event: dict[str, Any]) -> dict[str, Any]:
-    """A scanner event (`{"event": "opened", ...finding}`) in the agent API's shape."""
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "finding_opened" if event["event"] == "opened" else "finding_resolved",
-        "time": event["time"],
-        "finding": {name: event.get(name) for name in _SERVER_FINDING_FIELDS},
-    }
-
-
-def action_event(finding: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "action",
-        "time": format_time(utc_now()),
-        "finding": {name: finding.get(name) for name in _SERVER_FINDING_FIELDS},
-        "result": {"action": result["action"], "ok": bool(result["ok"]),
-                   "detail": str(result.get("detail", ""))},
-    }
-
-
 def finding_from_event(event: dict[str, Any]) -> Finding:
     return Finding(**{name: event[name] for name in _FINDING_FIELDS})
 
@@ -117,12 +93,16 @@ class AgentDaemon:
         self.client = AgentClient(settings.server_url, timeout=settings.request_timeout,
                                   ca_bundle=settings.ca_bundle)
         self.status = SyncStatus()
-        # A state dir pinned to a key the configured one does not lead to is dropped
-        # before its cached policy is ever used; the agent enrolls again.
-        dropped = self.state.drop_untrusted_identity(settings.policy_public_key)
-        if dropped:
-            log.error("%s", dropped)
-            self.status.last_error = dropped
+        # Made first: it drops a state dir pinned to a key the configured one does not
+        # lead to, before the cached policy is ever used (the agent enrolls again).
+        self.sync = PolicySync(self.client, self.state,
+                               lambda: host_facts(self.state, self.os_name),
+                               settings.resolved_enroll_secret, self._apply_bundle,
+                               self._agent_status, self.status,
+                               checkin_interval=settings.checkin_interval,
+                               on_reachable=lambda: self.uploader.nudge(),
+                               on_failure=self._agent_status,
+                               trusted_key=settings.policy_public_key)
         self.started = time.monotonic()
         self.stop_event = threading.Event()
         self.health = SelfWatchdog()
@@ -148,14 +128,6 @@ class AgentDaemon:
         self.action_runner = ActionRunner(notifier,
                                           lambda: self._bundle, self.os_name,
                                           cooldown_seconds=settings.notify_cooldown)
-        self.sync = PolicySync(self.client, self.state,
-                               lambda: host_facts(self.state, self.os_name),
-                               settings.resolved_enroll_secret, self._apply_bundle,
-                               self._agent_status, self.status,
-                               checkin_interval=settings.checkin_interval,
-                               on_reachable=lambda: self.uploader.nudge(),
-                               on_failure=self._agent_status,
-                               trusted_key=settings.policy_public_key)
         if self._bundle_is_signed:
             self.status.policy_version = self._bundle["version"]
         self.uploader = Uploader(self.client, self.spool, self._token, self.status,
@@ -165,7 +137,7 @@ class AgentDaemon:
     # -- policy ---------------------------------------------------------------
 
     def _initial_bundle(self) -> dict[str, Any]:
-        identity = self.state.load_identity()
+        identity = self.sync.identity
         self._bundle_is_signed = False
         if identity is not None:
             try:
@@ -227,6 +199,7 @@ class AgentDaemon:
         else:
             self._spool(to_server_event(event), resolved=finding.key)
         self.uploader.wake.set()
+        self.sync.check_in_now()
         if event["event"] == "opened":
             try:
                 self._actions.put_nowait(event)
@@ -241,6 +214,7 @@ class AgentDaemon:
             for result in self.action_runner.handle(finding_from_event(event)):
                 self._spool(action_event(event, result))
             self.uploader.wake.set()
+        self.sync.check_in_now()
 
     # -- status ---------------------------------------------------------------
 
@@ -301,7 +275,7 @@ class AgentDaemon:
         for thread in threads:
             thread.daemon = True
             thread.start()
-        previous = _install_signal_handlers(self._request_stop)
+        previous = _install_signal_handlers(self._request_stop, self.sync.check_in_now)
         try:
             scanner.start()
             # The main thread only waits, so a signal is always seen, even with the
@@ -327,6 +301,7 @@ class AgentDaemon:
         self.watch.stop()
         self.stop_event.set()
         self.uploader.wake.set()
+        self.sync.check_in_now()
         # A full queue: the actions thread is then left behind, like any stuck thread.
         with contextlib.suppress(queue.Full):
             self._actions.put(None, timeout=1.0)
@@ -358,16 +333,24 @@ class AgentDaemon:
 Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
-def _install_signal_handlers(request_stop: Callable[[], None]) -> dict[int, Handler]:
+def _install_signal_handlers(request_stop: Callable[[], None],
+                             check_in_now: Callable[[], None]) -> dict[int, Handler]:
+    """SIGTERM/SIGINT stop the agent; SIGUSR1 makes it check in now (`systemctl kill -s USR1
+    warden-agent` after pushing a policy, instead of waiting for the next check-in)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         request_stop()
 
+    def on_check_in(signum: int, frame: FrameType | None) -> None:
+        check_in_now()  # sets an Event: safe from a handler
+
     previous: dict[int, Handler] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, on_signal)
+    if hasattr(signal, "SIGUSR1"):  # not on Windows
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_check_in)
     return previous
 
 

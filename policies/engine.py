@@ -27,6 +27,7 @@ from policies.observations import (
     InstalledObservation,
     Observation,
     ProcessObservation,
+    finding_key,
 )
 from policies.patterns import Glob, compile_glob, glob_is_literal, home_aliases, normalise_path
 from policies.vocabulary import Confidence, OsName, Sensor
@@ -216,7 +217,7 @@ class Engine:
             action=rule["action"],
             mode=self.mode,
             sensor=sensor,
-            key=f"{match.app}|{sensor}|{observation.identity}",
+            key=finding_key(match.app, sensor, observation.identity),
             evidence=_evidence(observation),
             alternative=rule.get("alternative"),
             confidence=match.confidence,

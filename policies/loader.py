@@ -16,7 +16,7 @@ from policies.catalog_model import AppDefinition
 from policies.critical import BLOCKING_ACTIONS, critical_hits, wildcard_only
 from policies.errors import PolicyError, ValidationIssue
 from policies.policy_model import Policy
-from policies.vocabulary import OsName
+from policies.vocabulary import OS_NAMES, OsName
 from policies.yaml_lines import Path as YamlPath
 from policies.yaml_lines import YamlSyntaxError, line_for, load_with_lines
 
@@ -209,7 +209,7 @@ def check_policy(
                 issue(("rules", index, "exceptions", ex_index),
                       "an exception must name hosts or groups", "add `hosts:` or `groups:`")
 
-    oses = tuple(policy.scope.os) or ("linux", "macos", "windows")
+    oses = tuple(policy.scope.os) or OS_NAMES
     for index, rule in enumerate(policy.rules):
         if rule.action in BLOCKING_ACTIONS and rule.app in known:
             for message in _self_harm(rule.app, rule.action, known[rule.app], oses):

@@ -6,8 +6,22 @@ opened once and resolved when the thing goes away.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
+
+# A finding key's longest form on the wire (policies.wire.FindingInfo.key).
+MAX_KEY_CHARS = 512
+
+
+def finding_key(app: str, sensor: str, identity: str) -> str:
+    """`app|sensor|identity`, the same for the same thing seen, and never longer than the
+    wire allows: an identity that would make it longer (a folder's path can be 4 KiB) is
+    replaced by its SHA-256, so one long path cannot get an agent's reports refused."""
+    key = f"{app}|{sensor}|{identity}"
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    return f"{app}|{sensor}|sha256:{hashlib.sha256(identity.encode()).hexdigest()}"
 
 # How a sensor's scans are going, as the agent reports it at check-in: `stalled` when
 # a scan runs past its deadline, `error` when the last one raised.

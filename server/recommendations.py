@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from policies.catalog_model import AppDefinition
+from policies.vocabulary import OS_NAMES
 
-_OSES = ("linux", "macos", "windows")
+_OSES = OS_NAMES
 
 
 class UnknownApp(KeyError):

@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from policies.engine import Finding
-from policies.vocabulary import Sensor
+from policies.vocabulary import SENSORS, Sensor
 
 EventKind = Literal["opened", "resolved"]
-SENSORS: tuple[Sensor, ...] = ("process", "installed", "network")
 # What the policy says about a finding, as opposed to what was seen.
 POLICY_TERMS = ("verdict", "action", "mode", "alternative", "message")
 

@@ -26,18 +26,13 @@ from typing import Any
 from agent.scanning.findings import FindingTracker
 from agent.scanning.one_scan import matcher
 from agent.scanning.sensor_health import ScanRecord, SensorHealth, SensorWorker, describe_error
-from agent.scanning.sensor_set import InstalledSource, Sensors, Watcher, WatcherFactory, WatchTiming
+from agent.scanning.sensor_set import Sensors, WatchTiming
 from agent.sensors.install_watch import InstallWatcher
 from agent.sensors.processes import ProcessChanges
 from policies.engine import Engine
 from policies.observations import ConnectionObservation, InstalledObservation
 
 Event = dict[str, Any]
-
-
-def _default_watcher(source: InstalledSource, on_change: Callable[[], None]) -> Watcher:
-    return InstallWatcher(source.watch_paths(), on_change,
-                          recursive=source.recursive_watch_paths())
 
 
 @dataclass
@@ -64,7 +59,6 @@ class Watch:
         warn: Callable[[str], None] = lambda message: None,
         tracker: FindingTracker | None = None,
         clock: Callable[[], float] = time.monotonic,
-        watcher_factory: WatcherFactory = _default_watcher,
     ) -> None:
         self.engine = engine
         self.sensors = sensors
@@ -74,8 +68,7 @@ class Watch:
         self._warn = warn
         self._warned: set[str] = set()
         self._clock = clock
-        self._watcher_factory = watcher_factory
-        self._watcher: Watcher | None = None
+        self._watcher: InstallWatcher | None = None
         self._wake = threading.Event()
         self._installed_changed = threading.Event()
         self._stopping = False
@@ -123,7 +116,9 @@ class Watch:
         if sensors.installed is not None:
             # Watch first, then scan: an install landing in between is then
             # rescanned for, not missed until the safety-net rescan.
-            self._watcher = self._watcher_factory(sensors.installed, self._on_installed_change)
+            self._watcher = InstallWatcher(sensors.installed.watch_paths(),
+                                           self._on_installed_change,
+                                           recursive=sensors.installed.recursive_watch_paths())
             self._watcher.start()
             self._want_installed = True
         self._want_network = sensors.network is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -19,7 +18,8 @@ if TYPE_CHECKING:
 
 
 class InstalledSource(Protocol):
-    """What the scanner needs from agent.sensors.installed.InstalledAppsSensor."""
+    """What the scanner needs from agent.sensors.installed.InstalledAppsSensor (and what
+    the stuck sensors of tests/agent/stuck_sensors.py provide in its place)."""
 
     warnings: list[str]
 
@@ -28,19 +28,6 @@ class InstalledSource(Protocol):
     def watch_paths(self) -> list[Path]: ...
 
     def recursive_watch_paths(self) -> list[Path]: ...
-
-
-class Watcher(Protocol):
-    """What the scanner needs from agent.sensors.install_watch.InstallWatcher."""
-
-    warnings: list[str]
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-WatcherFactory = Callable[[InstalledSource, Callable[[], None]], Watcher]
 
 
 @dataclass(frozen=True)

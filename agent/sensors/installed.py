@@ -32,7 +32,7 @@ from agent.sensors.scan_context import (
     WatchDir,
 )
 from policies.observations import InstalledObservation
-from policies.vocabulary import OsName
+from policies.vocabulary import OS_NAMES, OsName
 
 # Bounds on the hunt for unpacked apps: a home with a huge tree costs a capped
 # amount, and the sensor says where it stopped.
@@ -79,7 +79,7 @@ class InstalledAppsSensor:
         registry: RegistryReader | None = None,
         codesign: CodesignReader | None = None,
     ) -> None:
-        if os_name not in (None, "linux", "macos", "windows"):
+        if os_name is not None and os_name not in OS_NAMES:
             raise ValueError(f"unknown OS {os_name!r}: use linux, macos or windows")
         self.os_name: OsName = os_name or current_os()
         self.machine = MachineRoot(root, self.os_name)

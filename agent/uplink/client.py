@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from policies.wire import CheckinRequest, CheckinResponse, EnrollRequest, EventsResponse
+
 API = "/api/v1/agent"
 
 
@@ -33,6 +35,10 @@ class Unauthorized(ClientError):
 class ReenrollmentPending(ClientError):
     """The server knows this machine under another key (or none): enrolling again waits
     for an administrator's approval. The agent's current token, if any, still works."""
+
+
+class Refused(ClientError):
+    """The server found the request itself invalid (422): sending it again cannot help."""
 
 
 class RetryLater(Exception):
@@ -84,9 +90,13 @@ class AgentClient:
     def close(self) -> None:
         self.session.close()
 
-    def enroll(self, secret: str, facts: dict[str, Any]) -> Enrollment:
-        response = self._call("POST", "/enroll", secret, json_body=facts, expect=(200, 201))
+    def enroll(self, secret: str, request: EnrollRequest) -> Enrollment:
+        response = self._call("POST", "/enroll", secret,
+                              json_body=request.model_dump(mode="json", exclude_none=True),
+                              expect=(200, 201))
         with _warden_answer(response):
+            # Read by hand, not through EnrollResponse: the key rotations are kept exactly as
+            # sent, so agent.uplink.trust can refuse a malformed one with its reason.
             body = response.json()
             return Enrollment(
                 agent_id=body["agent_id"],
@@ -96,17 +106,11 @@ class AgentClient:
                 key_rotations=_rotations(body),
             )
 
-    def checkin(self, token: str, policy_version: str | None, status: dict[str, Any],
-                public_key: str | None = None) -> dict[str, Any]:
-        # The machine's public key rides along: a server that has none bound to this agent
-        # yet (enrolled before keys) binds it, authenticated by the token.
-        payload = {"policy_version": policy_version, "status": status, "public_key": public_key}
-        response = self._call("POST", "/checkin", token, json_body=payload)
+    def checkin(self, token: str, request: CheckinRequest) -> CheckinResponse:
+        response = self._call("POST", "/checkin", token,
+                              json_body=request.model_dump(mode="json"))
         with _warden_answer(response):
-            answer = response.json()
-            if not isinstance(answer, dict):
-                raise TypeError(f"a JSON {type(answer).__name__}, not an object")
-            return answer
+            return CheckinResponse.model_validate(response.json())
 
     def fetch_policy(self, token: str, etag: str | None) -> SignedBundle | None:
         """The signed bundle, or None when the server says ours is current (304)."""
@@ -126,16 +130,18 @@ class AgentClient:
                 key_rotations=_rotations(body))
 
     def post_events(self, token: str, events: list[dict[str, Any]]) -> set[str]:
-        """Upload one batch gzip-compressed; return the ids the server committed."""
+        """Upload one batch gzip-compressed; return the ids the server committed.
+
+        The events are policies.wire.AgentEvent dumps, as the daemon spooled them."""
         raw = json.dumps({"events": events}, separators=(",", ":")).encode()
         response = self._call(
             "POST", "/events", token, data=gzip.compress(raw, compresslevel=6),
             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
         with _warden_answer(response):
-            body = response.json()
+            answer = EventsResponse.model_validate(response.json())
             # Duplicates were committed by an earlier try: they are acknowledged too.
-            return set(body.get("accepted", [])) | set(body.get("duplicates", []))
+            return set(answer.accepted) | set(answer.duplicates)
 
     def _call(
         self,
@@ -167,6 +173,8 @@ class AgentClient:
             raise Unauthorized(f"{method} {url}: {message}")
         if response.status_code == 409 and _error_code(response) == "reenrollment_pending":
             raise ReenrollmentPending(message)
+        if response.status_code == 422:
+            raise Refused(f"{method} {url}: 422 {message}")
         raise ClientError(f"{method} {url}: {response.status_code} {message}")
 
 

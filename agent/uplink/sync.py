@@ -1,9 +1,8 @@
-"""Talking to the server: enrollment, check-in with policy sync, and event upload.
+"""Enrollment and check-ins with policy sync (the upload of events is agent.uplink.upload).
 
-Each runs on its own thread inside `warden-agent run` and sleeps on a stop
-event, so SIGTERM ends them promptly. Neither ever deletes an event the server
-has not acknowledged: the uploader acks the spool only with the ids the
-server answered after its commit.
+PolicySync runs on its own thread inside `warden-agent run` and sleeps on an
+event that stopping (or SIGUSR1, "check in now") sets, so neither waits out
+its interval.
 
 Enrollment is signed with the machine's own key (agent.host.machine), which the
 server binds to the agent: enrolling again as this machine needs that key or an
@@ -26,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import ValidationError
+
 from agent.host.machine import MachineKey, MachineKeyError
 from agent.state import (
     Activation,
@@ -46,10 +47,16 @@ from agent.uplink.client import (
     RetryLater,
     Unauthorized,
 )
-from agent.uplink.spool import Spool, SpoolError
 from agent.uplink.trust import UntrustedKey, key_b64, key_path
+from policies.wire import AgentStatus, CheckinRequest, EnrollRequest
 
 log = logging.getLogger("warden.agent.sync")
+# How much of a refused policy's reason a check-in carries (policies.wire.AgentStatus).
+POLICY_ERROR_CHARS = 1024
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[:limit - 1] + "…"
 
 
 class KeyRefused(ClientError):
@@ -68,6 +75,8 @@ class SyncStatus:
     last_upload: float | None = None
     last_error: str | None = None
     uploaded_events: int = 0
+    # Events the server refused as invalid, one by one (logged, then let go).
+    refused_events: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -112,6 +121,8 @@ class PolicySync:
             status.last_error = dropped
         self.identity: Identity | None = state.load_identity()
         self.identity_ready = threading.Event()
+        # Set to check in before the scheduled time (check_in_now).
+        self.wake = threading.Event()
         # The activation of the policy in force: no bundle with a lower serial is taken.
         self.activation: Activation | None = None
         # Fetch the policy whatever its etag at the next check-in (after an enrollment).
@@ -153,7 +164,12 @@ class PolicySync:
                 # never checks in or takes a new policy again, silently.
                 log.exception("check-in failed unexpectedly")
                 delay = self._failed(exc, self._backoff.next_delay())
-            stop.wait(delay)
+            self.wake.wait(delay)
+            self.wake.clear()
+
+    def check_in_now(self) -> None:
+        """Cut the wait before the next check-in short (SIGUSR1, or the agent stopping)."""
+        self.wake.set()
 
     def _attempt(self) -> float:
         """One sync; the delay before the next (the server's interval, or a backoff)."""
@@ -201,15 +217,19 @@ class PolicySync:
         """One enrollment (if needed) + check-in + policy fetch; returns the next delay."""
         identity = self.identity or self._enroll()
         pinned = key_b64(identity.policy_public_key)
-        answer = self.client.checkin(identity.agent_token, self.status.policy_version,
-                                     {**self._agent_status(),
-                                      "policy_error": self.status.policy_error,
-                                      "policy_public_key": pinned},
-                                     public_key=self._key().public_key)
+        status = AgentStatus.model_validate({
+            **self._agent_status(), "policy_public_key": pinned,
+            # The wire keeps 1,024 characters of it; the status file keeps it whole.
+            "policy_error": _clip(self.status.policy_error, POLICY_ERROR_CHARS)})
+        # The machine's public key rides along: a server that has none bound to this agent
+        # yet (enrolled before keys) binds it, authenticated by the token.
+        answer = self.client.checkin(identity.agent_token, CheckinRequest(
+            policy_version=self.status.policy_version, status=status,
+            public_key=self._key().public_key))
         self.status.last_checkin = time.time()
-        etag = answer.get("policy_etag")
-        announced = answer.get("policy_public_key")
-        other_key = isinstance(announced, str) and announced != pinned
+        etag = answer.policy_etag
+        announced = answer.policy_public_key
+        other_key = announced != pinned
         rekeyed = self._refetch or (other_key and announced != self._fetched_for_key)
         if etag and (rekeyed or etag != self.status.policy_version):
             # After a key rotation the bundle is the same, its signature is not: no etag.
@@ -220,7 +240,7 @@ class PolicySync:
             # The server's active policy is the one in force: nothing is refused any more
             # (e.g. an admin rolled back to it after a bad bundle was offered).
             self.status.policy_error = None
-        interval = float(answer.get("next_checkin_seconds") or self.checkin_interval)
+        interval = float(answer.next_checkin_seconds or self.checkin_interval)
         return max(1.0, interval)
 
     def _enroll(self) -> Identity:
@@ -232,7 +252,11 @@ class PolicySync:
         # Signed by this machine's key: how the server tells this machine from another
         # holder of the secret that names its machine_id (agent.host.machine).
         proof = self._key().proof(str(facts.get("machine_id")))
-        enrollment = self.client.enroll(secret, {**facts, **proof})
+        try:
+            request = EnrollRequest.model_validate({**facts, **proof})
+        except ValidationError as exc:
+            raise ClientError(f"this machine's facts cannot be sent to enroll: {exc}") from exc
+        enrollment = self.client.enroll(secret, request)
         identity = Identity(enrollment.agent_id, enrollment.agent_token, self.client.server_url,
                             self._enrollment_key(enrollment), enrollment.group,
                             enrollment.key_rotations)
@@ -315,73 +339,3 @@ class PolicySync:
         log.info("applied policy %s (activation serial %s)", bundle["version"][:12],
                  activation.serial if activation else "none")
         return saved
-
-
-class Uploader:
-    """Moves spooled events to the server in gzip batches; acks only what was committed."""
-
-    def __init__(
-        self,
-        client: AgentClient,
-        spool: Spool,
-        token: Callable[[], str | None],
-        status: SyncStatus,
-        batch_events: int = 500,
-        idle_interval: float = 1.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.client = client
-        self.spool = spool
-        self._token = token
-        self.status = status
-        self.batch_events = batch_events
-        self.idle_interval = idle_interval
-        self._backoff = Backoff(base=1.0, cap=60.0, rng=rng)
-        self.wake = threading.Event()
-
-    def nudge(self) -> None:
-        """The server answers again (a check-in went through): retry now, not after backoff."""
-        self._backoff.reset()
-        self.wake.set()
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            delay = self.idle_interval
-            try:
-                if self.upload_once():
-                    delay = 0.0  # more may be waiting
-                self._backoff.reset()
-            except RetryLater as exc:
-                delay = self._backoff.next_delay(exc.seconds)
-                self.status.last_error = str(exc)
-            except Unauthorized as exc:
-                # PolicySync re-enrolls; the events wait in the spool meanwhile.
-                self.status.last_error = str(exc)
-                delay = self._backoff.next_delay()
-            except (ClientError, SpoolError) as exc:
-                self.status.last_error = str(exc)
-                log.error("upload failed: %s", exc)
-                delay = self._backoff.next_delay()
-            except Exception as exc:  # the thread must live, whatever went wrong
-                self.status.last_error = str(exc)
-                log.exception("upload failed unexpectedly")
-                delay = self._backoff.next_delay()
-            if delay:
-                self.wake.wait(delay)
-                self.wake.clear()
-
-    def upload_once(self) -> bool:
-        """Send one batch; True when a full batch went (so another may follow at once)."""
-        token = self._token()
-        if token is None:
-            return False
-        batch = self.spool.peek(limit=self.batch_events)
-        if not batch:
-            return False
-        committed = self.client.post_events(token, batch)
-        # Answered ids are lower-case UUIDs; ours are too (uuid4 str), but be exact.
-        sent = {event["id"]: event["id"] for event in batch}
-        self.spool.ack(sent[i] for i in sent if i.lower() in committed)
-        self.status.uploaded_events += len(committed)
-        self.status.last_upload = time.time()
-        return len(batch) >= self.batch_events

@@ -18,8 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from server import enrollment_proof
-from server.api.agent_schemas import (
+from policies.wire import (
     AgentEvent,
     CheckinRequest,
     CheckinResponse,
@@ -29,6 +28,7 @@ from server.api.agent_schemas import (
     EventsResponse,
     KeyRotation,
 )
+from server import enrollment_proof
 from server.api.bodies import openapi_json_body
 from server.api.deps import (
     AgentDep,

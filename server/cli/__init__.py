@@ -12,7 +12,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from server.cli import policy_commands
+from server.cli import (
+    admin_commands,
+    maintenance_commands,
+    policy_commands,
+    server_commands,
+    user_commands,
+)
+
+# Packages only the `server` extra installs: the commands that run the server import
+# them when they run, so `warden policy validate` works on a machine without them.
+SERVER_EXTRA = frozenset({"fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "jinja2",
+                          "argon2", "prometheus_client", "multipart", "starlette"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,28 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="area", required=True, metavar="AREA")
     policy_commands.register(subparsers)
-    _register_optional(subparsers)
-    return parser
-
-
-def _register_optional(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    # Server-side areas need the `server` extra; keep `warden policy` usable without it.
-    try:
-        from server.cli import server_commands
-    except ImportError:
-        return
     server_commands.register(subparsers)
-    from server.cli import maintenance_commands  # adds `prune` under `warden server`
-
-    maintenance_commands.register(subparsers)
-    from server.cli import user_commands
-
+    maintenance_commands.register(subparsers)  # adds `prune` under `warden server`
     user_commands.register(subparsers)
-    try:
-        from server.cli import admin_commands
-    except ImportError:
-        return
     admin_commands.register(subparsers)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in SERVER_EXTRA:
+            raise
+        print(f"warden: `warden {args.area}` needs the server's packages ({exc.name} is "
+              "missing): install them with pip install 'warden[server]'", file=sys.stderr)
+        return 2
     return result
 
 

@@ -20,6 +20,7 @@ from policies.observations import (
     Observation,
     ProcessObservation,
 )
+from policies.vocabulary import OS_NAMES
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -53,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     what.add_argument("--bundle-id", metavar="ID", help="a macOS bundle id")
     what.add_argument("--desktop-file", metavar="NAME", help="a .desktop file name")
     what.add_argument("--connect", metavar="ADDR:PORT", help="a remote IP or host and port")
-    test.add_argument("--os", choices=["linux", "macos", "windows"], default="linux",
+    test.add_argument("--os", choices=OS_NAMES, default="linux",
                       help="the OS the observation comes from (default: linux)")
     test.add_argument("--json", action="store_true")
     _catalog_option(test)

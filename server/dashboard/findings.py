@@ -15,15 +15,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
+from policies.vocabulary import FINDING_STATUSES, SENSORS, TRIAGE_STATES, VERDICTS
 from server.api.params import RowId
 from server.dashboard import apps
 from server.dashboard.auth import AnalystPost, Viewer
 from server.dashboard.web import DashboardDep, DashboardRoute, PageError, redirect
-from server.models import TRIAGE_STATES
 from server.store import agents, findings
 from server.store.findings_query import (
-    SENSORS,
-    VERDICTS,
     CursorError,
     FilterError,
     FindingFilters,
@@ -92,7 +90,7 @@ def finding_list(
         rows=rows, total=total, filters=shown, problems=dict(problems), order=order,
         direction=direction, next_cursor=next_cursor, paged=bool(cursor), sorts=SORTS,
         names=names, app_choices=sorted(names.items(), key=lambda item: item[1].lower()),
-        statuses=("open", "resolved"), triage_states=TRIAGE_STATES, sensors=SENSORS,
+        statuses=FINDING_STATUSES, triage_states=TRIAGE_STATES, sensors=SENSORS,
         verdicts=VERDICTS, can_triage=person.has_role("analyst"))
 
 

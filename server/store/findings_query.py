@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from sqlalchemy.orm import Session
 
-from policies.vocabulary import FindingStatus, TriageState
+from policies.vocabulary import FindingStatus, Sensor, TriageState, Verdict
 from server.models import Agent, Finding
 from server.schemas.common import (
     DEFAULT_LIMIT,
@@ -44,8 +44,6 @@ __all__ = ["CursorError", "FilterError", "FindingFilters", "count_findings", "it
 
 Order = Literal["last_seen", "first_seen", "app", "host", "id"]
 ORDERS: tuple[str, ...] = get_args(Order)
-SENSORS = ("process", "installed", "network")
-VERDICTS = ("deny", "allow", "alert")
 # Export pages: big enough to amortise a query, small enough to stream steadily.
 EXPORT_BATCH = 1000
 
@@ -73,10 +71,8 @@ class FindingFilters(Query):
     host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
                                                        "ignores case")
     group: TextFilter = None
-    sensor: Annotated[Literal["process", "installed", "network", ""] | None,
-                      AfterValidator(blank_is_any)] = None
-    verdict: Annotated[Literal["deny", "allow", "alert", ""] | None,
-                       AfterValidator(blank_is_any)] = None
+    sensor: Annotated[Literal[Sensor, ""] | None, AfterValidator(blank_is_any)] = None
+    verdict: Annotated[Literal[Verdict, ""] | None, AfterValidator(blank_is_any)] = None
     agent_id: TextFilter = None
     since: TimeFilter = Field(default=None, description="last_seen at or after")
     until: TimeFilter = Field(default=None, description="last_seen before; later than since")

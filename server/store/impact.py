@@ -35,12 +35,13 @@ from policies.observations import (
     Observation,
     ProcessObservation,
 )
+from policies.vocabulary import OS_NAMES
 from server.models import Agent, Finding
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 _INSTALL_SOURCES = frozenset(get_args(InstallSource))
-_OSES = frozenset({"linux", "macos", "windows"})
+_OSES = frozenset(OS_NAMES)
 # Rows read at a time: the preview walks every open finding of the fleet.
 _BATCH = 1000
 # The verdicts an agent reports without being asked for allowed apps too.
@@ -81,7 +82,7 @@ class _Engines:
         key = (os_name, agent.group, hostname)
         engine = self._cache.get(key)
         if engine is None:
-            host = HostContext(os=os_name,  # type: ignore[arg-type]
+            host = HostContext(os=os_name,
                                hostname=hostname,
                                groups=frozenset({agent.group}) if agent.group else frozenset(),
                                today=self.today)

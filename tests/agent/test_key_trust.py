@@ -22,6 +22,13 @@ KEYS = [Ed25519PrivateKey.generate() for _ in range(4)]
 K0, K1, K2, OTHER = (key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
                      for key in KEYS)
 PRIVATE = dict(zip((K0, K1, K2, OTHER), KEYS, strict=True))
+# Test ids name the keys, not their random bytes: every pytest-xdist worker must collect
+# the same ids.
+KEY_NAMES = {K0: "K0", K1: "K1", K2: "K2", OTHER: "OTHER"}
+
+
+def key_id(value: Any) -> str | None:
+    return KEY_NAMES.get(value) if isinstance(value, bytes) else None
 
 
 def b64(raw: bytes) -> str:
@@ -72,7 +79,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("trusted", "rotations", "expected"), CASES)
+@pytest.mark.parametrize(("trusted", "rotations", "expected"), CASES, ids=key_id)
 def test_the_trusted_key_moves_only_along_statements_it_signed(
     trusted: bytes, rotations: Any, expected: bytes | str
 ) -> None:
@@ -154,7 +161,8 @@ TRUST_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("pinned", "rotations", "configured", "trusted"), TRUST_CASES)
+@pytest.mark.parametrize(("pinned", "rotations", "configured", "trusted"), TRUST_CASES,
+                         ids=key_id)
 def test_a_state_dir_is_kept_only_when_the_configured_key_leads_to_its_pin(
     tmp_path: Path, bundle: dict[str, Any], pinned: bytes,
     rotations: tuple[dict[str, Any], ...], configured: bytes, trusted: bool

@@ -24,6 +24,12 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# What agent.host.machine.host_facts gives: the agent checks them against the wire format
+# before it sends them.
+FACTS = {"hostname": "test", "machine_id": "m-test", "os": "linux", "os_version": "Debian 12",
+         "arch": "x86_64", "agent_version": "0.1.0", "user": "alice"}
+
+
 def make_sync(tmp_path: Path, url: str, failures: list[str], status: SyncStatus,
               secret: str | None = "wen_test") -> PolicySync:
     def record() -> None:
@@ -33,7 +39,7 @@ def make_sync(tmp_path: Path, url: str, failures: list[str], status: SyncStatus,
         raise AssertionError("no policy can arrive from a server that is not there")
 
     return PolicySync(AgentClient(url, timeout=5), StateDir(tmp_path / "state"),
-                      facts=lambda: {"hostname": "test"}, enroll_secret=lambda: secret,
+                      facts=lambda: dict(FACTS), enroll_secret=lambda: secret,
                       apply_bundle=refuse_bundle, agent_status=dict, status=status,
                       on_failure=record)
 

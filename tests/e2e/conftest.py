@@ -149,6 +149,11 @@ class AgentProcess:
         self.process = None
         return code
 
+    def check_in_now(self) -> None:
+        """SIGUSR1: the agent checks in at once instead of at its next scheduled time."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)
+
     def status(self) -> dict[str, Any]:
         result = subprocess.run([str(BIN / "warden-agent"), "status", "--json"],
                                 capture_output=True, text=True, env=self.env, timeout=60,

@@ -119,6 +119,7 @@ def postgres_server(tmp_path: Path) -> Iterator[tuple[WardenServer, str, str]]:
             yield server, url, cluster
 
 
+@pytest.mark.exclusive
 def test_postgres_restart_under_load_answers_503_then_recovers_by_itself(
     postgres_server: tuple[WardenServer, str, str]
 ) -> None:

@@ -71,6 +71,7 @@ def test_an_agent_follows_a_key_rotation_and_applies_a_policy_only_the_new_key_s
 
     number, version = server.push_policy(AFTER_ROTATION)
     server.api(f"policies/{number}/activate", method="POST")
+    agent.check_in_now()  # not waiting for the next check-in
     signed = server.api(f"policies/{number}")
     assert verify_bundle(new, signed["bundle"], signed["signature"])
     assert not verify_bundle(old, signed["bundle"], signed["signature"])

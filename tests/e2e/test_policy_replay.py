@@ -59,14 +59,17 @@ def test_an_older_signed_policy_is_refused_and_an_admin_rollback_is_taken(
                        "the stock policy applied")
     allow_number, allowing = server.push_policy(ALLOW_TELEGRAM)
     server.api(f"policies/{allow_number}/activate", method="POST")
+    agent.check_in_now()  # not waiting for the next check-in
     wait_for(lambda: policy_is(agent, allowing), SYNC, "the Telegram-allowing policy applied")
     recorded = read_state(server)  # the signed answer that allowed Telegram
     server.api("policies/1/activate", method="POST")  # Telegram denied again
+    agent.check_in_now()  # not waiting for the next check-in
     wait_for(lambda: policy_is(agent, denying), SYNC, "the stock policy applied again")
 
     server.stop()
     restore_state(server, recorded)
     server.start()
+    agent.check_in_now()  # not waiting out the backoff the outage started
     refused = wait_for(lambda: (s := agent.status()).get("policy_error") and s, SYNC,
                        "the agent refusing the replayed policy")
     assert "older than serial" in refused["policy_error"]
@@ -80,10 +83,12 @@ def test_an_older_signed_policy_is_refused_and_an_admin_rollback_is_taken(
 
     # The admin puts back the policy agents run: nothing is refused any more.
     server.api("policies/rollback", method="POST")
+    agent.check_in_now()  # not waiting for the next check-in
     wait_for(lambda: not agent.status().get("policy_error"), SYNC, "the refusal cleared")
     # Rolling back to the older, Telegram-allowing version is the admin's decision: it is
     # signed with a new, higher serial, and the agent takes it.
     server.api("policies/rollback", method="POST")
+    agent.check_in_now()  # not waiting for the next check-in
     status = wait_for(lambda: (s := agent.status()).get("policy_version") == allowing and s,
                       SYNC, "the admin's rollback applied")
     assert not status.get("policy_error")

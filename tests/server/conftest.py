@@ -31,7 +31,10 @@ Building blocks, each usable alone:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 import uvicorn
@@ -50,7 +54,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.host.machine import MachineKey
 from server.app import create_app
-from server.bootstrap import InitResult, initialize
+from server.bootstrap import FILE_MODE, InitResult, initialize, prepare_data_dir
 from server.settings import ServerSettings
 from server.store import enroll_secrets, tokens
 
@@ -88,9 +92,79 @@ def settings(tmp_path: Path, db_url: str) -> ServerSettings:
     return ServerSettings(data_dir=tmp_path / "data", database_url=db_url)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, InitResult]:
+    """One `warden server init` on SQLite per test session: its data dir, database file and
+    result. Tests get copies (a file copy instead of migrations, signing and a policy)."""
+    root = tmp_path_factory.mktemp("server-template")
+    database = root / "warden.db"
+    result = initialize(ServerSettings(data_dir=root / "data",
+                                       database_url=f"sqlite:///{database}"))
+    return root / "data", database, result
+
+
+@dataclass(frozen=True)
+class PostgresTemplate:
+    """One `warden server init` in a schema of its own, as SQL that rebuilds it elsewhere."""
+
+    data_dir: Path
+    schema: str
+    dump: str
+    result: InitResult
+
+
+@pytest.fixture(scope="session")
+def postgres_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresTemplate]:
+    base = os.environ.get(PG_ENV)
+    if not base or shutil.which("pg_dump") is None:
+        pytest.skip("copying an initialised PostgreSQL schema needs pg_dump")
+    root = tmp_path_factory.mktemp("server-template-pg")
+    for url in _postgres_schema(base):
+        result = initialize(ServerSettings(data_dir=root / "data", database_url=url))
+        schema = _schema_of(url)
+        plain = make_url(base).set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        dump = subprocess.run(
+            ["pg_dump", "--dbname", plain, "--schema", schema, "--inserts", "--no-owner",
+             "--no-privileges", "--no-comments"],
+            capture_output=True, text=True, check=True, timeout=120).stdout
+        # The schema itself is made by each test's db_url; psql's meta-commands (the
+        # \restrict lines of newer pg_dump) are for psql, not the server.
+        dump = "\n".join(line for line in dump.splitlines() if not line.startswith("\\"))
+        dump = dump.replace(f"CREATE SCHEMA {schema};", "")
+        yield PostgresTemplate(root / "data", schema, dump, result)
+
+
+def _schema_of(url: str) -> str:
+    options = str(make_url(url).query["options"])
+    return options.removeprefix("-csearch_path=")
+
+
 @pytest.fixture
-def initialized(settings: ServerSettings) -> InitResult:
-    return initialize(settings)
+def initialized(settings: ServerSettings, request: pytest.FixtureRequest) -> InitResult:
+    """What `warden server init` makes, copied from a session's one init where the database
+    is one a copy can reach (a SQLite file, a schema of db_url's), else made for real."""
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        template_dir, template_db, result = request.getfixturevalue("sqlite_template")
+        shutil.copy2(template_db, url.database)
+        Path(url.database).chmod(FILE_MODE)
+    elif url.get_backend_name() == "postgresql" and "options" in url.query \
+            and os.environ.get(PG_ENV) and shutil.which("pg_dump"):
+        template: PostgresTemplate = request.getfixturevalue("postgres_template")
+        template_dir, result = template.data_dir, template.result
+        # psycopg itself: no parameters, so the % in the policy text is not a placeholder.
+        plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(plain) as connection:  # one transaction, committed at the end
+            connection.execute(template.dump.replace(template.schema, _schema_of(str(url))))
+    else:
+        return initialize(settings)
+    # The data dir's files (the signing key), with the modes init gives them.
+    data_dir = prepare_data_dir(settings.data_dir)
+    for item in template_dir.iterdir():
+        shutil.copy2(item, data_dir / item.name)
+    return dataclasses.replace(result, data_dir=data_dir,
+                               database=url.render_as_string(hide_password=True))
 
 
 @pytest.fixture

@@ -192,3 +192,16 @@ def test_run_serves_the_api_until_terminated(
 def test_the_warden_script_is_installed() -> None:
     # Guard for the tests above: they must run the real entry point when it exists.
     assert shutil.which("warden") or Path(sys.executable).with_name("warden").exists()
+
+
+def test_a_server_command_without_the_server_packages_says_which_extra_to_install(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`warden` is installed with any extra; on a machine without the server's packages
+    its server commands say what to install instead of a traceback."""
+    from server.cli import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # what `import uvicorn` finds missing
+    assert main(["server", "run", "--data-dir", str(data_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "uvicorn is missing" in error and "pip install 'warden[server]'" in error

@@ -1,8 +1,11 @@
-"""The agent API's request and response bodies (docs/api.md, "Agent API").
+"""The agent API's wire format: request and response bodies (docs/api.md, "Agent API").
 
-Requests ignore unknown keys so a newer agent can talk to an older server;
-every field that reaches the database has a length bound, so one request
-cannot bloat a row beyond the body-size cap.
+Both sides use these models: the agent builds what it sends with them and reads
+the server's answers through them; the server validates what arrives with the
+same classes and documents them in /openapi.json. Requests ignore unknown keys
+so a newer agent can talk to an older server; every field that reaches the
+database has a length bound, so one request cannot bloat a row beyond the
+body-size cap.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from pydantic.config import JsonDict
 
 from policies.catalog_model import APP_ID_PATTERN
 from policies.evidence import validate_evidence
-from policies.observations import SensorState
-from policies.vocabulary import Action, EventType, OsName, Sensor, Verdict
+from policies.observations import MAX_KEY_CHARS, SensorState
+from policies.vocabulary import SENSORS, VERDICTS, Action, EventType, OsName, Sensor, Verdict
 
 _Short = Field(min_length=1, max_length=255)
 _AppId = Field(default=None, max_length=64, pattern=APP_ID_PATTERN)
@@ -168,8 +171,12 @@ class CheckinResponse(BaseModel):
     next_checkin_seconds: int
 
 
+MESSAGE_CHARS = 4096
+MATCHED_CHARS = 1024
+
+
 class FindingInfo(_Request):
-    key: str = Field(min_length=1, max_length=512)
+    key: str = Field(min_length=1, max_length=MAX_KEY_CHARS)
     # An app id's form only: which ids the server knows is for metrics and stats to decide
     # (server.store.known_apps), so an agent on a newer catalog is never refused.
     app: str | None = _AppId
@@ -183,8 +190,8 @@ class FindingInfo(_Request):
                     "typed; long text is cut, other keys are dropped")
     alternative: str | None = _AppId
     confidence: str | None = Field(default=None, max_length=16)
-    message: str = Field(default="", max_length=4096)
-    matched: str = Field(default="", max_length=1024)
+    message: str = Field(default="", max_length=MESSAGE_CHARS)
+    matched: str = Field(default="", max_length=MATCHED_CHARS)
 
     @field_validator("evidence")
     @classmethod
@@ -193,10 +200,13 @@ class FindingInfo(_Request):
         return validate_evidence(info.data.get("sensor"), evidence)
 
 
+ACTION_DETAIL_CHARS = 4096
+
+
 class ActionResult(_Request):
     action: Action
     ok: bool = Field(strict=True)
-    detail: str = Field(default="", max_length=4096)
+    detail: str = Field(default="", max_length=ACTION_DETAIL_CHARS)
 
 
 # What `_complete_for_type` checks, said in the JSON schema too, so a client generated
@@ -206,8 +216,8 @@ _NEEDS_BY_TYPE: JsonDict = {"allOf": [
      "then": {"properties": {"finding": {
          "required": ["app", "sensor", "verdict"],
          "properties": {"app": {"type": "string"},
-                        "sensor": {"enum": ["process", "installed", "network"]},
-                        "verdict": {"enum": ["deny", "allow", "alert"]}}}}}},
+                        "sensor": {"enum": list(SENSORS)},
+                        "verdict": {"enum": list(VERDICTS)}}}}}},
     {"if": {"properties": {"type": {"const": "action"}}},
      "then": {"required": ["result"], "properties": {"result": {"type": "object"}}}},
 ]}
