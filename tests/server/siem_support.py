@@ -81,10 +81,11 @@ class Rsyslog:
         return self.received()
 
 
-def start_rsyslog(folder: Path) -> Iterator[Rsyslog]:
+def start_rsyslog(folder: Path, tcp_port: int | None = None) -> Iterator[Rsyslog]:
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "received.jsonl"
-    tcp_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    tcp_port = tcp_port or free_port(socket.SOCK_STREAM)
+    udp_port = free_port(socket.SOCK_DGRAM)
     conf = folder / "rsyslog.conf"
     conf.write_text(RSYSLOG_CONF.format(work=folder, out=out, tcp_port=tcp_port,
                                         udp_port=udp_port))
