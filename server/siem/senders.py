@@ -1,6 +1,7 @@
 """Carry rendered records to a SIEM: RFC 5424 syslog (UDP, TCP, unix) or HTTP (Splunk HEC,
-NDJSON). A sender takes a batch and returns when all of it arrived, or raises
-server.alerts.delivery's RetryableError (try again later) or DeliveryError (never)."""
+NDJSON). A sender renders a batch once (`prepare`), then `transmit` returns when all of
+it arrived, or raises server.alerts.delivery's RetryableError (try again later) or
+DeliveryError (never); retries transmit the same prepared bytes, not a fresh rendering."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ Render = Callable[[SiemRecord, int | None], str]
 
 
 class BatchSender(Protocol):
-    def send_batch(self, records: Sequence[SiemRecord]) -> None: ...
+    def prepare(self, records: Sequence[SiemRecord]) -> bytes | list[bytes]: ...
+
+    def transmit(self, prepared: bytes | list[bytes]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -65,8 +68,11 @@ class SyslogBatchSender:
                 return framed
         return framed
 
-    def send_batch(self, records: Sequence[SiemRecord]) -> None:
-        messages = [self.message(record) for record in records]
+    def prepare(self, records: Sequence[SiemRecord]) -> bytes | list[bytes]:
+        return [self.message(record) for record in records]
+
+    def transmit(self, prepared: bytes | list[bytes]) -> None:
+        messages = prepared if isinstance(prepared, list) else [prepared]
         try:
             if self.address.transport == "tcp":
                 # One connection per batch; RFC 6587 octet counting frames each message.
@@ -106,9 +112,13 @@ class HttpBatchSender:
         self._verify = verify
         self._session = requests.Session()
 
-    def send_batch(self, records: Sequence[SiemRecord]) -> None:
+    def prepare(self, records: Sequence[SiemRecord]) -> bytes | list[bytes]:
+        return self._body(records)
+
+    def transmit(self, prepared: bytes | list[bytes]) -> None:
+        body = b"".join(prepared) if isinstance(prepared, list) else prepared
         try:
-            response = self._session.post(self.url, data=self._body(records),
+            response = self._session.post(self.url, data=body,
                                           headers=self._headers, timeout=self.timeout,
                                           verify=self._verify)
         except (requests.ConnectionError, requests.Timeout) as exc:
