@@ -290,3 +290,43 @@ def test_a_sensor_problem_reaches_the_alerts_stream_only(hec: HecStandIn) -> Non
     assert doc["event"]["outcome"] == "failure" and doc["event"]["reason"] == "scan running 75 s"
     assert doc["warden"]["sensor"]["state"] == "stalled" and "rule" not in doc
     assert len(hec.events) == 1
+
+
+def test_a_stalled_sensor_reported_at_check_in_reaches_hec(
+    settings: ServerSettings, initialized: InitResult, hec: HecStandIn,
+) -> None:
+    destination = {"name": "splunk", "format": "hec", "address": hec.url, "token": TOKEN,
+                   "streams": ["alerts"]}
+    stalled = {"state": "stalled", "last_ok": "2026-03-04T05:00:00Z",
+               "detail": "a scan has been running for 75 s, past its 60 s deadline"}
+    with server_with(settings, [destination], initialized.enroll_secret) as (client, headers):
+        for _ in range(2):  # the second check-in says nothing new
+            answer = client.post("/api/v1/agent/checkin", headers=headers, json={
+                "status": {"spool_depth": 0, "sensors": {"installed": stalled}}})
+            assert answer.status_code == 200, answer.text
+        [event] = hec.wait_for(1)
+    doc = event["event"]
+    assert (doc["event"]["action"], doc["event"]["kind"]) == ("sensor-stalled", "alert")
+    assert doc["host"]["name"] == "pc-7" and event["host"] == "pc-7"
+    assert doc["warden"]["sensor"] == {"sensor": "installed", "state": "stalled",
+                                       "detail": stalled["detail"],
+                                       "last_ok": "2026-03-04T05:00:00Z"}
+    assert len(hec.events) == 1
+
+
+def test_ecs_over_a_unix_datagram_socket(tmp_path: Path) -> None:
+    path = tmp_path / "log.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(10)
+        destination = SiemDestination(name="local", format="ecs", address=f"unix://{path}")
+        publisher = SiemPublisher([destination], "1.0", hostname="warden-1")
+        publisher.start()
+        try:
+            publisher.publish(_record(3))
+            data = sock.recv(65536)
+        finally:
+            assert publisher.stop(10)
+    head, _, message = data.decode().partition(" - finding-opened - ")
+    assert head.startswith("<131>1 2026-03-04T05:06:07.000000Z warden-1 warden")
+    assert json.loads(message)["event"]["id"] == "00000000-0000-0000-0000-000000000003"
