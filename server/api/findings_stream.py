@@ -1,6 +1,7 @@
 """What one ingested batch changed, as the `on_findings_stream` hook hands it on.
 
-One item per finding the batch opened (or reopened) or resolved, and per
+One item per finding the batch opened (or reopened) or resolved — both, for one
+opened and resolved within the batch — and per
 action an agent reported, in the order the agent saw them:
 ``{"type", "event_id", "time", "finding", "result"}`` where `finding` is the
 finding as the API shows it (plus display names) and `result` the action's
@@ -30,7 +31,9 @@ def stream_items(
         if marker not in latest or event.time >= latest[marker].time:
             latest[marker] = event
     items: list[dict[str, Any]] = []
-    for kind, rows in (("finding_opened", result.opened), ("finding_resolved", result.resolved)):
+    changes = (("finding_opened", [*result.opened, *result.opened_and_resolved]),
+               ("finding_resolved", result.resolved))
+    for kind, rows in changes:
         for row in rows:
             found = latest.get((kind, row.key))
             items.append({"type": kind, "event_id": found.id if found else None,

@@ -330,3 +330,21 @@ def test_ecs_over_a_unix_datagram_socket(tmp_path: Path) -> None:
     head, _, message = data.decode().partition(" - finding-opened - ")
     assert head.startswith("<131>1 2026-03-04T05:06:07.000000Z warden-1 warden")
     assert json.loads(message)["event"]["id"] == "00000000-0000-0000-0000-000000000003"
+
+
+def test_a_finding_opened_and_resolved_in_one_batch_is_reported_both_ways(
+    settings: ServerSettings, initialized: InitResult, hec: HecStandIn,
+) -> None:
+    # An agent offline while someone ran Telegram for a minute uploads both at once.
+    destination = {"name": "splunk", "format": "hec", "address": hec.url, "token": TOKEN}
+    opening = opened("brief")
+    closing = {"id": str(uuid.uuid4()), "type": "finding_resolved",
+               "time": (NOW + dt.timedelta(minutes=1)).isoformat(), "finding": {"key": "brief"}}
+    with server_with(settings, [destination], initialized.enroll_secret) as (client, headers):
+        answer = client.post(EVENTS, json={"events": [closing, opening]}, headers=headers)
+        assert answer.status_code == 200
+        events = hec.wait_for(2)
+    assert [(e["event"]["event"]["action"], e["event"]["event"]["kind"],
+             e["event"]["event"]["id"]) for e in events] == [
+        ("finding-opened", "alert", opening["id"]),
+        ("finding-resolved", "event", closing["id"])]
