@@ -3,7 +3,9 @@
 Parts written separately plug in here: Prometheus metrics (server.metrics; `/metrics`
 wants a bearer token when `metrics_token` is set), alert delivery (server.alerts,
 wired when a webhook URL or syslog address is configured and fed every newly
-opened deny finding after commit), and — looked up when the app is created,
+opened deny finding after commit), SIEM delivery (server.siem, wired when
+`siem_destinations` are configured and fed every finding change, action and sensor
+problem after commit), and — looked up when the app is created,
 so the server runs before they land — `server.api.admin` and `server.dashboard`,
 each exposing `install(app: FastAPI, context: ServerContext) -> None` to add its routes,
 middleware and hooks (see `server.api.deps.Hooks`). A module that is present
