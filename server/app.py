@@ -3,7 +3,9 @@
 Parts written separately plug in here: Prometheus metrics (server.metrics; `/metrics`
 wants a bearer token when `metrics_token` is set), alert delivery (server.alerts,
 wired when a webhook URL or syslog address is configured and fed every newly
-opened deny finding after commit), and — looked up when the app is created,
+opened deny finding after commit), SIEM delivery (server.siem, wired when
+`siem_destinations` are configured and fed every finding change, action and sensor
+problem after commit), and — looked up when the app is created,
 so the server runs before they land — `server.api.admin` and `server.dashboard`,
 each exposing `install(app: FastAPI, context: ServerContext) -> None` to add its routes,
 middleware and hooks (see `server.api.deps.Hooks`). A module that is present
@@ -33,6 +35,7 @@ from server.hsts import StrictTransportSecurityMiddleware
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
 from server.pruning import RetentionTask
 from server.settings import ServerSettings, is_loopback
+from server.siem.publisher import SiemPublisher, describe
 from server.signing import PolicySigner
 from server.store import agents, findings, policies
 from server.store.known_apps import KnownApps, bounded_by_app
@@ -67,6 +70,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(agent.router)
     metrics = _install_metrics(app, context)
     _install_alerts(context, metrics)
+    _install_siem(context, metrics)
     # Prune old events and resolved findings once a day (settings.retention_days).
     retention = RetentionTask(context)
     context.hooks.on_startup.append(retention.start)
@@ -184,6 +188,27 @@ def _install_alerts(context: ServerContext, metrics: Metrics) -> None:
     context.hooks.on_shutdown.append(lambda: _stop_alerts(dispatcher))
     context.hooks.on_deny_opened.append(dispatcher.submit)
     context.hooks.on_sensor_problem.append(dispatcher.submit)
+
+
+def _install_siem(context: ServerContext, metrics: Metrics) -> None:
+    destinations = context.settings.siem_destinations
+    if not destinations:
+        return
+    publisher = SiemPublisher(
+        destinations, _version(),
+        app_names={app_id: app.name for app_id, app in context.catalog.items()},
+        on_outcome=metrics.siem_outcome)
+    for destination in destinations:
+        log.info("SIEM destination: %s", describe(destination))
+    context.hooks.on_startup.append(publisher.start)
+    context.hooks.on_shutdown.append(lambda: _stop_siem(publisher))
+    context.hooks.on_findings_stream.append(publisher.on_findings_stream)
+    context.hooks.on_sensor_problem.append(publisher.on_sensor_problem)
+
+
+def _stop_siem(publisher: SiemPublisher) -> None:
+    if not publisher.stop():
+        log.warning("a SIEM destination did not stop in time; its queued records are lost")
 
 
 def _stop_alerts(dispatcher: AlertDispatcher) -> None:

@@ -52,6 +52,9 @@ class Metrics:
         self.alerts = Counter(
             "warden_alerts", "Alert deliveries by destination and outcome "
             "(delivered, failed, dropped)", ["destination", "outcome"], registry=self.registry)
+        self.siem_records = Counter(
+            "warden_siem_records", "Records for SIEM destinations by destination and outcome "
+            "(delivered, failed, dropped)", ["destination", "outcome"], registry=self.registry)
         self._state = _StateCollector(collect_state)
         self.registry.register(self._state)
 
@@ -72,6 +75,10 @@ class Metrics:
     def alert_outcome(self, destination: str, outcome: str) -> None:
         """Matches AlertDispatcher's `on_outcome` hook."""
         self.alerts.labels(destination, outcome).inc()
+
+    def siem_outcome(self, destination: str, outcome: str, count: int) -> None:
+        """Matches server.siem.outbox's `on_outcome` hook."""
+        self.siem_records.labels(destination, outcome).inc(count)
 
     def render(self) -> tuple[bytes, str]:
         """The body and content type for a /metrics response."""

@@ -12,9 +12,9 @@ import datetime as dt
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -22,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from server.siem.destinations import SiemDestination, unique_names
 
 CONFIG_FILE_NAME = "warden.toml"
 DATABASE_FILE_NAME = "warden.db"
@@ -69,6 +71,10 @@ class ServerSettings(BaseSettings):
     # "udp://HOST:PORT" or "unix:///dev/log".
     alert_syslog_address: str | None = None
     alert_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # SIEM destinations, each in its format (CEF or ECS over syslog, ECS over HTTP, Splunk
+    # HEC) with the streams it wants: see server.siem.destinations and docs/siem.md.
+    siem_destinations: Annotated[list[SiemDestination], AfterValidator(unique_names)] = Field(
+        default_factory=list)
     # Events and resolved findings older than this are pruned daily (open findings never).
     retention_days: int = Field(default=180, ge=1)
 

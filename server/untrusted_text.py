@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 # C0 and C1 controls and DEL; line and paragraph separators; bidi embeddings, overrides
@@ -48,3 +49,9 @@ def csv_cell(name: str, value: Any) -> str:
         text = str(value)
     text = escape_controls(text)
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def replace_controls(text: str, replace: Callable[[str], str]) -> str:
+    """`text` with each control character (the set `escape_controls` escapes) replaced by
+    `replace(character)`: for formats with their own escapes (CEF writes a newline `\\n`)."""
+    return _CONTROLS.sub(lambda match: replace(match.group()), text)

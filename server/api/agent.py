@@ -43,6 +43,7 @@ from server.api.deps import (
     unauthorized,
 )
 from server.api.errors import ApiError, validation_details
+from server.api.findings_stream import stream_items
 from server.db import utcnow
 from server.models import Agent, Finding
 from server.schemas.errors import error_responses
@@ -261,6 +262,11 @@ def post_events(
             owner = agents.get(session, agent.id)
             for row in opened_deny:
                 hooks.fire(hooks.on_deny_opened, _alert_view(context, row, owner))
+    if hooks.on_findings_stream and (result.opened or result.resolved or any(
+            event.type == "action" for event in result.accepted_events)):
+        items = stream_items(session, agents.get(session, agent.id), result,
+                             lambda row, owner: _alert_view(context, row, owner))
+        hooks.fire(hooks.on_findings_stream, items)
     return EventsResponse(accepted=result.accepted, duplicates=result.duplicates)
 
 

@@ -61,6 +61,9 @@ class Hooks:
     # An agent's check-in reports a sensor newly `stalled` or `error`; gets
     # {"kind": "sensor", "id", "agent_id", "host", "sensor", "state", "detail", "last_ok"}.
     on_sensor_problem: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    # A batch was stored: what it changed, as server.api.findings_stream describes.
+    on_findings_stream: list[Callable[[list[dict[str, Any]]], None]] = field(
+        default_factory=list)
     # A batch was stored: (accepted events by type, number of duplicates).
     on_events_ingested: list[Callable[[dict[str, int], int], None]] = field(
         default_factory=list)

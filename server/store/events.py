@@ -44,6 +44,9 @@ class IngestResult:
     # Findings this batch opened or reopened, and resolved (after flush: ids are set).
     opened: list[Finding] = field(default_factory=list)
     resolved: list[Finding] = field(default_factory=list)
+    # Opened (or reopened) and resolved again within this batch: in `resolved`, not in
+    # `opened`; the SIEM stream still reports that they opened (an app run briefly).
+    opened_and_resolved: list[Finding] = field(default_factory=list)
 
 
 def ingest(
@@ -110,6 +113,8 @@ def _apply(
     # A finding opened and resolved within one batch ends resolved: report it as such.
     result.opened = [row for row in _unique(changes.opened) if row.status == "open"]
     result.resolved = [row for row in _unique(changes.resolved) if row.status == "resolved"]
+    result.opened_and_resolved = [row for row in _unique(changes.opened)
+                                  if row.status == "resolved"]
 
 
 def _unique(rows: list[Finding]) -> list[Finding]:
