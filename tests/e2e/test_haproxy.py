@@ -52,6 +52,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             "WARDEN_DATABASE_URL": url,
             "WARDEN_TRUSTED_PROXIES": "127.0.0.1",
             "WARDEN_ENROLL_FAILURES_PER_ADDRESS": str(ENROLL_LIMIT)})
+        first.startup_timeout = 120.0  # three servers on a busy 2-core machine
         servers = [first] + [SecondServer(first, tmp_path / f"s{n}", tmp_path / f"s{n}.log")
                              for n in (2, 3)]
         proxy = HAProxy(binary, servers, tmp_path)

@@ -37,6 +37,8 @@ def pair(tmp_path: Path) -> Iterator[tuple[WardenServer, WardenServer]]:
         first = WardenServer(tmp_path / "a", tmp_path / "a.log", env={
             "WARDEN_DATABASE_URL": url,
             "WARDEN_ENROLL_FAILURES_PER_ADDRESS": str(ENROLL_LIMIT)})
+        # Two processes importing and building the app at once, on a busy machine.
+        first.startup_timeout = 120.0
         second = SecondServer(first, tmp_path / "b", tmp_path / "b.log")
         try:
             first.start()
