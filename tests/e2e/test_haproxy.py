@@ -25,7 +25,8 @@ from tests.e2e.pg_control import base_url, fresh_database
 from tests.e2e.sim_agents import FleetPlan, SimulatedFleet, check_delivery
 from tests.e2e.test_scale_out import SecondServer
 
-pytestmark = pytest.mark.slow
+# Three servers and HAProxy start, then a fleet runs for a minute or two.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ENROLL_LIMIT = 3
 PLAN = FleetPlan(agents=15, events_per_agent=60, event_interval=0.05)

@@ -23,6 +23,9 @@ from tests.e2e.conftest import WardenServer
 from tests.e2e.pg_control import base_url, fresh_database
 from tests.e2e.test_scale_out import SecondServer
 
+# Two servers start per test: on a busy 2-core machine that alone may take a minute.
+pytestmark = pytest.mark.timeout(360)
+
 ENROLL_LIMIT = 4
 LOGIN_LIMIT = 5  # per account, the dashboard's default
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

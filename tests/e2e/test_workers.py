@@ -71,6 +71,9 @@ def enroll_guess(server: WardenServer) -> int:
                                      "Connection": "close"}).status_code
 
 
+# Start-up alone may take minutes: N workers each import and build the app on 2 busy cores.
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_workers_serve_one_port_as_one_server_and_a_dead_one_is_replaced(
     server: WardenServer,
 ) -> None:
