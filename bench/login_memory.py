@@ -3,8 +3,8 @@
 Each argon2 verification takes 64 MiB. Before the login limits counted an
 attempt ahead of its hash, every one of N simultaneous wrong passwords was
 hashed at once; now at most five per account are hashed (the rest answer 429
-unhashed), and at most a few verifications run at a time (server.dashboard.
-throttle.VerifySlots).
+unhashed), and at most a few verifications run at a time
+(server.dashboard.verify_slots.VerifySlots).
 
 For every tree given (default: this checkout) and each burst, a fresh server
 is initialised in a temporary directory and run as a real `warden server run`

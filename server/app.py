@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from policies.loader import load_catalog
 from server import dashboard, db, security
@@ -39,7 +40,7 @@ from server.siem.publisher import SiemPublisher, describe
 from server.signing import PolicySigner
 from server.store import agents, findings, policies
 from server.store.known_apps import KnownApps, bounded_by_app
-from server.throttle import FailureWindow
+from server.throttling import EnrollThrottle
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
         signer=signer,
         catalog=catalog,
         known_apps=KnownApps(catalog),
-        enroll_failures=FailureWindow(settings.enroll_failure_window_seconds),
+        enroll_throttle=EnrollThrottle(db.session_factory(write_engine),
+                                       settings.enroll_failures_per_address,
+                                       settings.enroll_failure_window_seconds),
     )
     app = FastAPI(title="Warden", version=_version(), lifespan=_lifespan(context),
                   redoc_url=None)
     app.state.context = context
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.trusted_proxies:
+        # Here, not in uvicorn: the same trust however the app is served (one process,
+        # workers, tests), and only the proxies the settings name.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"],
                       response_model=None)
     app.include_router(agent.router)

@@ -231,3 +231,31 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(sa.String(255))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class ThrottleFailures(Base):
+    """One rate-limited key's recent failures (server.throttling): shared by every server
+    process on the database, so N processes allow what one does."""
+
+    __tablename__ = "throttle_failures"
+    __table_args__ = (sa.Index("ix_throttle_failures_scope_last", "scope", "last_failed_at"),)
+
+    # What is limited ("login", "enroll"): each scope has its own window and pruning.
+    scope: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    # Who is limited: "account:bob", "address:203.0.113.7"...
+    key: Mapped[str] = mapped_column(sa.String(320), primary_key=True)
+    # When each failure in the window happened, oldest first: a JSON list of epoch seconds.
+    # Wall-clock time, not monotonic: the processes sharing a row share only that clock.
+    failures: Mapped[str] = mapped_column(sa.Text, default="[]")
+    # The newest failure (epoch seconds), what pruning goes by.
+    last_failed_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class RevokedSession(Base):
+    """A dashboard session logged out before it expired: refused by every server process."""
+
+    __tablename__ = "revoked_sessions"
+
+    sid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    # When the session would have expired anyway (epoch seconds); the row is pruned after.
+    expires_at: Mapped[float] = mapped_column(sa.Float, index=True)

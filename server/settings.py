@@ -18,6 +18,7 @@ from pydantic import AfterValidator, Field, SecretStr, field_validator, model_va
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -47,6 +48,11 @@ class ServerSettings(BaseSettings):
     tls_key: Path | None = None
     # The explicit escape hatch for plain HTTP beyond loopback (e.g. behind a TLS proxy).
     allow_insecure: bool = False
+    # The load balancers or reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the
+    # server believes (addresses or networks, e.g. ["10.0.0.5", "10.1.0.0/24"]); from any
+    # other peer those headers are ignored. Rate limits, enrollment records and logs then
+    # see the real client. Empty: no proxy is trusted, the peer is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Send Strict-Transport-Security on every answer. Always on when serving TLS itself;
     # set it behind a TLS-terminating proxy that does not add the header.
     hsts: bool = False
@@ -54,6 +60,10 @@ class ServerSettings(BaseSettings):
     # When set, GET /metrics wants `Authorization: Bearer <this>`; unset, it is open (and
     # the server warns at start when it listens beyond loopback).
     metrics_token: SecretStr | None = None
+
+    # Server processes `warden server run` starts (one port, connections spread among
+    # them). More than one needs PostgreSQL: see `_one_process_on_sqlite`.
+    workers: int = Field(default=1, ge=1, le=64)
 
     max_body_bytes: int = Field(default=MIB, ge=1024)
     max_events_per_batch: int = Field(default=1000, ge=1)
@@ -93,6 +103,27 @@ class ServerSettings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        # WARDEN_TRUSTED_PROXIES="10.0.0.5, 10.0.0.6": a comma-separated list in the
+        # environment; a TOML file or code gives a list.
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxy_addresses(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{proxy!r} is not an IP address or network (e.g. "
+                    "10.0.0.5 or 10.0.0.0/24); name each load balancer by address") from None
+        return proxies
+
     @field_validator("metrics_token", mode="after")
     @classmethod
     def _strong_metrics_token(cls, token: SecretStr | None) -> SecretStr | None:
@@ -119,6 +150,16 @@ class ServerSettings(BaseSettings):
                 "127.0.0.1, or set WARDEN_ALLOW_INSECURE=1 (--allow-insecure) if a TLS proxy "
                 "sits in front"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _one_process_on_sqlite(self) -> ServerSettings:
+        if self.workers > 1 and self.resolved_database_url.startswith("sqlite"):
+            raise ValueError(
+                f"{self.workers} workers need PostgreSQL: on the SQLite file every process "
+                "would queue for its one write lock, so more processes would serve no more. "
+                "Run one worker (--workers 1), or set WARDEN_DATABASE_URL to a PostgreSQL "
+                "URL (docs/deploy.md, \"Scale out\")")
         return self
 
     @property

@@ -45,7 +45,7 @@ from server.settings import ServerSettings
 from server.signing import PolicySigner
 from server.store import agents, enroll_secrets, tokens
 from server.store.known_apps import KnownApps
-from server.throttle import FailureWindow
+from server.throttling import EnrollThrottle
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ServerContext:
     # The app ids counted by name in metrics and stats; others count as `other`.
     known_apps: KnownApps
     # Failed enrollments by client address (settings.enroll_failures_per_address).
-    enroll_failures: FailureWindow
+    enroll_throttle: EnrollThrottle
     hooks: Hooks = field(default_factory=Hooks)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -146,8 +146,8 @@ def unauthorized(message: str) -> ApiError:
 
 
 def client_address(request: Request) -> str:
-    """The caller's address; behind a proxy, what uvicorn took from X-Forwarded-For when the
-    proxy is in FORWARDED_ALLOW_IPS (else the proxy's own)."""
+    """The caller's address; behind a proxy listed in settings.trusted_proxies, the client
+    it named in X-Forwarded-For (server.app installs the middleware), else the peer's own."""
     return request.client.host if request.client else "unknown"
 
 
@@ -169,8 +169,10 @@ def enroll_secret(request: Request, context: ContextDep, token: TokenDep) -> Enr
     # Failures are limited per address, and checked before the secret is looked up: past
     # the limit even the right secret is refused, or the limit would not slow guessing.
     address = client_address(request)
-    failures = context.enroll_failures
-    wait = failures.retry_after(address, context.settings.enroll_failures_per_address)
+    throttle = context.enroll_throttle
+    # Counted as failed before the lookup, in the same transaction that checks the limit
+    # (on every server process's shared rows): concurrent guesses cannot pass the limit.
+    wait = throttle.attempt(address)
     if wait > 0:
         seconds = math.ceil(wait)
         raise ApiError(429, f"too many failed enrollments from {address}; retry in "
@@ -182,9 +184,9 @@ def enroll_secret(request: Request, context: ContextDep, token: TokenDep) -> Enr
     with context.read_sessions() as session:
         secret = enroll_secrets.find_usable(session, token)
     if secret is None:
-        failures.failed(address)
         log.warning("enrollment with an unknown or revoked secret from %s", address)
         raise unauthorized("unknown or revoked enrollment secret")
+    throttle.succeeded(address)
     return secret
 
 

@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
     run.add_argument("--allow-insecure", action="store_true", default=None,
                      help="serve plain HTTP beyond loopback (only behind a TLS proxy)")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="server processes to run on the one port (default 1; more than "
+                     "one needs PostgreSQL: WARDEN_DATABASE_URL)")
     run.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     run.set_defaults(func=cmd_run)
@@ -119,6 +122,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server import workers as app_workers
     from server.app import create_app
     from server.key_rotation import finish_rotation
     from server.signing import SigningKeyError
@@ -129,27 +133,37 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"warden: {finished}", file=sys.stderr)
         return 0
 
-    settings = _settings(args, host=args.host, port=args.port, tls_cert=args.tls_cert,
-                         tls_key=args.tls_key, allow_insecure=args.allow_insecure)
+    flags = {"host": args.host, "port": args.port, "tls_cert": args.tls_cert,
+             "tls_key": args.tls_key, "allow_insecure": args.allow_insecure,
+             "workers": args.workers, "data_dir": args.data_dir}
+    settings = _settings(args, **flags)
     # Migrations first (a newer release may bring some; applying them at start keeps
     # upgrades one step), then a key rotation that stopped half-way is finished.
     failed = _on_database(settings, finish)
     if failed or settings is None:
         return failed
     try:
+        # Built here even for workers: a missing key fails once, clearly, not N times.
         app = create_app(settings)
     except SigningKeyError as exc:
         print(f"warden: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    target: Any = app
+    if settings.workers > 1:
+        app_workers.pass_flags(flags)
+        target = app_workers.FACTORY
+        app.state.context.engine.dispose()  # the supervisor serves nothing itself
     uvicorn.run(
-        app,
+        target,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         log_level=args.log_level,
-        # X-Forwarded-* is trusted only from loopback (uvicorn's default allow-list).
-        proxy_headers=True,
+        # X-Forwarded-* is trusted from settings.trusted_proxies only, by the app itself.
+        proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0

@@ -22,8 +22,8 @@ from server.dashboard import (
     secrets,
 )
 from server.dashboard.auth import SessionKeeper
+from server.dashboard.sessions import LoggedOut
 from server.dashboard.static import load_static, static_router
-from server.dashboard.throttle import LoginThrottle
 from server.dashboard.web import (
     Dashboard,
     LoginRequired,
@@ -33,13 +33,16 @@ from server.dashboard.web import (
     secure,
     with_query,
 )
+from server.throttling import LoginThrottle
 
 
 def install(app: FastAPI, context: ServerContext) -> None:
     app.state.dashboard = Dashboard(
         templates=build_templates(),
-        sessions=SessionKeeper.from_signing_key(context.settings.signing_key_path),
-        throttle=LoginThrottle(),
+        sessions=SessionKeeper.from_signing_key(
+            context.settings.signing_key_path,
+            LoggedOut(context.read_sessions, context.write_sessions)),
+        throttle=LoginThrottle(context.write_sessions),
     )
     for module in (login, overview, exports, findings, hosts, policies, audit, secrets):
         app.include_router(module.router)

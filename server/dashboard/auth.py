@@ -10,8 +10,9 @@ keeps the two uses apart, and rotating that key logs everyone out.
 Every request re-reads the user (or token) row, so disabling a user, revoking
 a token or changing a role takes effect at once, and a changed password ends
 the sessions opened with the old one (the cookie carries a fingerprint of the
-password hash). Logging out deletes the cookie and bars its session id in
-this process until the session would have expired anyway.
+password hash). Logging out deletes the cookie and bars its session id, in
+the database, until the session would have expired anyway: every server
+process sharing the database refuses it from then on.
 
 CSRF: every form carries a token derived from the session id (session-bound),
 checked on every POST together with the Origin header when the browser sends

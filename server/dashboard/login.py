@@ -17,7 +17,7 @@ from server.dashboard.auth import (
     current_person,
     password_fingerprint,
 )
-from server.dashboard.throttle import VerifySlotsBusy
+from server.dashboard.verify_slots import VerifySlotsBusy
 from server.dashboard.web import Dashboard, DashboardDep, DashboardRoute, redirect, safe_next
 from server.store import tokens, users
 

@@ -18,8 +18,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import Request, Response
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
 
 from server.models import ROLES, ApiToken, User
+from server.store import revoked_sessions
 
 SESSION_COOKIE = "warden_session"
 LOGIN_COOKIE = "warden_login"
@@ -55,18 +58,41 @@ class Person:
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
+class LoggedOut:
+    """Session ids logged out before they expired, in the database: a logout at one
+    server process is refused at every other."""
+
+    def __init__(self, read_sessions: sessionmaker[DbSession],
+                 write_sessions: sessionmaker[DbSession]) -> None:
+        self._read = read_sessions
+        self._write = write_sessions
+
+    def contains(self, sid: str) -> bool:
+        with self._read() as db:
+            return revoked_sessions.is_revoked(db, sid)
+
+    def add(self, sid: str, expires_at: float, now: float) -> None:
+        with self._write() as db:
+            # Rows of sessions that expired anyway go in the same transaction: logouts are
+            # rare, so the table stays as small as the sessions still alive.
+            revoked_sessions.prune(db, now)
+            revoked_sessions.revoke(db, sid, expires_at)
+            db.commit()
+
+
 class SessionKeeper:
-    def __init__(self, key: bytes, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, key: bytes, logged_out: LoggedOut,
+                 clock: Callable[[], float] = time.time) -> None:
         self._key = key
         self._clock = clock
-        self._logged_out: dict[str, float] = {}
+        self._logged_out = logged_out
 
     @classmethod
-    def from_signing_key(cls, key_path: Path) -> SessionKeeper:
+    def from_signing_key(cls, key_path: Path, logged_out: LoggedOut) -> SessionKeeper:
         material = key_path.read_bytes()
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                    info=b"warden dashboard session cookies v1").derive(material)
-        return cls(key)
+        return cls(key, logged_out)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -97,7 +123,7 @@ class SessionKeeper:
         now = self._clock()
         if now - session.started > ABSOLUTE_SECONDS or now - session.seen > IDLE_SECONDS:
             return None
-        if session.sid in self._logged_out:
+        if self._logged_out.contains(session.sid):
             return None
         return session
 
@@ -107,10 +133,7 @@ class SessionKeeper:
         return replace(session, seen=now) if now - session.seen >= RENEW_AFTER_SECONDS else None
 
     def log_out(self, session: Session) -> None:
-        now = self._clock()
-        self._logged_out = {sid: until for sid, until in self._logged_out.items()
-                            if until > now}
-        self._logged_out[session.sid] = session.started + ABSOLUTE_SECONDS
+        self._logged_out.add(session.sid, session.started + ABSOLUTE_SECONDS, self._clock())
 
     def set_cookie(self, request: Request, response: Response, session: Session) -> None:
         response.set_cookie(SESSION_COOKIE, self.encode(session), max_age=ABSOLUTE_SECONDS,

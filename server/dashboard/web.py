@@ -22,11 +22,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from markupsafe import Markup
 
-from server.dashboard.throttle import VerifySlots
+from server.dashboard.verify_slots import VerifySlots
 
 if TYPE_CHECKING:
     from server.dashboard.sessions import Person, SessionKeeper
-    from server.dashboard.throttle import LoginThrottle
+    from server.throttling import LoginThrottle
 
 # `frame-ancestors` is what browsers now obey; X-Frame-Options covers older ones.
 CONTENT_SECURITY_POLICY = (

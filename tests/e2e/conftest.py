@@ -49,6 +49,9 @@ class WardenServer:
         self.env.pop("WARDEN_DATABASE_URL", None)
         self.env.update(env or {})
         self.process: subprocess.Popen[bytes] | None = None
+        # More `warden server run` flags (e.g. ["--workers", "3"]).
+        self.run_args: list[str] = []
+        self.startup_timeout = STARTUP
         init = subprocess.run(
             [str(BIN / "warden"), "server", "init", "--data-dir", str(data_dir), "--json"],
             capture_output=True, text=True, env=self.env, timeout=120, check=True)
@@ -61,9 +64,9 @@ class WardenServer:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(BIN / "warden"), "server", "run", "--data-dir", str(self.data_dir),
-                 "--host", "127.0.0.1", "--port", str(self.port)],
+                 "--host", "127.0.0.1", "--port", str(self.port), *self.run_args],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        wait_for(self._healthy, STARTUP, f"the server on {self.url} ({self.log})")
+        wait_for(self._healthy, self.startup_timeout, f"the server on {self.url} ({self.log})")
 
     def _healthy(self) -> bool:
         assert self.process is not None
@@ -71,7 +74,8 @@ class WardenServer:
             pytest.fail(f"the server exited: {self.log.read_text()[-3000:]}")
         try:
             return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # A timeout too: with --workers the port is bound before a worker accepts.
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -51,6 +51,8 @@ class SecondServer(WardenServer):
         self.log = log
         self.env = dict(first.env)
         self.process = None
+        self.run_args = list(first.run_args)
+        self.startup_timeout = first.startup_timeout
         self.admin_token = first.admin_token
         self.enroll_secret = first.enroll_secret
 

@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 from markupsafe import Markup
+from sqlalchemy.orm import Session, sessionmaker
 
 from policies.errors import ValidationIssue
 from server.dashboard.auth import (
@@ -19,8 +20,9 @@ from server.dashboard.auth import (
 from server.dashboard.charts import bar_chart, nice_ticks
 from server.dashboard.policies import annotate
 from server.dashboard.policy_diff import rule_changes, setting_changes, source_diff
-from server.dashboard.throttle import LoginThrottle, ThrottleLimits
+from server.dashboard.sessions import LoggedOut
 from server.dashboard.web import safe_next, time_ago, with_query
+from server.throttling import LoginThrottle, ThrottleLimits
 
 
 class Clock:
@@ -34,12 +36,20 @@ class Clock:
 # -- sessions -----------------------------------------------------------------------------
 
 
-def test_a_session_survives_the_round_trip_and_nothing_else_does() -> None:
-    keeper = SessionKeeper(b"k" * 32, clock=Clock())
+@pytest.fixture
+def logged_out(db: sessionmaker[Session]) -> LoggedOut:
+    """Logouts on the test's database (SQLite and PostgreSQL)."""
+    return LoggedOut(db, db)
+
+
+def test_a_session_survives_the_round_trip_and_nothing_else_does(
+    logged_out: LoggedOut,
+) -> None:
+    keeper = SessionKeeper(b"k" * 32, logged_out, clock=Clock())
     session = keeper.new_session("user", 7, "fingerprint")
     cookie = keeper.encode(session)
     assert keeper.decode(cookie) == session
-    other_key = SessionKeeper(b"x" * 32, clock=Clock())
+    other_key = SessionKeeper(b"x" * 32, logged_out, clock=Clock())
     body = cookie.split(".")[0]
     for bad in (None, "", "no-dot", cookie + "x", "a.b.c", other_key.encode(session),
                 f"{body}.é", "é.é", "%%%.%%%"):
@@ -55,19 +65,21 @@ def test_a_session_survives_the_round_trip_and_nothing_else_does() -> None:
     (60, ABSOLUTE_SECONDS + 1, False),                 # in use, but too old
 ])
 def test_sessions_expire_when_idle_and_at_their_absolute_limit(
-    idle: int, age: int, valid: bool
+    idle: int, age: int, valid: bool, logged_out: LoggedOut
 ) -> None:
     clock = Clock()
-    keeper = SessionKeeper(b"k" * 32, clock=clock)
+    keeper = SessionKeeper(b"k" * 32, logged_out, clock=clock)
     session = keeper.new_session("token", 1)
     clock.now += age
     session_seen = session.__class__(**{**session.__dict__, "seen": int(clock.now - idle)})
     assert (keeper.decode(keeper.encode(session_seen)) is not None) == valid
 
 
-def test_use_renews_the_idle_clock_at_most_once_a_minute_and_logout_bars_the_id() -> None:
+def test_use_renews_the_idle_clock_at_most_once_a_minute_and_logout_bars_the_id(
+    logged_out: LoggedOut,
+) -> None:
     clock = Clock()
-    keeper = SessionKeeper(b"k" * 32, clock=clock)
+    keeper = SessionKeeper(b"k" * 32, logged_out, clock=clock)
     session = keeper.new_session("token", 1)
     assert keeper.renewed(session) is None
     clock.now += RENEW_AFTER_SECONDS
@@ -75,10 +87,31 @@ def test_use_renews_the_idle_clock_at_most_once_a_minute_and_logout_bars_the_id(
     assert renewed is not None and renewed.seen == int(clock.now)
     keeper.log_out(session)
     assert keeper.decode(keeper.encode(renewed)) is None  # same id, renewed or not
+    keeper.log_out(session)  # twice is no error
+    # Another keeper on the database (another server process) refuses it too.
+    assert SessionKeeper(b"k" * 32, logged_out, clock=clock).decode(
+        keeper.encode(renewed)) is None
 
 
-def test_csrf_tokens_belong_to_one_session() -> None:
-    keeper = SessionKeeper(b"k" * 32, clock=Clock())
+def test_logouts_are_forgotten_once_their_sessions_would_have_expired(
+    db: sessionmaker[Session], logged_out: LoggedOut,
+) -> None:
+    from server.store import revoked_sessions
+
+    clock = Clock()
+    keeper = SessionKeeper(b"k" * 32, logged_out, clock=clock)
+    first = keeper.new_session("token", 1)
+    keeper.log_out(first)
+    clock.now += ABSOLUTE_SECONDS + 1
+    second = keeper.new_session("token", 1)
+    keeper.log_out(second)  # prunes the first, whose cookie has expired by now anyway
+    with db() as session:
+        assert not revoked_sessions.is_revoked(session, first.sid)
+        assert revoked_sessions.is_revoked(session, second.sid)
+
+
+def test_csrf_tokens_belong_to_one_session(logged_out: LoggedOut) -> None:
+    keeper = SessionKeeper(b"k" * 32, logged_out, clock=Clock())
     one = Person("a", "a", "admin", keeper.new_session("token", 1))
     two = Person("a", "a", "admin", keeper.new_session("token", 1))
     assert keeper.csrf_ok(one, keeper.csrf_token(one))
@@ -93,9 +126,11 @@ def test_csrf_tokens_belong_to_one_session() -> None:
 # -- login throttle --------------------------------------------------------------------------
 
 
-def test_the_throttle_limits_an_account_until_its_failures_age_out() -> None:
+def test_the_throttle_limits_an_account_until_its_failures_age_out(
+    db: sessionmaker[Session],
+) -> None:
     clock = Clock()
-    throttle = LoginThrottle(ThrottleLimits(per_account=3, per_address=100,
+    throttle = LoginThrottle(db, ThrottleLimits(per_account=3, per_address=100,
                                             window_seconds=600), clock=clock)
     for _ in range(3):
         assert throttle.retry_after("Bob", "10.0.0.1") == 0
@@ -108,9 +143,11 @@ def test_the_throttle_limits_an_account_until_its_failures_age_out() -> None:
     assert throttle.retry_after("bob", "10.0.0.1") == 0
 
 
-def test_the_throttle_limits_an_address_trying_many_accounts_and_success_clears() -> None:
+def test_the_throttle_limits_an_address_trying_many_accounts_and_success_clears(
+    db: sessionmaker[Session],
+) -> None:
     clock = Clock()
-    throttle = LoginThrottle(ThrottleLimits(per_account=3, per_address=4,
+    throttle = LoginThrottle(db, ThrottleLimits(per_account=3, per_address=4,
                                             window_seconds=600), clock=clock)
     for name in ("a", "b", "c", "d"):
         throttle.failed(name, "10.0.0.1")

@@ -1,7 +1,8 @@
 """The enrollment rate limit over real HTTP: failed enrollments per client address.
 
-A real uvicorn on loopback; uvicorn trusts X-Forwarded-For from loopback (as it
-does from a proxy in FORWARDED_ALLOW_IPS), so a request can come "from" any address.
+A real uvicorn on loopback; the server trusts X-Forwarded-For from loopback
+(settings.trusted_proxies, as it would from a load balancer), so a request can come
+"from" any address.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from agent.state import StateDir
 from agent.uplink.client import AgentClient
 from agent.uplink.sync import PolicySync, SyncStatus
 from server.settings import ServerSettings
-from server.throttle import FailureWindow
+from server.throttling import EnrollThrottle
 from tests.server.admin_support import assert_error
 from tests.server.test_dashboard_parts import Clock
 
@@ -33,13 +34,15 @@ ENROLL = "/api/v1/agent/enroll"
 def settings(tmp_path: Path, db_url: str) -> ServerSettings:
     return ServerSettings(data_dir=tmp_path / "data", database_url=db_url,
                           enroll_failures_per_address=LIMIT,
-                          enroll_failure_window_seconds=WINDOW)
+                          enroll_failure_window_seconds=WINDOW,
+                          trusted_proxies=["127.0.0.1"])
 
 
 @pytest.fixture
 def clock(app: FastAPI) -> Clock:
     clock = Clock()
-    app.state.context.enroll_failures = FailureWindow(WINDOW, clock=clock)
+    context = app.state.context
+    context.enroll_throttle = EnrollThrottle(context.write_sessions, LIMIT, WINDOW, clock=clock)
     return clock
 
 

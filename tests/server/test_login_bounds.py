@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.dashboard.throttle import VerifySlots
+from server.dashboard.verify_slots import VerifySlots
 from tests.server.dashboard_support import PASSWORD, make_user
 
 DB = sessionmaker[Session]
