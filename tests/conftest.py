@@ -22,12 +22,27 @@ from tests.unprivileged import pytest_itemcollected, unprivileged
 __all__ = ["pytest_collection_modifyitems", "pytest_itemcollected", "unprivileged"]
 
 TESTS = Path(__file__).parent
-# Folders and files whose tests touch the machine as a whole.
+# Folders and files whose tests touch the machine as a whole...
 MACHINE_WIDE = (TESTS / "agent", TESTS / "e2e", TESTS / "test_privilege_drops.py")
+# ...but for these modules, which start no agent on the whole machine and no process
+# named like a banned app (they read planted files, parse, or run servers alone).
+# A module added here must stay so: it then runs beside agents that end banned apps.
+ON_THEIR_OWN = frozenset({
+    "agent/test_dns_table.py", "agent/test_fuzz_sensors.py", "agent/test_hostile_files.py",
+    "agent/test_install_watch.py", "agent/test_installed_linux.py",
+    "agent/test_installed_macos.py", "agent/test_installed_windows.py",
+    "agent/test_key_trust.py", "agent/test_machine_key.py", "agent/test_notify_command.py",
+    "agent/test_ownership.py", "agent/test_ownership_cli.py", "agent/test_ownership_windows.py",
+    "agent/test_safe_reads.py", "agent/test_service_uninstall.py", "agent/test_spool.py",
+    "agent/test_state.py", "agent/test_state_activation.py", "agent/test_sync_failures.py",
+    "agent/test_winservice.py", "e2e/test_shared_state.py", "e2e/test_workers.py",
+})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(item.path)
+        if path.relative_to(TESTS).as_posix() in ON_THEIR_OWN:
+            continue
         if any(path == place or place in path.parents for place in MACHINE_WIDE):
             item.add_marker(pytest.mark.xdist_group("machine"))
