@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from sqlalchemy.orm import Session
 
+from policies.vocabulary import SENSORS as VOCAB_SENSORS
 from policies.vocabulary import FindingStatus, TriageState
 from server.models import Agent, Finding
 from server.schemas.common import (
@@ -44,7 +45,7 @@ __all__ = ["CursorError", "FilterError", "FindingFilters", "count_findings", "it
 
 Order = Literal["last_seen", "first_seen", "app", "host", "id"]
 ORDERS: tuple[str, ...] = get_args(Order)
-SENSORS = ("process", "installed", "network")
+SENSORS: tuple[str, ...] = VOCAB_SENSORS
 VERDICTS = ("deny", "allow", "alert")
 # Export pages: big enough to amortise a query, small enough to stream steadily.
 EXPORT_BATCH = 1000
