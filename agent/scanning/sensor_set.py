@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from agent.sensors.dns import DnsWatch
 from agent.sensors.installed import InstalledAppsSensor
@@ -13,6 +13,7 @@ from agent.sensors.network import NetworkSensor
 from agent.sensors.processes import ProcessSensor
 from policies.engine import Engine
 from policies.observations import InstalledObservation
+from policies.vocabulary import OsName
 
 if TYPE_CHECKING:
     from agent.settings import AgentSettings
@@ -100,7 +101,8 @@ class Sensors:
         if choice.installed:
             sensors.installed = InstalledAppsSensor(
                 root=choice.root,
-                os_name=engine.host.os,
+                # An agent's engine always runs as its own OS (phones have no agent).
+                os_name=cast(OsName, engine.host.os),
                 marker_files=engine.folder_marker_files,
                 marker_globs=engine.folder_marker_globs,
             )
