@@ -21,8 +21,10 @@ HostOsName = Literal["linux", "macos", "windows", "ios", "ipados", "android"]
 HOST_OS_NAMES: tuple[HostOsName, ...] = get_args(HostOsName)
 
 # Where a finding comes from: an agent's sensors on an endpoint, or (`mdm`) the app
-# inventory an MDM reports for a phone or tablet.
-Sensor = Literal["process", "installed", "network", "mdm"]
+# inventory an MDM reports for a phone or tablet (only the server's connectors say `mdm`).
+EndpointSensor = Literal["process", "installed", "network"]
+ENDPOINT_SENSORS: tuple[EndpointSensor, ...] = get_args(EndpointSensor)
+Sensor = Literal[EndpointSensor, "mdm"]
 SENSORS: tuple[Sensor, ...] = get_args(Sensor)
 
 # What a policy says about an app, and what to do when it is seen.

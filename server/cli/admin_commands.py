@@ -19,7 +19,7 @@ from typing import TypeAlias
 
 from policies.errors import PolicyError
 from policies.loader import load_catalog, parse_policy
-from policies.vocabulary import ROLES, TRIAGE_STATES
+from policies.vocabulary import ROLES, SENSORS, TRIAGE_STATES
 from server.api_client import WardenClient
 from server.cli import reenroll_commands
 from server.cli.admin_output import EXIT_API, as_json, fail, render, show, when
@@ -102,7 +102,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--triage", choices=TRIAGE_STATES)
     parser.add_argument("--host")
     parser.add_argument("--group")
-    parser.add_argument("--sensor", choices=["process", "installed", "network"])
+    parser.add_argument("--sensor", choices=SENSORS)
     parser.add_argument("--since", metavar="TIME", help="RFC 3339 time or date")
     parser.add_argument("--until", metavar="TIME", help="RFC 3339 time or date")
 

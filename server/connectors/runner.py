@@ -67,7 +67,7 @@ class ConnectorRunner:
     def __init__(self, context: ServerContext, *, sleep: Sleep = time.sleep) -> None:
         self._context = context
         self._box = SecretBox.in_data_dir(context.settings.data_dir)
-        self._sleep = sleep
+        self.sleep = sleep
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -101,7 +101,7 @@ class ConnectorRunner:
             client = CLIENTS[job.kind](job.name, job.settings, self._box.open(job.sealed_secret))
             client_http = getattr(client, "http", None)
             if client_http is not None:
-                client_http._sleep = self._sleep
+                client_http._sleep = self.sleep
             evaluator = Evaluator(bundle, job.name, job.group)
             inventory = read(client, evaluator)
             report.devices = client.stats.devices

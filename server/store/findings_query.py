@@ -19,7 +19,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from sqlalchemy.orm import Session
 
 from policies.vocabulary import SENSORS as VOCAB_SENSORS
-from policies.vocabulary import FindingStatus, TriageState
+from policies.vocabulary import FindingStatus, Sensor, TriageState
 from server.models import Agent, Finding
 from server.schemas.common import (
     DEFAULT_LIMIT,
@@ -74,7 +74,7 @@ class FindingFilters(Query):
     host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
                                                        "ignores case")
     group: TextFilter = None
-    sensor: Annotated[Literal["process", "installed", "network", ""] | None,
+    sensor: Annotated[Literal[Sensor, ""] | None,
                       AfterValidator(blank_is_any)] = None
     verdict: Annotated[Literal["deny", "allow", "alert", ""] | None,
                        AfterValidator(blank_is_any)] = None
