@@ -64,8 +64,10 @@ class _Job:
 
 
 class ConnectorRunner:
-    def __init__(self, context: ServerContext, *, sleep: Sleep = time.sleep) -> None:
+    def __init__(self, context: ServerContext, *, sleep: Sleep = time.sleep,
+                 poll_seconds: float | None = None) -> None:
         self._context = context
+        self._poll = poll_seconds or context.settings.connector_poll_seconds
         self._box = SecretBox.in_data_dir(context.settings.data_dir)
         self.sleep = sleep
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -194,8 +196,7 @@ class ConnectorRunner:
                 log.warning("a connector sync did not stop in time; it ends with the process")
 
     def _loop(self) -> None:
-        poll = self._context.settings.connector_poll_seconds
-        while not self._stop.wait(poll):
+        while not self._stop.wait(self._poll):
             try:
                 self.run_due()
             except Exception:

@@ -210,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         standin = self.server.standin
         length = int(self.headers.get("Content-Length") or 0)
         form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
@@ -243,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(404, {"error": "not found"})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         standin = self.server.standin
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.connectors.runner import ConnectorRunner
 from server.models import Connector
+from server.settings import ServerSettings
 from server.store import connectors
 from tests.server.mdm_standins import (
     CLIENT_ID,
@@ -32,6 +36,13 @@ TELEGRAM_X = App("Telegram X", "org.thunderdog.challegram", "Telegram FZ-LLC", "
 NEKOGRAM = App("Nekogram", "tw.nekomimi.nekogram", "Nekogram", "11.5")
 SIGNAL_IOS = App("Signal - Private Messenger", "org.whispersystems.signal", "Signal", "7.1")
 NOTES = App("Notes", "com.example.notes", "Example", "1.0")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> ServerSettings:
+    # The server's own periodic syncs stay out of the way of the ones a test asks for.
+    return ServerSettings(data_dir=tmp_path / "data", database_url=db_url,
+                          connector_poll_seconds=3600)
 
 
 @pytest.fixture
@@ -309,3 +320,26 @@ def test_bad_requests_change_nothing(client: TestClient, admin_token: str,
     analyst = api_token("analyst")
     assert client.get("/api/v1/connectors", headers=_headers(analyst)).status_code == 403
     assert _sync(client, admin_token, "nothing").status_code == 404
+
+
+def test_the_server_syncs_each_connector_on_its_interval(
+        app: FastAPI, client: TestClient, admin_token: str, standin: StandIn) -> None:
+    _fleet(standin)
+    _add(client, admin_token, _intune(standin))
+    # A second server process on the same database, polling often.
+    other = ConnectorRunner(app.state.context, poll_seconds=0.05)
+    other.start()
+    try:
+        deadline = time.monotonic() + 60
+        shown: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            shown = client.get("/api/v1/connectors/corp", headers=_headers(admin_token)).json()
+            if shown["last_result"]:
+                break
+            time.sleep(0.05)
+    finally:
+        other.shutdown()
+    assert shown["last_result"] == "ok" and shown["last_counts"]["findings_opened"] == 4
+    # Next one is an interval away: polling again does not sync again.
+    assert other.run_due() == 0
+    assert shown["next_sync_at"] > shown["last_sync_at"]
