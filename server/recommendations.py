@@ -11,7 +11,8 @@ from typing import Any
 
 from policies.catalog_model import AppDefinition
 
-_OSES = ("linux", "macos", "windows")
+# Phones get the app's store pages (App Store, Google Play) as their "hint".
+_OSES = ("linux", "macos", "windows", "ios", "android")
 
 
 class UnknownApp(KeyError):
