@@ -2,58 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from policies.vocabulary import ConnectorKind, SyncOutcome
 from server.schemas.common import Answer, Page, Timestamp
 
 CONNECTOR_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_SETTING = Field(default=None, min_length=1, max_length=1024)
-# What each kind needs beside its secret; the rest of the fields are optional URLs.
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "intune": ("tenant_id", "client_id"),
-    "jamf": ("url", "client_id"),
-    "android": ("enterprise",),
-}
-SETTING_FIELDS = ("tenant_id", "client_id", "url", "auth", "enterprise", "graph_url",
-                  "login_url", "api_url", "token_url")
+# A setting: a tenant, a client id, a URL. The secret is no setting: it is sealed apart.
+Setting = Annotated[str, Field(min_length=1, max_length=1024)]
+_BASE_FIELDS = frozenset({"name", "kind", "secret", "interval_minutes", "group"})
 
 
-class ConnectorRequest(BaseModel):
+class _ConnectorRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=CONNECTOR_NAME, description="lower-case letters, digits, - and _")
-    kind: ConnectorKind
     secret: str = Field(min_length=1, max_length=65_536, description=(
         "the client secret (intune, jamf; jamf with auth=basic: the password) or the "
         "service account's JSON key (android); stored encrypted, never returned"))
-    tenant_id: str | None = _SETTING
-    client_id: str | None = Field(default=None, min_length=1, max_length=1024,
-                                  description="jamf with auth=basic: the user name")
-    url: str | None = Field(default=None, min_length=1, max_length=1024,
-                            description="jamf: the Jamf Pro server, https://…")
-    auth: Literal["oauth", "basic"] | None = None
-    enterprise: str | None = _SETTING
-    graph_url: str | None = _SETTING
-    login_url: str | None = _SETTING
-    api_url: str | None = _SETTING
-    token_url: str | None = _SETTING
     interval_minutes: int = Field(default=60, ge=5, le=7 * 24 * 60)
     group: str | None = Field(default=None, min_length=1, max_length=255,
                               description="the phones join this group")
 
-    @model_validator(mode="after")
-    def _needs(self) -> ConnectorRequest:
-        missing = [name for name in REQUIRED[self.kind] if getattr(self, name) is None]
-        if missing:
-            raise ValueError(f"a {self.kind} connector needs {', '.join(missing)}")
-        return self
-
     def settings(self) -> dict[str, str]:
-        return {name: value for name in SETTING_FIELDS
-                if (value := getattr(self, name)) is not None}
+        """What the connector keeps in clear: everything but the secret and the basics."""
+        return {name: value for name, value in self.model_dump().items()
+                if name not in _BASE_FIELDS and value is not None}
+
+
+class IntuneRequest(_ConnectorRequest):
+    kind: Literal["intune"]
+    tenant_id: Setting
+    client_id: Setting
+    graph_url: Setting | None = Field(default=None,
+                                      description="default https://graph.microsoft.com")
+    login_url: Setting | None = Field(default=None,
+                                      description="default https://login.microsoftonline.com")
+
+
+class JamfRequest(_ConnectorRequest):
+    kind: Literal["jamf"]
+    url: Setting = Field(description="the Jamf Pro server, https://…")
+    client_id: Setting = Field(description="the API client id (auth=basic: a user name)")
+    auth: Literal["oauth", "basic"] | None = Field(
+        default=None, description="oauth (API client credentials, the default) or basic")
+
+
+class AndroidRequest(_ConnectorRequest):
+    kind: Literal["android"]
+    enterprise: Setting = Field(description="enterprises/ID, or ID")
+    api_url: Setting | None = Field(
+        default=None, description="default https://androidmanagement.googleapis.com")
+    token_url: Setting | None = Field(default=None,
+                                      description="default: the key file's token_uri")
+
+
+ConnectorRequest = Annotated[IntuneRequest | JamfRequest | AndroidRequest,
+                             Field(discriminator="kind")]
 
 
 class SyncCounts(Answer):
