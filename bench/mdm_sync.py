@@ -63,7 +63,8 @@ def _device(n: int, apps: int) -> dict[str, object]:
     reports = [{"packageName": f"com.example.app{j}", "displayName": f"App {j}",
                 "versionName": "1.0", "state": "INSTALLED"} for j in range(apps - 1)]
     last = "org.telegram.messenger" if n % 20 == 0 else "com.example.notes"
-    reports.append({"packageName": last, "displayName": "Telegram", "versionName": "11.0"})
+    name = "Telegram" if n % 20 == 0 else "Notes"
+    reports.append({"packageName": last, "displayName": name, "versionName": "11.0"})
     return {"name": f"enterprises/{ENTERPRISE}/devices/{n:08d}",
             "hardwareInfo": {"model": "Pixel 8", "serialNumber": f"SN{n:08d}"},
             "softwareInfo": {"androidVersion": "14"}, "applicationReports": reports}

@@ -13,7 +13,7 @@ from typing import Any
 
 from policies.network_index import Match
 from policies.observations import MobileAppObservation
-from policies.patterns import Glob, compile_glob
+from policies.patterns import Glob, compile_glob, glob_is_literal
 
 ANDROID = "android"
 
@@ -21,7 +21,10 @@ ANDROID = "android"
 class MobileIndex:
     def __init__(self) -> None:
         self._ids: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        # Most names are literal: a dict probe (case-folded); only true globs are run.
+        self._exact_names: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self._names: list[tuple[Glob, str, str]] = []
+        self._exact_publishers: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self._publishers: list[tuple[Glob, str, str]] = []
 
     def add(self, app_id: str, mobile: dict[str, Any]) -> None:
@@ -31,9 +34,15 @@ class MobileIndex:
         for bundle in mobile.get("ios_bundle_ids", []):
             self._ids[("apple", bundle)].append((app_id, f"mobile.ios_bundle_ids: {bundle}"))
         for glob in mobile.get("display_names", []):
-            self._names.append((compile_glob(glob, caseless=True), app_id, glob))
+            if glob_is_literal(glob):
+                self._exact_names[glob.casefold()].append((app_id, glob))
+            else:
+                self._names.append((compile_glob(glob, caseless=True), app_id, glob))
         for glob in mobile.get("publishers", []):
-            self._publishers.append((compile_glob(glob, caseless=True), app_id, glob))
+            if glob_is_literal(glob):
+                self._exact_publishers[glob.casefold()].append((app_id, glob))
+            else:
+                self._publishers.append((compile_glob(glob, caseless=True), app_id, glob))
 
     def match(self, obs: MobileAppObservation) -> Iterator[Match]:
         if obs.app_id:
@@ -41,10 +50,14 @@ class MobileIndex:
             for app_id, signature in self._ids.get((family, obs.app_id), ()):
                 yield Match(app_id, signature, "high")
         if obs.display_name:
+            for app_id, glob in self._exact_names.get(obs.display_name.casefold(), ()):
+                yield Match(app_id, f"mobile.display_names: {glob}", "medium")
             for regex, app_id, glob in self._names:
                 if regex.fullmatch(obs.display_name):
                     yield Match(app_id, f"mobile.display_names: {glob}", "medium")
         if obs.publisher:
+            for app_id, glob in self._exact_publishers.get(obs.publisher.casefold(), ()):
+                yield Match(app_id, f"mobile.publishers: {glob}", "medium")
             for regex, app_id, glob in self._publishers:
                 if regex.fullmatch(obs.publisher):
                     yield Match(app_id, f"mobile.publishers: {glob}", "medium")

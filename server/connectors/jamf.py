@@ -44,6 +44,7 @@ class JamfConnector:
         self.http = http or VendorHttp("Jamf Pro", self._token)
         self.http._token_source = self._token
         self.stats = ReadStats()
+        self._apps: dict[tuple[Any, ...], MobileApp | None] = {}
 
     def _token(self, http: VendorHttp) -> Token:
         if self._basic:
@@ -70,26 +71,33 @@ class JamfConnector:
                                 "`totalCount`; the sync stopped and changed nothing")
             for record in results:
                 if isinstance(record, dict):
-                    yield from self._record(record)
+                    yield from self._record(record, wanted)
             seen += len(results)
             page += 1
             if not results or seen >= total:
                 return
 
-    def _record(self, record: dict[str, Any]) -> Iterator[InventoryItem]:
+    def _record(self, record: dict[str, Any], wanted: Wanted) -> Iterator[InventoryItem]:
         device = _device(record)
         if device is None:
             return
         self.stats.devices += 1
         yield device
         apps = record.get("applications")
+        known = self._apps
         for item in apps if isinstance(apps, list) else ():
             if not isinstance(item, dict):
                 continue
             self.stats.apps += 1
-            version = opt_text(item.get("shortVersion")) or opt_text(item.get("version"))
-            yield MobileInstall(device.id, device.os, MobileApp(
-                opt_text(item.get("identifier")), opt_text(item.get("name")), None, version))
+            key = (device.os, item.get("identifier"), item.get("name"),
+                   item.get("shortVersion") or item.get("version"))
+            if key not in known:
+                app = MobileApp(opt_text(key[1]), opt_text(key[2]), None, opt_text(key[3]))
+                # The policy is consulted once per distinct app, not once per device.
+                known[key] = app if wanted(app, device.os) else None
+            found = known[key]
+            if found is not None:
+                yield MobileInstall(device.id, device.os, found)
 
 
 def dict_params(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:

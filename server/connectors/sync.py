@@ -72,17 +72,30 @@ class Evaluator:
             os: Engine(bundle, HostContext(os=os, groups=groups))
             for os in ("ios", "ipados", "android")}
         self._connector = connector
+        # Whether an app (as the MDM names it, per platform) yields any finding: a fleet
+        # repeats the same apps on every device, so each distinct one is judged once.
+        self._matters: dict[tuple[MobileOsName, MobileApp], bool] = {}
 
     def findings(self, device_id: str, platform: MobileOsName,
                  app: MobileApp) -> list[dict[str, Any]]:
+        if not self.wanted(app, platform):
+            return []
+        return self._evaluate(device_id, platform, app)
+
+    def wanted(self, app: MobileApp, platform: MobileOsName) -> bool:
+        key = (platform, app)
+        matters = self._matters.get(key)
+        if matters is None:
+            matters = self._matters[key] = bool(self._evaluate("", platform, app))
+        return matters
+
+    def _evaluate(self, device_id: str, platform: MobileOsName,
+                  app: MobileApp) -> list[dict[str, Any]]:
         observation = MobileAppObservation(
             connector=self._connector, device_id=device_id, platform=platform,
             app_id=app.app_id, display_name=app.display_name, publisher=app.publisher,
             version=app.version)
         return [finding.as_dict() for finding in self._engines[platform].evaluate(observation)]
-
-    def wanted(self, app: MobileApp, platform: MobileOsName) -> bool:
-        return bool(self.findings("", platform, app))
 
 
 def read(client: Connector, evaluator: Evaluator) -> Inventory:
