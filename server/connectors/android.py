@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -45,9 +46,8 @@ class AndroidConnector:
                  http: VendorHttp | None = None, page_size: int = PAGE_SIZE) -> None:
         self.name = name
         self._api = check_url(settings.get("api_url") or DEFAULT_API_URL, "API URL")
-        enterprise = str(settings["enterprise"])
-        self._parent = enterprise if enterprise.startswith("enterprises/") else (
-            f"enterprises/{enterprise}")
+        enterprise = str(settings["enterprise"]).removeprefix("enterprises/")
+        self._parent = f"enterprises/{quote(enterprise, safe='')}"
         self._account = _service_account(secret)
         token_url = (settings.get("token_url") or self._account.get("token_uri")
                      or DEFAULT_TOKEN_URL)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from policies.vocabulary import MobileOsName
 from server.connectors.http import Token, VendorHttp, check_url
@@ -45,7 +46,8 @@ class IntuneConnector:
         self.name = name
         self._graph = check_url(settings.get("graph_url") or DEFAULT_GRAPH_URL, "Graph URL")
         login = check_url(settings.get("login_url") or DEFAULT_LOGIN_URL, "login URL")
-        self._token_url = f"{login}/{settings['tenant_id']}/oauth2/v2.0/token"
+        # Quoted: a tenant or an app id is one path segment, never a way to another path.
+        self._token_url = f"{login}/{quote(str(settings['tenant_id']), safe='')}/oauth2/v2.0/token"
         self._client_id = str(settings["client_id"])
         self._secret = secret
         self.http = http or VendorHttp("Microsoft Graph", self._token)
@@ -77,7 +79,7 @@ class IntuneConnector:
                             opt_text(item.get("publisher")), opt_text(item.get("version")))
             if not wanted(app, platform):
                 continue
-            path = f"/v1.0/deviceManagement/detectedApps/{app_id}/managedDevices"
+            path = f"/v1.0/deviceManagement/detectedApps/{quote(app_id, safe='')}/managedDevices"
             for holder in self._pages(path, {"$select": "id"}):
                 device_id = text(holder.get("id"))
                 if device_id in devices:
