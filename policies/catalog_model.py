@@ -121,10 +121,30 @@ class NetworkSignatures(_Strict):
         return [item.lower().strip(".") for item in value]
 
 
+class MobileSignatures(_Strict):
+    """How an MDM's app inventory names the app on a phone or tablet (sensor `mdm`).
+
+    Jamf and the Android Management API give the bundle or package id: matched exactly.
+    Intune's `detectedApp` has no id, only a display name and a publisher: matched as
+    case-insensitive globs, and only on the platforms the name was sourced for.
+    """
+
+    android_packages: list[str] = Field(default_factory=list)
+    ios_bundle_ids: list[str] = Field(default_factory=list)
+    display_names: list[str] = Field(default_factory=list)
+    publishers: list[str] = Field(default_factory=list)
+
+    @field_validator("display_names", "publishers")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        return [check_glob(item) for item in value]
+
+
 class Signatures(_Strict):
     process: ProcessSignatures = Field(default_factory=ProcessSignatures)
     installed: InstalledSignatures = Field(default_factory=InstalledSignatures)
     network: NetworkSignatures = Field(default_factory=NetworkSignatures)
+    mobile: MobileSignatures = Field(default_factory=MobileSignatures)
 
 
 class InstallHints(_Strict):
@@ -133,6 +153,9 @@ class InstallHints(_Strict):
     linux: str = ""
     macos: str = ""
     windows: str = ""
+    # Phones: the app's store page (App Store, Google Play), shown as the place to get it.
+    ios: str = ""
+    android: str = ""
 
 
 # An app's name reaches desktop notifiers (a title, a subtitle) and every page that
@@ -183,4 +206,6 @@ class AppDefinition(_Strict):
                 len(getattr(installed, name)) for name in InstalledSignatures.model_fields
             ),
             "network": len(network.cidrs) + len(network.domains),
+            "mobile": sum(len(getattr(self.signatures.mobile, name))
+                          for name in MobileSignatures.model_fields),
         }

@@ -21,16 +21,18 @@ from policies.matching import (
     command_line_window,
     compile_regex,
 )
+from policies.mobile_index import MobileIndex, mobile_evidence
 from policies.network_index import VIA_DNS, NetworkIndex
 from policies.network_index import Match as _Match
 from policies.observations import (
     InstalledObservation,
+    MobileAppObservation,
     Observation,
     ProcessObservation,
     finding_key,
 )
 from policies.patterns import Glob, compile_glob, glob_is_literal, home_aliases, normalise_path
-from policies.vocabulary import Confidence, OsName, Sensor
+from policies.vocabulary import Confidence, HostOsName, Sensor
 
 LINUX_COMM_LENGTH = 15
 
@@ -54,7 +56,7 @@ _EXACT_INSTALLED = {
 class HostContext:
     """Who is asking: decides scope and exceptions."""
 
-    os: OsName = "linux"
+    os: HostOsName = "linux"
     hostname: str = ""
     groups: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
@@ -142,6 +144,9 @@ class Engine:
         elif isinstance(observation, InstalledObservation):
             sensor = "installed"
             matches = self._match_installed(observation)
+        elif isinstance(observation, MobileAppObservation):
+            sensor = "mdm"
+            matches = self._mobile.match(observation)
         else:
             sensor = "network"
             matches = self._network.match(observation)
@@ -242,12 +247,14 @@ class Engine:
         self._folder_path_globs: list[tuple[str, tuple[Glob, str]]] = []
         self._contains: list[tuple[frozenset[str], str]] = []
         self._network = NetworkIndex()
+        self._mobile = MobileIndex()
 
         for app_id, app in sorted(self.apps.items()):
             signatures = app.get("signatures", {})
             self._index_process(app_id, signatures.get("process", {}))
             self._index_installed(app_id, signatures.get("installed", {}))
             self._network.add(app_id, signatures.get("network", {}))
+            self._mobile.add(app_id, signatures.get("mobile", {}))
 
     def _key(self, name: str) -> str:
         return name.lower() if self.caseless else name
@@ -385,6 +392,8 @@ def _evidence(observation: Observation) -> dict[str, Any]:
             if getattr(observation, name):
                 evidence[name] = getattr(observation, name)
         return evidence
+    if isinstance(observation, MobileAppObservation):
+        return mobile_evidence(observation)
     return {
         "remote_address": f"{observation.remote_ip}:{observation.remote_port}",
         "remote_ip": observation.remote_ip,

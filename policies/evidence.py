@@ -107,7 +107,20 @@ class NetworkEvidence(_Evidence):
     process_name: Text | None = None
 
 
-class AnySensorEvidence(ProcessEvidence, InstalledEvidence, NetworkEvidence):
+class MobileEvidence(_Evidence):
+    """An app an MDM lists on a phone (server.connectors; never sent by an agent)."""
+
+    connector: Text | None = None
+    device_id: Text | None = None
+    platform: Text | None = None
+    bundle_id: Text | None = None
+    package: Text | None = None
+    display_name: Text | None = None
+    publisher: Text | None = None
+    version: Text | None = None
+
+
+class AnySensorEvidence(ProcessEvidence, InstalledEvidence, NetworkEvidence, MobileEvidence):
     """Evidence of an event that names no sensor (a resolve, an action): every known field,
     each with its own type. Where two sensors share a name (`pid`), they share its type."""
 
@@ -116,6 +129,7 @@ EVIDENCE_MODELS: dict[Sensor | None, type[_Evidence]] = {
     "process": ProcessEvidence,
     "installed": InstalledEvidence,
     "network": NetworkEvidence,
+    "mdm": MobileEvidence,
     None: AnySensorEvidence,
 }
 

@@ -106,4 +106,25 @@ class ConnectionObservation:
         )
 
 
-Observation = ProcessObservation | InstalledObservation | ConnectionObservation
+@dataclass(frozen=True, slots=True)
+class MobileAppObservation:
+    """One app an MDM lists on one managed phone or tablet (server.connectors)."""
+
+    # The connector's name and the device's id in its MDM: a finding's identity.
+    connector: str
+    device_id: str
+    platform: str  # ios, ipados, android (the device's OS as the connector read it)
+    # Bundle id (iOS) or package name (Android); None when the MDM gives none (Intune).
+    app_id: str | None = None
+    display_name: str | None = None
+    publisher: str | None = None
+    version: str | None = None
+
+    @property
+    def identity(self) -> str:
+        what = self.app_id or f"name:{(self.display_name or '').lower()}"
+        return f"mdm:{self.connector}:{self.device_id}:{what}"
+
+
+Observation = (ProcessObservation | InstalledObservation | ConnectionObservation
+               | MobileAppObservation)

@@ -13,9 +13,18 @@ from typing import Literal, get_args
 
 OsName = Literal["linux", "macos", "windows"]
 OS_NAMES: tuple[OsName, ...] = get_args(OsName)
+# Phones and tablets: no agent runs there; their MDM reports them (server.connectors).
+MobileOsName = Literal["ios", "ipados", "android"]
+MOBILE_OS_NAMES: tuple[MobileOsName, ...] = get_args(MobileOsName)
+# What a host's `os` may be: a machine with an agent, or a device an MDM reports.
+HostOsName = Literal["linux", "macos", "windows", "ios", "ipados", "android"]
+HOST_OS_NAMES: tuple[HostOsName, ...] = get_args(HostOsName)
 
-# Where a finding comes from on an endpoint.
-Sensor = Literal["process", "installed", "network"]
+# Where a finding comes from: an agent's sensors on an endpoint, or (`mdm`) the app
+# inventory an MDM reports for a phone or tablet (only the server's connectors say `mdm`).
+EndpointSensor = Literal["process", "installed", "network"]
+ENDPOINT_SENSORS: tuple[EndpointSensor, ...] = get_args(EndpointSensor)
+Sensor = Literal[EndpointSensor, "mdm"]
 SENSORS: tuple[Sensor, ...] = get_args(Sensor)
 
 # What a policy says about an app, and what to do when it is seen.
@@ -50,3 +59,11 @@ AGENT_STATES: tuple[AgentState, ...] = get_args(AgentState)
 def role_allows(held: Role, needed: Role) -> bool:
     """Whether a caller with role `held` may do what needs `needed`."""
     return ROLES.index(held) >= ROLES.index(needed)
+
+
+# The MDMs the server reads device inventory from (server.connectors).
+ConnectorKind = Literal["intune", "jamf", "android"]
+CONNECTOR_KINDS: tuple[ConnectorKind, ...] = get_args(ConnectorKind)
+# How a connector's last sync ended: `ok` (complete: findings updated), `failed` (nothing
+# changed; `last_error` says why).
+SyncOutcome = Literal["ok", "failed"]

@@ -30,7 +30,15 @@ from pydantic.config import JsonDict
 from policies.catalog_model import APP_ID_PATTERN
 from policies.evidence import validate_evidence
 from policies.observations import MAX_KEY_CHARS, SensorState
-from policies.vocabulary import SENSORS, VERDICTS, Action, EventType, OsName, Sensor, Verdict
+from policies.vocabulary import (
+    ENDPOINT_SENSORS,
+    VERDICTS,
+    Action,
+    EndpointSensor,
+    EventType,
+    OsName,
+    Verdict,
+)
 
 _Short = Field(min_length=1, max_length=255)
 _AppId = Field(default=None, max_length=64, pattern=APP_ID_PATTERN)
@@ -180,7 +188,8 @@ class FindingInfo(_Request):
     # An app id's form only: which ids the server knows is for metrics and stats to decide
     # (server.store.known_apps), so an agent on a newer catalog is never refused.
     app: str | None = _AppId
-    sensor: Sensor | None = None
+    # An agent reports what its sensors saw; `mdm` findings come from connectors only.
+    sensor: EndpointSensor | None = None
     verdict: Verdict | None = None
     action: Action | None = None
     # Checked against the sensor's model (policies.evidence): after `sensor`, which it needs.
@@ -216,7 +225,7 @@ _NEEDS_BY_TYPE: JsonDict = {"allOf": [
      "then": {"properties": {"finding": {
          "required": ["app", "sensor", "verdict"],
          "properties": {"app": {"type": "string"},
-                        "sensor": {"enum": list(SENSORS)},
+                        "sensor": {"enum": list(ENDPOINT_SENSORS)},
                         "verdict": {"enum": list(VERDICTS)}}}}}},
     {"if": {"properties": {"type": {"const": "action"}}},
      "then": {"required": ["result"], "properties": {"result": {"type": "object"}}}},

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from server.schemas.agents import AgentPage, AgentView
 from server.schemas.audit import AuditEntry, AuditPage
 from server.schemas.common import Page
+from server.schemas.connectors import ConnectorPage, ConnectorRecord, SyncCounts
 from server.schemas.credentials import (
     NewSecret,
     NewToken,
@@ -259,6 +260,21 @@ class WardenClient:
 
     def revoke_token(self, token_id: str) -> TokenRecord:
         return self._object(TokenRecord, "POST", f"tokens/{_segment(token_id)}/revoke")
+
+    def add_connector(self, body: dict[str, Any]) -> ConnectorRecord:
+        return self._object(ConnectorRecord, "POST", "connectors", json=body)
+
+    def list_connectors(self) -> list[ConnectorRecord]:
+        return list(self._paged(ConnectorPage, "connectors"))
+
+    def get_connector(self, name: str) -> ConnectorRecord:
+        return self._object(ConnectorRecord, "GET", f"connectors/{_segment(name)}")
+
+    def remove_connector(self, name: str) -> ConnectorRecord:
+        return self._object(ConnectorRecord, "DELETE", f"connectors/{_segment(name)}")
+
+    def sync_connector(self, name: str) -> SyncCounts:
+        return self._object(SyncCounts, "POST", f"connectors/{_segment(name)}/sync")
 
     def audit(self) -> list[AuditEntry]:
         return list(self._paged(AuditPage, "audit"))

@@ -32,6 +32,7 @@ from server.api import admin, agent
 from server.api.bodies import BodyLimitMiddleware
 from server.api.deps import ContextDep, ServerContext, TokenDep, unauthorized
 from server.api.errors import error_response, install_error_handlers
+from server.connectors import runner as connector_runner
 from server.hsts import StrictTransportSecurityMiddleware
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
 from server.pruning import RetentionTask
@@ -83,6 +84,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     context.hooks.on_startup.append(retention.start)
     context.hooks.on_shutdown.append(retention.shutdown)
     context.hooks.on_startup.append(lambda: _sign_missing_activation(context))
+    # MDM connectors: syncs on demand (API) and on each connector's interval.
+    app.state.connector_runner = connector_runner.install(context)
     admin.install(app, context)
     dashboard.install(app, context)
     if settings.sends_hsts:

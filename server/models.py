@@ -62,6 +62,11 @@ class Agent(Base):
     public_key: Mapped[str | None] = mapped_column(sa.String(64))
     # `signed_at` of the last accepted enrollment statement: a statement is taken once.
     key_proven_at: Mapped[dt.datetime | None]
+    # Where the host comes from: None for a machine with an agent, `intune:NAME` (the
+    # connector's kind and name) for a phone an MDM reports. Such a host has no usable token.
+    source: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    # When its MDM stopped listing it: kept (its findings stay), no longer counted.
+    retired_at: Mapped[dt.datetime | None]
 
 
 class ReenrollmentRequest(Base):
@@ -259,3 +264,33 @@ class RevokedSession(Base):
     sid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     # When the session would have expired anyway (epoch seconds); the row is pruned after.
     expires_at: Mapped[float] = mapped_column(sa.Float, index=True)
+
+
+class Connector(Base):
+    """An MDM the server reads phones and their apps from (server.connectors)."""
+
+    __tablename__ = "connectors"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    # Tenant, client id, URLs, enterprise: nothing secret.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # The client secret or service-account key, Fernet-encrypted with the key in the data
+    # directory (server.secretbox): the database alone does not give it away.
+    secret: Mapped[str] = mapped_column(sa.Text)
+    interval_minutes: Mapped[int] = mapped_column(default=60)
+    # Phones of this connector join this group (scope, exceptions, filters).
+    group: Mapped[str | None] = mapped_column(sa.String(255))
+    created_by: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    next_sync_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_sync_at: Mapped[dt.datetime | None]
+    last_result: Mapped[str | None] = mapped_column(sa.String(16))
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    last_counts: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    last_success_at: Mapped[dt.datetime | None]
+    # One sync at a time across server processes: whoever set the lease (until it
+    # expires) runs it; see server.store.connectors.claim.
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(64))
+    lease_until: Mapped[dt.datetime | None]

@@ -12,7 +12,8 @@ from typing import Any
 from policies.catalog_model import AppDefinition
 from policies.vocabulary import OS_NAMES
 
-_OSES = OS_NAMES
+# Phones get the app's store pages (App Store, Google Play) as their "hint".
+_OSES = (*OS_NAMES, "ios", "android")
 
 
 class UnknownApp(KeyError):

@@ -87,6 +87,9 @@ class ServerSettings(BaseSettings):
         default_factory=list)
     # Events and resolved findings older than this are pruned daily (open findings never).
     retention_days: int = Field(default=180, ge=1)
+    # How often the server looks for MDM connectors due for a sync (each has its own
+    # interval; this only bounds how late a due sync starts).
+    connector_poll_seconds: float = Field(default=30.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from agent.sensors.dns import DnsWatch
 from agent.sensors.installed import InstalledAppsSensor
@@ -12,6 +12,7 @@ from agent.sensors.network import NetworkSensor
 from agent.sensors.processes import ProcessSensor
 from policies.engine import Engine
 from policies.observations import InstalledObservation
+from policies.vocabulary import OsName
 
 if TYPE_CHECKING:
     from agent.settings import AgentSettings
@@ -87,7 +88,8 @@ class Sensors:
         if choice.installed:
             sensors.installed = InstalledAppsSensor(
                 root=choice.root,
-                os_name=engine.host.os,
+                # An agent's engine always runs as its own OS (phones have no agent).
+                os_name=cast(OsName, engine.host.os),
                 marker_files=engine.folder_marker_files,
                 marker_globs=engine.folder_marker_globs,
             )

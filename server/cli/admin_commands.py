@@ -21,7 +21,7 @@ from policies.errors import PolicyError
 from policies.loader import load_catalog, parse_policy
 from policies.vocabulary import FINDING_STATUSES, ROLES, SENSORS, TRIAGE_STATES
 from server.api_client import WardenClient
-from server.cli import reenroll_commands
+from server.cli import connector_commands, reenroll_commands
 from server.cli.admin_output import EXIT_API, as_json, fail, render, show, when
 from server.cli.admin_runner import Command, connection_options, runner
 from server.schemas.credentials import NewSecret, NewToken
@@ -36,6 +36,7 @@ def register(subparsers: SubParsers) -> None:
     _register_policy(subparsers, connection)
     _register_findings(subparsers, connection)
     _register_simple_areas(subparsers, connection)
+    connector_commands.register(subparsers, connection, _add)
 
 
 def _add(actions: SubParsers, name: str, help: str, connection: argparse.ArgumentParser,

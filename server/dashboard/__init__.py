@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from server.api.deps import ServerContext
 from server.dashboard import (
     audit,
+    connectors,
     exports,
     findings,
     hosts,
@@ -44,7 +45,8 @@ def install(app: FastAPI, context: ServerContext) -> None:
             LoggedOut(context.read_sessions, context.write_sessions)),
         throttle=LoginThrottle(context.write_sessions),
     )
-    for module in (login, overview, exports, findings, hosts, policies, audit, secrets):
+    for module in (login, overview, exports, findings, hosts, policies, audit, secrets,
+                   connectors):
         app.include_router(module.router)
     app.include_router(static_router(load_static()))
     app.add_exception_handler(LoginRequired, _to_login)

@@ -35,6 +35,10 @@ class AgentView(Answer):
     policy_current: bool
     public_key: str | None = Field(default=None, description="the machine key bound to this "
                                    "agent (base64); null for an agent before machine keys")
+    source: str | None = Field(default=None, description="null for a machine with an agent; "
+                               "`KIND:NAME` for a phone an MDM connector reports")
+    retired_at: Timestamp | None = Field(default=None, description="when its MDM stopped "
+                                         "listing it (phones only)")
     reenrollment: Reenrollment | None = Field(
         default=None, description="a re-enrollment of this machine held for an administrator")
 

@@ -32,6 +32,7 @@ _MEANINGS = {
     415: "the body's Content-Type or Content-Encoding is not accepted",
     422: "a parameter or the body is not valid; `details` names each problem",
     429: "too many attempts; wait `Retry-After` seconds",
+    502: "a service the server relies on (an MDM) failed; `message` says why; nothing changed",
     503: "the database is busy or unavailable; retry after `Retry-After` seconds",
 }
 _HEADERS = {

@@ -11,6 +11,8 @@ class InstallHints(Answer):
     linux: str
     macos: str
     windows: str
+    ios: str = Field(default="", description="the App Store page, for iPhones and iPads")
+    android: str = Field(default="", description="the Google Play page")
 
 
 class Alternative(Answer):

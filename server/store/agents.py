@@ -337,4 +337,6 @@ def as_dict(agent: Agent) -> dict[str, Any]:
         "status": agent.status,
         "revoked_at": agent.revoked_at.isoformat() if agent.revoked_at else None,
         "public_key": agent.public_key,
+        "source": agent.source,
+        "retired_at": agent.retired_at.isoformat() if agent.retired_at else None,
     }

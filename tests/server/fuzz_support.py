@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from policies.loader import default_policy_path
 from server.schemas.common import parse_time
 from server.store import enroll_secrets, tokens
+from tests.server.mdm_standins import CLIENT_ID as MDM_CLIENT_ID
+from tests.server.mdm_standins import CLIENT_SECRET as MDM_CLIENT_SECRET
 
 # Every check Schemathesis has, function checks and class-based ones alike.
 load_all_checks()
@@ -237,7 +239,8 @@ def enroll_over_http(session: requests.Session, base_url: str, secret: str,
     return response.json()
 
 
-def seed_rows(base_url: str, admin_token: str, enroll_secret: str) -> dict[str, str | int]:
+def seed_rows(base_url: str, admin_token: str, enroll_secret: str,
+              mdm_url: str) -> dict[str, str | int]:
     """Something of every kind a path names: agents, findings, policy versions, a user..."""
     admin = {"Authorization": f"Bearer {admin_token}"}
 
@@ -266,9 +269,12 @@ def seed_rows(base_url: str, admin_token: str, enroll_secret: str) -> dict[str, 
                            headers=admin)
         spare_user = post(session, "users", headers=admin, json={
             "username": "spare", "password": "a long password 1", "role": "viewer"})
+        post(session, "connectors", headers=admin, json={
+            "name": "fuzz", "kind": "jamf", "url": mdm_url, "client_id": MDM_CLIENT_ID,
+            "secret": MDM_CLIENT_SECRET})
     return {"finding_id": findings["items"][0]["id"], "agent_id": spare_agent["agent_id"],
             "number": 1, "app": "telegram", "secret_id": spare_secret["id"],
-            "token_id": spare_token["id"], "user_id": spare_user["id"]}
+            "token_id": spare_token["id"], "user_id": spare_user["id"], "name": "fuzz"}
 
 
 def issued_cursors(base_url: str, admin_token: str) -> dict[tuple[str, str, str], str]:

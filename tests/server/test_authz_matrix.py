@@ -11,7 +11,7 @@ the app has, so a new endpoint cannot slip in unchecked.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from policies.loader import load_catalog
 from server.models import Agent, Finding
-from server.store import agents, policies, tokens, users
+from server.store import agents, connectors, policies, tokens, users
 from tests.server.admin_support import (
     ALLOW_TELEGRAM,
     TELEGRAM_DEB,
@@ -32,6 +32,7 @@ from tests.server.admin_support import (
     event,
     post_events,
 )
+from tests.server.mdm_standins import CLIENT_ID, CLIENT_SECRET, StandIn, running
 
 EnrolledAgent = Any
 DB = sessionmaker[Session]
@@ -42,7 +43,7 @@ ROLE_RANK = {"viewer": 0, "analyst": 1, "admin": 2}
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    # placeholders: {finding} {victim} {revoked} {claimed} {secret} {token} {user} {app}
+    # placeholders: {finding} {victim} {revoked} {claimed} {secret} {token} {user} {app} {connector}
     path: str
     role: str  # the least role that may call it
     ok: int = 200
@@ -87,6 +88,13 @@ ADMIN_API = [
     Endpoint("POST", "/api/v1/users/{user}/disable", "admin"),
     Endpoint("POST", "/api/v1/users/{user}/enable", "admin"),
     Endpoint("GET", "/api/v1/audit", "admin"),
+    Endpoint("POST", "/api/v1/connectors", "admin", ok=201,
+             body={"name": "added", "kind": "jamf", "url": "https://jamf.example.org",
+                   "client_id": "c", "secret": "s"}),
+    Endpoint("GET", "/api/v1/connectors", "admin"),
+    Endpoint("GET", "/api/v1/connectors/{connector}", "admin"),
+    Endpoint("POST", "/api/v1/connectors/{connector}/sync", "admin"),
+    Endpoint("DELETE", "/api/v1/connectors/{connector}", "admin"),
 ]
 
 
@@ -99,8 +107,15 @@ class World:
 
 
 @pytest.fixture
+def mdm() -> Iterator[StandIn]:
+    with running(StandIn()) as standin:
+        yield standin
+
+
+@pytest.fixture
 def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
-          enroll: Callable[..., EnrolledAgent], db: DB, enroll_secret: str) -> World:
+          enroll: Callable[..., EnrolledAgent], db: DB, enroll_secret: str,
+          mdm: StandIn) -> World:
     agent, other, victim, revoked, claimed = (
         enroll(hostname=name) for name in ("agent-a", "agent-b", "victim", "revoked", "claimed"))
     post_events(client, agent.headers, event(TELEGRAM_PROCESS))
@@ -121,10 +136,16 @@ def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
         target_token, _ = tokens.create(session, name="target", role="viewer", actor="test")
         user = users.create(session, username="target", password="long enough pass",
                             role="viewer", actor="test")
+        box = client.app.state.connector_runner.box  # type: ignore[attr-defined]
+        connectors.create(session, name="matrix", kind="jamf",
+                          settings={"url": mdm.url, "client_id": CLIENT_ID},
+                          sealed_secret=box.seal(CLIENT_SECRET), interval_minutes=60,
+                          group=None, actor="test")
         session.commit()
         ids = {"finding": finding, "victim": victim.agent_id, "revoked": revoked.agent_id,
                "claimed": claimed.agent_id,
-               "secret": 1, "app": "telegram", "token": target_token.id, "user": user.id}
+               "secret": 1, "app": "telegram", "token": target_token.id, "user": user.id,
+               "connector": "matrix"}
     callers: dict[str, str | None] = {
         "none": None, "bad": "wat_" + "x" * 43, "agent": agent.token,
         "other_agent": other.token, "viewer": api_token("viewer"),

@@ -61,6 +61,7 @@ from tests.server.fuzz_support import (
     right_caller,
     seed_rows,
 )
+from tests.server.mdm_standins import StandIn, running
 
 # Examples per round. Hypothesis stops early when an operation's input space is
 # smaller (GET /stats has one possible request), so the total is counted, not assumed.
@@ -76,14 +77,22 @@ def settings(tmp_path: Path, db_url: str) -> ServerSettings:
     # Schemathesis's `ignored_auth` check probes every successful enrollment again with a
     # wrong secret; the per-address limit on failures (tests/server/test_enroll_limit.py)
     # would soon lock loopback out of enrolling at all.
+    # Connectors the fuzzer adds name made-up MDM hosts: the periodic syncs stay off.
     return ServerSettings(data_dir=tmp_path / "data", database_url=db_url,
-                          enroll_failures_per_address=1_000_000)
+                          enroll_failures_per_address=1_000_000, connector_poll_seconds=86400)
 
 
 @pytest.fixture
 def fuzzer(live_server: str, admin_token: str, enroll_secret: str,
            db: sessionmaker[Session]) -> Iterator[Fuzzer]:
-    existing = seed_rows(live_server, admin_token, enroll_secret)
+    # The seeded MDM connector syncs from a stand-in of Jamf Pro on loopback.
+    with running(StandIn()) as jamf:
+        existing = seed_rows(live_server, admin_token, enroll_secret, jamf.url)
+        yield from _fuzzer(live_server, db, existing, admin_token)
+
+
+def _fuzzer(live_server: str, db: sessionmaker[Session], existing: dict[str, str | int],
+            admin_token: str) -> Iterator[Fuzzer]:
     fuzzer = Fuzzer(live_server, db, existing, issued_cursors(live_server, admin_token))
     try:
         yield fuzzer

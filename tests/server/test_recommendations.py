@@ -39,9 +39,14 @@ def test_telegram_gets_signal_with_download_link_and_hints(
     assert (signal["id"], signal["name"]) == ("signal", "Signal")
     assert signal["download_url"] == "https://signal.org/download/"
     assert signal["homepage"] == "https://signal.org/"
-    assert set(signal["install_hints"]) == {"linux", "macos", "windows"}
+    assert set(signal["install_hints"]) == {"linux", "macos", "windows", "ios", "android"}
     assert all(hint.strip() for hint in signal["install_hints"].values())
     assert "winget install" in signal["install_hints"]["windows"]
+    # Phones are pointed at Signal's store pages.
+    assert signal["install_hints"]["ios"] == (
+        "https://apps.apple.com/app/signal-private-messenger/id874139669")
+    assert signal["install_hints"]["android"] == (
+        "https://play.google.com/store/apps/details?id=org.thoughtcrime.securesms")
     # Signal is the only app the default policy allows.
     assert [alt["id"] for alt in answer["alternatives"]] == ["signal"]
 
@@ -113,7 +118,7 @@ def test_a_policy_defined_app_is_described_from_the_bundle(
         "homepage": "https://element.io/",
         "download_url": "https://element.io/download",
         "install_hints": {"linux": "Install the element-desktop package.", "macos": "",
-                          "windows": ""},
+                          "windows": "", "ios": "", "android": ""},
     }
 
 
