@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # How a sensor's scans are going, as the agent reports it at check-in: `stalled` when
-# a scan runs past its deadline, `error` when the last one raised.
-SensorState = Literal["ok", "stalled", "error"]
+# a scan runs past its deadline, `error` when the last one raised, `fallback` when it
+# cannot run on this machine and a slower sensor covers for it (the detail says which).
+SensorState = Literal["ok", "stalled", "error", "fallback"]
 
 InstallSource = Literal[
     "deb",

@@ -201,6 +201,27 @@ class ProcessSensor:
             self._forget(pid, changes)
         return changes
 
+    def exec_seen(self, pids: Iterable[int]) -> ProcessChanges:
+        """Read pids the kernel just saw exec (agent.sensors.exec_events) at once.
+
+        An exec keeps the pid and start time but changes the program: a known pid
+        whose name, exe or command line changed is replaced, like a re-read young one.
+        """
+        changes = ProcessChanges()
+        for pid in dict.fromkeys(pids):
+            if pid == self._own_pid:
+                continue
+            info = self._reader.read(pid)
+            if info is None:
+                continue  # gone already: nothing runs to judge
+            entry = self._known.get(pid)
+            if entry is not None:
+                if entry.create_time == info.create_time and not _changed(entry, info):
+                    continue
+                self._forget(pid, changes)
+            self._add(info, changes)
+        return changes
+
     def observations(self) -> list[ProcessObservation]:
         return [e.observation for e in self._known.values() if e.observation is not None]
 

@@ -96,7 +96,8 @@ class SensorReport(_Request):
     """How one sensor's scans go (agent.scanning.sensor_health)."""
 
     state: SensorState = Field(description="`ok`; `stalled`: a scan runs past its deadline; "
-                                           "`error`: the last scan raised")
+                                           "`error`: the last scan raised; `fallback`: "
+                                           "it cannot run here and a slower sensor covers")
     last_ok: Annotated[AwareDatetime | None, BeforeValidator(_json_time_or_null)] = Field(
         default=None,
                                           description="when a scan last returned; null: never")
