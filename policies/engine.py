@@ -133,6 +133,25 @@ class Engine:
     def folder_marker_globs(self) -> list[str]:
         return [glob for glob, _ in self._folder_path_globs]
 
+    @property
+    def blocks_at_exec(self) -> bool:
+        """Whether any rule in force here says `block` (the agent then guards execs)."""
+        return self.in_scope and any(rule["action"] == "block" and rule["verdict"] == "deny"
+                                     for rule in self._active_rules.values())
+
+    def exec_block(self, observation: ProcessObservation) -> Finding | None:
+        """The `block` finding for a file about to be exec'd, if any rule blocks it.
+
+        At exec only the file is known (its path, name and content), not the
+        command line the process will get: `process.cmdline` signatures never
+        block here (the process sensor still judges them once it runs).
+        """
+        for finding in self.evaluate(observation):
+            if (finding.action == "block" and finding.verdict == "deny"
+                    and not finding.matched.startswith("process.cmdline")):
+                return finding
+        return None
+
     def evaluate(self, observation: Observation, include_allowed: bool = False) -> list[Finding]:
         """The findings for one observation, at most one per app."""
         if isinstance(observation, ProcessObservation):

@@ -13,7 +13,7 @@ from policies.catalog_model import AppDefinition
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding, HostContext
 from policies.errors import PolicyError
-from policies.loader import load_catalog, load_policy
+from policies.loader import exec_time_notes, load_catalog, load_policy
 from policies.observations import (
     ConnectionObservation,
     InstalledObservation,
@@ -98,6 +98,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             continue
         print(f"ok: {path}: policy {policy.name!r}, mode {policy.mode}, {len(policy.rules)} rules")
+        for note in exec_time_notes(policy, catalog):
+            print(f"note: {path}: {note}")
     if failed:
         print(f"{failed} of {len(args.files)} file(s) invalid", file=sys.stderr)
         return EXIT_INVALID
