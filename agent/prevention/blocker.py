@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import pwd
 import queue
 import select
 import threading
@@ -352,6 +351,8 @@ def _who(pid: int) -> tuple[str | None, str | None]:
     """The user asking for the exec and the program asking (still the parent's image)."""
     user = parent = None
     try:
+        import pwd  # POSIX only: imported here so that Windows can import `Blocked`
+
         uid = os.stat(f"/proc/{pid}").st_uid
         try:
             user = pwd.getpwuid(uid).pw_name

@@ -198,6 +198,11 @@ class ActionResult(_Request):
     action: Action
     ok: bool = Field(strict=True)
     detail: str = Field(default="", max_length=4096)
+    # A `block`: the file whose exec was denied, its SHA-256, who ran it and from what.
+    path: str | None = Field(default=None, max_length=4096)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    user: str | None = Field(default=None, max_length=1024)
+    parent: str | None = Field(default=None, max_length=4096)
 
 
 # What `_complete_for_type` checks, said in the JSON schema too, so a client generated

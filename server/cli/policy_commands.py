@@ -13,6 +13,7 @@ from policies.catalog_model import AppDefinition
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding, HostContext
 from policies.errors import PolicyError
+from policies.export import EXPORT_FORMATS, export
 from policies.loader import exec_time_notes, load_catalog, load_policy
 from policies.observations import (
     ConnectionObservation,
@@ -43,6 +44,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--json", action="store_true", help="print the whole bundle as JSON")
     _catalog_option(show)
     show.set_defaults(func=cmd_show)
+
+    export = actions.add_parser(
+        "export", help="a policy's denied apps as fapolicyd rules, Santa rules or AppLocker XML")
+    export.add_argument("file", type=Path, metavar="FILE")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--output", type=Path, metavar="PATH", help="write here, not stdout")
+    _catalog_option(export)
+    export.set_defaults(func=cmd_export)
 
     test = actions.add_parser("test", help="explain the verdict one observation gets")
     test.add_argument("file", type=Path, metavar="FILE")
@@ -103,6 +112,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(args.files)} file(s) invalid", file=sys.stderr)
         return EXIT_INVALID
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    bundle = _compiled(args)
+    if bundle is None:
+        return EXIT_INVALID
+    result = export(bundle, args.format)
+    if args.output is not None:
+        try:
+            args.output.write_text(result.text, encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write {args.output}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        sys.stdout.write(result.text)
+    print(f"{result.rules} {args.format} rule(s)", file=sys.stderr)
+    for skipped in result.skipped:
+        print(f"not exported: {skipped}", file=sys.stderr)
     return 0
 
 

@@ -187,3 +187,40 @@ def test_without_events_the_agent_polls_and_says_so(tmp_path: Path) -> None:
     assert report["started"] is False
     assert report["state"] == "fallback"
     assert "polling" in report["detail"]
+
+
+LOADER = Path("/lib64/ld-linux-x86-64.so.2")
+
+
+@pytest.mark.skipif(not LOADER.exists(), reason="no x86-64 glibc loader here")
+def test_a_loader_launch_is_ended_within_a_second_in_enforce_mode(
+    make_engine: Any, fakes: Any, wait: Any
+) -> None:
+    # `ld-linux ./Telegram` never execs Telegram: no exec permission event names it, and
+    # the kernel calls the process `ld-linux-x86-64`. The process sensor sees through it.
+    from agent.responding.actions import ActionRunner
+    from agent.responding.notify import RecordingNotifier
+
+    engine = make_engine("name: p\nmode: enforce\nrules:\n"
+                         "  - {app: telegram, verdict: deny, action: block}\n")
+    banned = fakes.binary("Telegram")
+    process = subprocess.Popen([str(LOADER), "./Telegram", "300"], cwd=banned.parent)
+    fakes.running.append(process)
+    runner = ActionRunner(RecordingNotifier(), lambda: engine.bundle, "linux")
+    events: list[dict[str, Any]] = []
+    watch = Watch(engine, Sensors(processes=ProcessSensor()), events.append,
+                  timing=WatchTiming(process_interval=0.25))
+    watch.start()
+
+    def opened() -> dict[str, Any] | None:
+        watch.step()
+        return next((e for e in events if e["event"] == "opened"
+                     and e["evidence"]["pid"] == process.pid), None)
+
+    event = wait(opened, timeout=1.0, what="the loader launch to be found")
+    assert event["evidence"]["exe"] == str(banned)
+    from policies.engine import Finding
+    finding = Finding(**{name: event[name] for name in Finding.__dataclass_fields__})
+    results = runner.handle(finding)
+    assert any(r["action"] == "terminate" and r["ok"] for r in results), results
+    assert process.wait(timeout=1.0) != 0
