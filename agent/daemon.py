@@ -31,7 +31,6 @@ import shlex
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -52,6 +51,12 @@ from agent.state import BundleRejected, StateDir, write_private
 from agent.uplink.client import AgentClient
 from agent.uplink.spool import Spool, SpoolError
 from agent.uplink.sync import PolicySync, SyncStatus, Uploader
+from agent.uplink.wire import (
+    action_event,
+    blocked_exec_events,
+    finding_from_event,
+    to_server_event,
+)
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
 from policies.loader import default_policy_path, load_catalog, load_policy
@@ -59,44 +64,11 @@ from policies.vocabulary import OsName
 
 log = logging.getLogger("warden.agent")
 
-_FINDING_FIELDS = [f.name for f in dataclasses.fields(Finding)]
 # Seconds from SIGTERM to exit at most, within the 10 s service managers wait before a
 # SIGKILL (systemd's TimeoutStopSec is longer; Windows' service stop is not).
 STOP_BUDGET = 7.0
 
 SensorsFactory = Callable[[Engine, SensorChoice, bool, WatchTiming], Sensors]
-_BLOCK_FIELDS = ("path", "sha256", "user", "parent")
-_SERVER_FINDING_FIELDS = ("key", "app", "verdict", "action", "sensor", "evidence",
-                          "alternative", "confidence", "message", "matched")
-
-
-def to_server_event(event: dict[str, Any]) -> dict[str, Any]:
-    """A scanner event (`{"event": "opened", ...finding}`) in the agent API's shape."""
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "finding_opened" if event["event"] == "opened" else "finding_resolved",
-        "time": event["time"],
-        "finding": {name: event.get(name) for name in _SERVER_FINDING_FIELDS},
-    }
-
-
-def action_event(finding: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "action",
-        "time": format_time(utc_now()),
-        "finding": {name: finding.get(name) for name in _SERVER_FINDING_FIELDS},
-        "result": {"action": result["action"], "ok": bool(result["ok"]),
-                   "detail": str(result.get("detail", "")),
-                   # What a blocked exec was: the file, its hash, who ran it and from what.
-                   **{name: result[name] for name in _BLOCK_FIELDS if result.get(name)}},
-    }
-
-
-def finding_from_event(event: dict[str, Any]) -> Finding:
-    return Finding(**{name: event[name] for name in _FINDING_FIELDS})
-
-
 def embedded_default_bundle() -> dict[str, Any]:
     catalog = load_catalog()
     return compile_bundle(load_policy(default_policy_path(), catalog), catalog)
@@ -255,8 +227,9 @@ class AgentDaemon:
             if event is None:
                 return
             if event["event"] == "blocked":
-                for finding, result in self.action_runner.blocked(event["blocked"]):
-                    self._spool(action_event(finding.as_dict(), result))
+                finding, results = self.action_runner.blocked(event["blocked"])
+                for server_event, opened, resolved in blocked_exec_events(finding, results):
+                    self._spool(server_event, opened, resolved)
                 self.uploader.wake.set()
                 continue
             for result in self.action_runner.handle(finding_from_event(event)):

@@ -19,6 +19,7 @@ path). Safety, as fapolicyd learned it the hard way:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import queue
@@ -210,14 +211,31 @@ class Blocker:
                 answered, self._answered_by_deadman = self._answered_by_deadman, False
             if answered:
                 os.close(event.fd)
-            else:
+                continue
+            if blocked is None:
                 self._answer(event, allow)
+            else:
+                self._answer(event, allow, close=False)
+                blocked = self._with_hash(blocked, event.fd)
+                os.close(event.fd)
             self.stats.decisions += 1
             if self._measure:
                 self.stats.latencies.append(time.monotonic() - started)
             if blocked is not None:
                 self.stats.denied += blocked.enforced
                 self._on_block(blocked)
+
+    @staticmethod
+    def _with_hash(blocked: Blocked, fd: int) -> Blocked:
+        """The report's hash, read after the answer: the exec does not wait for it."""
+        if blocked.sha256 is not None:
+            return blocked
+        try:
+            if os.fstat(fd).st_size > MAX_HASH_BYTES:
+                return blocked
+            return dataclasses.replace(blocked, sha256=_sha256(fd))
+        except OSError:
+            return blocked
 
     def _deadman(self) -> None:
         while not self._stopping.wait(min(0.5, self._stall_seconds / 4)):
@@ -268,15 +286,16 @@ class Blocker:
 
     # -- decisions ----------------------------------------------------------
 
-    def _answer(self, event: fanotify.PermissionEvent, allow: bool) -> None:
+    def _answer(self, event: fanotify.PermissionEvent, allow: bool, close: bool = True) -> None:
         group = self._group
-        if group < 0:
-            os.close(event.fd)
-            return
         try:
-            fanotify.respond(group, event.fd, allow)
+            if group >= 0:
+                os.write(group, fanotify.response(event.fd, allow))
         except OSError as exc:
             self.stats.last_error = f"answering an exec failed: {exc}"
+        finally:
+            if close:
+                os.close(event.fd)
 
     def _judge(self, event: fanotify.PermissionEvent) -> Blocked | None:
         info = os.fstat(event.fd)
@@ -302,8 +321,6 @@ class Blocker:
         if finding is None:
             return None
         enforced = engine.mode == "enforce" and not self._in_own_tree(event.pid)
-        if digest is None and engine.needs_sha256 and info.st_size <= MAX_HASH_BYTES:
-            digest = _sha256(event.fd)
         user, parent = _who(event.pid)
         return Blocked(finding, path, digest, event.pid, user, parent, enforced)
 

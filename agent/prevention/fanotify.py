@@ -133,14 +133,6 @@ def response(fd: int, allow: bool) -> bytes:
     return _RESPONSE.pack(fd, FAN_ALLOW if allow else FAN_DENY)
 
 
-def respond(group: int, fd: int, allow: bool) -> None:
-    """Answer one event and close its fd; the fd is closed even if the answer fails."""
-    try:
-        os.write(group, response(fd, allow))
-    finally:
-        os.close(fd)
-
-
 def local_mounts(mountinfo: str = "/proc/self/mountinfo") -> Iterator[Mount]:
     """Every mount that can hold programs: local disks, tmpfs, overlay, FUSE images."""
     with open(mountinfo, encoding="utf-8", errors="surrogateescape") as handle:

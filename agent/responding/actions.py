@@ -70,7 +70,7 @@ class ActionRunner:
             events.append(self._enforce(finding))
         return events
 
-    def blocked(self, blocked: Blocked) -> list[tuple[Finding, dict[str, Any]]]:
+    def blocked(self, blocked: Blocked) -> tuple[Finding, list[dict[str, Any]]]:
         """A blocked (or, in audit mode, would-be blocked) exec: tell the user, report it."""
         finding = dataclasses.replace(blocked.finding, evidence={
             "pid": blocked.pid, "name": blocked.path.rsplit("/", 1)[-1], "exe": blocked.path,
@@ -82,7 +82,7 @@ class ActionRunner:
                              else "audit mode: would block")
         result.update({"path": blocked.path, "sha256": blocked.sha256, "user": blocked.user,
                        "parent": blocked.parent})
-        return [(finding, self._notify(finding)), (finding, result)]
+        return finding, [self._notify(finding), result]
 
     def _notify(self, finding: Finding) -> dict[str, Any]:
         notice = notice_for(finding, self._bundle_getter(), self._os_name)
