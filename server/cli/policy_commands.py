@@ -21,6 +21,8 @@ from policies.observations import (
     Observation,
     ProcessObservation,
 )
+from server.api_client import WardenClient
+from server.cli.admin_runner import connection_options, runner
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -46,8 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.set_defaults(func=cmd_show)
 
     export = actions.add_parser(
-        "export", help="a policy's denied apps as fapolicyd rules, Santa rules or AppLocker XML")
-    export.add_argument("file", type=Path, metavar="FILE")
+        "export", parents=[connection_options()],
+        help="a policy's denied apps as fapolicyd rules, Santa rules or AppLocker XML",
+        description="Export FILE, or without FILE the server's active policy (or --version N).")
+    export.add_argument("file", type=Path, metavar="FILE", nargs="?")
+    export.add_argument("--version", type=int, metavar="N",
+                        help="the server's policy version N instead of the active one")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--output", type=Path, metavar="PATH", help="write here, not stdout")
     _catalog_option(export)
@@ -116,9 +122,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.file is None:
+        return runner(_export_from_server)(args)
+    if args.version is not None:
+        print("error: give FILE or --version N (a version on the server), not both",
+              file=sys.stderr)
+        return EXIT_USAGE
     bundle = _compiled(args)
     if bundle is None:
         return EXIT_INVALID
+    return _write_export(args, bundle)
+
+
+def _export_from_server(client: WardenClient, args: argparse.Namespace) -> int:
+    number = args.version
+    if number is None:
+        active = [policy for policy in client.list_policies() if policy.active]
+        if not active:
+            print("error: the server has no active policy; push and activate one, or give "
+                  "FILE or --version N", file=sys.stderr)
+            return EXIT_INVALID
+        number = active[0].version_number
+    return _write_export(args, client.get_policy(number).bundle)
+
+
+def _write_export(args: argparse.Namespace, bundle: dict[str, Any]) -> int:
     result = export(bundle, args.format)
     if args.output is not None:
         try:
