@@ -14,13 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.matching import (
-    MAX_PATH_CHARS,
-    Pattern,
-    command_line_text,
-    command_line_window,
-    compile_regex,
-)
+from policies.evidence import evidence_of
+from policies.matching import MAX_PATH_CHARS, Pattern, command_line_text, compile_regex
 from policies.network_index import VIA_DNS, NetworkIndex
 from policies.network_index import Match as _Match
 from policies.observations import (
@@ -236,7 +231,7 @@ class Engine:
             mode=self.mode,
             sensor=sensor,
             key=f"{match.app}|{sensor}|{observation.identity}",
-            evidence=_evidence(observation),
+            evidence=evidence_of(observation),
             alternative=rule.get("alternative"),
             confidence=match.confidence,
             message=rule.get("message", ""),
@@ -376,41 +371,3 @@ class Engine:
 def _compile_path_glob(glob: str) -> Glob:
     # Paths are lower-cased when they look like Windows paths; match them caselessly.
     return compile_glob(glob, caseless="%" in glob)
-
-
-def _evidence(observation: Observation) -> dict[str, Any]:
-    if isinstance(observation, ProcessObservation):
-        return {
-            "pid": observation.pid,
-            "create_time": observation.create_time,
-            "name": observation.name,
-            "exe": observation.exe,
-            # What the signatures saw: the server re-evaluates this, and a huge command
-            # line would cost every page and preview that reads the finding.
-            "cmdline": command_line_window(observation.cmdline),
-            "username": observation.username,
-            **({"sha256": observation.sha256} if observation.sha256 else {}),
-        }
-    if isinstance(observation, InstalledObservation):
-        evidence: dict[str, Any] = {"source": observation.source, "id": observation.id,
-                                    "path": observation.path, "version": observation.version,
-                                    "user": observation.user}
-        if observation.source == "deb" or observation.source == "rpm":
-            evidence["package"] = observation.id
-        if observation.source == "app_bundle":
-            evidence["bundle_id"] = observation.id
-        for name in ("display_name", "publisher", "team_id"):
-            if getattr(observation, name):
-                evidence[name] = getattr(observation, name)
-        return evidence
-    return {
-        "remote_address": f"{observation.remote_ip}:{observation.remote_port}",
-        "remote_ip": observation.remote_ip,
-        "remote_port": observation.remote_port,
-        "remote_host": observation.remote_host,
-        **({"host_from_dns": True} if observation.host_from_dns else {}),
-        "local_address": f"{observation.local_ip}:{observation.local_port}",
-        "protocol": observation.protocol,
-        "pid": observation.pid,
-        "process_name": observation.process_name,
-    }
