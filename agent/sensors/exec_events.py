@@ -89,7 +89,9 @@ class ExecEvents:
         self._stop_read, self._stop_write = -1, -1
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._health = SensorHealth("ok")
+        # Until `start` has proved the connector works, polling is all there is.
+        self._health = SensorHealth("fallback", None, "not listening yet; new processes are "
+                                    "found by polling")
         self.lost = 0  # times the kernel dropped events (ENOBUFS)
         self.received = 0
 

@@ -90,3 +90,33 @@ def test_the_agent_blocks_an_exec_and_the_server_hears_it(
     notices = wait_for(agent.notices, SYNC, "the notice")
     assert any("Signal" in " ".join(notice) for notice in notices), notices
     assert agent.stop() == 0
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+def test_without_exec_events_the_agent_says_it_polls(
+    tmp_path: Path, server: WardenServer, make_agent: Any
+) -> None:
+    # A PID namespace of its own, as in a container: the kernel sends this agent no exec
+    # events. It must say `exec: fallback` in `warden-agent status` and its check-in.
+    agent: AgentProcess = make_agent()
+    agent.command = ["unshare", "-p", "-f", "--kill-child", "--mount-proc",
+                     str(BIN / "warden-agent"), "run"]
+    agent.start()
+    def said(sensors: dict[str, Any] | None) -> dict[str, Any] | None:
+        exec_health = (sensors or {}).get("exec") or {}
+        return exec_health if "sends no exec events" in exec_health.get("detail", "") else None
+
+    wait_for(lambda: said(agent.status().get("sensors")), SYNC,
+             "the exec sensor's verdict in `warden-agent status`")
+    status = agent.status()
+    assert status["sensors"]["exec"]["state"] == "fallback"
+    assert "polling" in status["sensors"]["exec"]["detail"]
+    assert status["sensors"]["process"]["state"] == "ok"
+    (host,) = server.api("agents")["items"]
+    checkin = wait_for(lambda: said((server.api(f"agents/{host['id']}")["status"] or {}).get(
+        "sensors")), SYNC, "the exec sensor in the check-in")
+    assert checkin["state"] == "fallback"
+    shown = subprocess.run([str(BIN / "warden-agent"), "status"], env=agent.env,
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert any(line.startswith("sensor exec") and "fallback" in line
+               for line in shown.splitlines()), shown
