@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -28,11 +29,17 @@ class ExecGuard:
         self._privileged = privileged
         self._blocker: Blocker | None = None
         self._health: SensorHealth | None = None
+        # The service's start and the sync thread may both hand over a policy at once.
+        self._lock = threading.Lock()
 
     def update(self, engine: Engine) -> None:
-        """Follow a new policy (call from one thread at a time)."""
+        """Follow a new policy; callable from any thread."""
+        with self._lock:
+            self._update(engine)
+
+    def _update(self, engine: Engine) -> None:
         if not engine.blocks_at_exec:
-            self.stop()
+            self._stop()
             self._health = None
             return
         if self._blocker is not None:
@@ -67,6 +74,10 @@ class ExecGuard:
         return SensorHealth("ok", time.time(), f"{len(blocker.marked)} mounts; {counts}")
 
     def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
         if self._blocker is not None:
             self._blocker.stop()
             self._blocker = None
