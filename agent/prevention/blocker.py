@@ -102,6 +102,8 @@ class Blocker:
         self._deciding: fanotify.PermissionEvent | None = None
         self._answered_by_deadman = False
         self.stats = BlockerStats()
+        # Mounts marked, by mount id; `marked` holds the paths of those still mounted.
+        self._marked_ids: set[int] = set()
         self.marked: set[str] = set()
         self.closed_by_deadman = False
         self._reader_gone = threading.Event()
@@ -146,15 +148,17 @@ class Blocker:
     def mark_mounts(self) -> list[str]:
         """Mark mounts not marked yet (at start, and when the mount table changes)."""
         added = []
+        present: set[str] = set()
         for mount in fanotify.local_mounts():
-            if mount.path in self.marked:
-                continue
-            try:
-                fanotify.mark_mount(self._group, mount.path)
-            except OSError:
-                continue  # gone meanwhile, or a mount we may not see: the next change retries
-            self.marked.add(mount.path)
-            added.append(mount.path)
+            if mount.mount_id not in self._marked_ids:
+                try:
+                    fanotify.mark_mount(self._group, mount.path)
+                except OSError:
+                    continue  # gone meanwhile, or one we may not see: the next change retries
+                self._marked_ids.add(mount.mount_id)
+                added.append(mount.path)
+            present.add(mount.path)
+        self.marked = present
         return added
 
     # -- threads ------------------------------------------------------------

@@ -64,6 +64,7 @@ class PermissionEvent:
 
 @dataclass(frozen=True)
 class Mount:
+    mount_id: int  # a mount replaced at the same path (a new tmpfs) has a new id
     path: str
     fstype: str
 
@@ -144,7 +145,7 @@ def local_mounts(mountinfo: str = "/proc/self/mountinfo") -> Iterator[Mount]:
             fstype = after[0] if after else ""
             if fstype in PSEUDO_FILESYSTEMS or fstype in NETWORK_FILESYSTEMS:
                 continue
-            yield Mount(_unescape(fields[4]), fstype)
+            yield Mount(int(fields[0]), _unescape(fields[4]), fstype)
 
 
 def _unescape(path: str) -> str:
