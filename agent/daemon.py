@@ -38,15 +38,23 @@ from typing import Any
 from agent.health import SelfWatchdog, lower_priority
 from agent.host.machine import host_facts
 from agent.host.platform import current_os, host_context, is_privileged
+from agent.prevention.blocker import Blocked
+from agent.prevention.guard import ExecGuard
 from agent.responding.actions import ActionRunner
 from agent.responding.notify import Notifier, make_notifier
 from agent.scanning.findings import format_time, utc_now
 from agent.scanning.scanner import Watch
+from agent.scanning.sensor_health import SensorHealth
 from agent.scanning.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings
 from agent.state import BundleRejected, StateDir, write_private
 from agent.uplink.client import AgentClient
-from agent.uplink.events import action_event, to_server_event
+from agent.uplink.events import (
+    action_event,
+    blocked_exec_events,
+    finding_from_event,
+    to_server_event,
+)
 from agent.uplink.spool import Spool, SpoolError
 from agent.uplink.sync import PolicySync, SyncStatus
 from agent.uplink.upload import Uploader
@@ -57,16 +65,11 @@ from policies.vocabulary import OsName
 
 log = logging.getLogger("warden.agent")
 
-_FINDING_FIELDS = [f.name for f in dataclasses.fields(Finding)]
 # Seconds from SIGTERM to exit at most, within the 10 s service managers wait before a
 # SIGKILL (systemd's TimeoutStopSec is longer; Windows' service stop is not).
 STOP_BUDGET = 7.0
 
 SensorsFactory = Callable[[Engine, SensorChoice, bool, WatchTiming], Sensors]
-def finding_from_event(event: dict[str, Any]) -> Finding:
-    return Finding(**{name: event[name] for name in _FINDING_FIELDS})
-
-
 def embedded_default_bundle() -> dict[str, Any]:
     catalog = load_catalog()
     return compile_bundle(load_policy(default_policy_path(), catalog), catalog)
@@ -120,6 +123,7 @@ class AgentDaemon:
         engine = self._engine(self._bundle)
         self.watch = Watch(engine, sensors(engine, self._choice, is_privileged(), self._timing),
                            self._on_event, timing=self._timing, warn=log.warning)
+        self.guard = ExecGuard(self._on_blocked, is_privileged())
         self._stop_requested = False
         self._scanner_failed = False
         self.watch.tracker.seed(Finding(**item) for item in self.spool.open_findings())
@@ -161,7 +165,9 @@ class AgentDaemon:
     def _apply_bundle(self, bundle: dict[str, Any]) -> None:
         """Called on the sync thread with a verified bundle; the watch loop switches to it."""
         self._bundle = bundle
-        self.watch.submit_engine(self._engine(bundle))
+        engine = self._engine(bundle)
+        self.watch.submit_engine(engine)
+        self.guard.update(engine)
 
     # -- events ---------------------------------------------------------------
 
@@ -206,11 +212,24 @@ class AgentDaemon:
             except queue.Full:
                 log.error("action queue full; not acting on %s", event["key"])
 
+    def _on_blocked(self, blocked: Blocked) -> None:
+        # On the blocker's deciding thread: hand over, never wait (the kernel is waiting).
+        try:
+            self._actions.put_nowait({"event": "blocked", "blocked": blocked})
+        except queue.Full:
+            log.error("action queue full; not reporting the blocked exec of %s", blocked.path)
+
     def _run_actions(self) -> None:
         while True:
             event = self._actions.get()
             if event is None:
                 return
+            if event["event"] == "blocked":
+                finding, results = self.action_runner.blocked(event["blocked"])
+                for server_event, opened, resolved in blocked_exec_events(finding, results):
+                    self._spool(server_event, opened, resolved)
+                self.uploader.wake.set()
+                continue
             for result in self.action_runner.handle(finding_from_event(event)):
                 self._spool(action_event(event, result))
             self.uploader.wake.set()
@@ -247,10 +266,17 @@ class AgentDaemon:
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             # Per sensor: a stuck or failing sensor is said, never silent.
             "sensors": {name: health.as_status()
-                        for name, health in self.watch.health().items()},
+                        for name, health in self._sensor_health().items()},
         }
         self._write_status_file(status, health.backoff_factor)
         return status
+
+    def _sensor_health(self) -> dict[str, SensorHealth]:
+        report = self.watch.health()
+        guard = self.guard.health()
+        if guard is not None:
+            report["block"] = guard
+        return report
 
     def _write_status_file(self, status: dict[str, Any], backoff: float) -> None:
         report = {**status, **dataclasses.asdict(self.status), "backoff_factor": backoff,
@@ -277,6 +303,7 @@ class AgentDaemon:
             thread.start()
         previous = _install_signal_handlers(self._request_stop, self.sync.check_in_now)
         try:
+            self.guard.update(self.watch.engine)
             scanner.start()
             # The main thread only waits, so a signal is always seen, even with the
             # scanner stuck in a read; a join with a timeout wakes up to look at the flag.
@@ -305,6 +332,7 @@ class AgentDaemon:
         # A full queue: the actions thread is then left behind, like any stuck thread.
         with contextlib.suppress(queue.Full):
             self._actions.put(None, timeout=1.0)
+        self.guard.stop()
         for thread in [scanner, *threads]:
             thread.join(max(0.0, deadline - time.monotonic()))
         stuck = [thread.name for thread in [scanner, *threads] if thread.is_alive()]

@@ -21,7 +21,7 @@ from policies.observations import ProcessObservation
 from policies.vocabulary import OsName
 
 # Actions that stop something on the machine (rather than tell someone about it).
-BLOCKING_ACTIONS = frozenset({"terminate"})
+BLOCKING_ACTIONS = frozenset({"terminate", "block"})
 _WILDCARDS = frozenset("*?/\\")
 
 

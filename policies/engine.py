@@ -14,14 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.matching import (
-    MAX_PATH_CHARS,
-    Pattern,
-    command_line_text,
-    command_line_window,
-    compile_regex,
-)
-from policies.mobile_index import MobileIndex, mobile_evidence
+from policies.evidence import evidence_of
+from policies.matching import MAX_PATH_CHARS, Pattern, command_line_text, compile_regex
+from policies.mobile_index import MobileIndex
 from policies.network_index import VIA_DNS, NetworkIndex
 from policies.network_index import Match as _Match
 from policies.observations import (
@@ -136,6 +131,25 @@ class Engine:
     def folder_marker_globs(self) -> list[str]:
         return [glob for glob, _ in self._folder_path_globs]
 
+    @property
+    def blocks_at_exec(self) -> bool:
+        """Whether any rule in force here says `block` (the agent then guards execs)."""
+        return self.in_scope and any(rule["action"] == "block" and rule["verdict"] == "deny"
+                                     for rule in self._active_rules.values())
+
+    def exec_block(self, observation: ProcessObservation) -> Finding | None:
+        """The `block` finding for a file about to be exec'd, if any rule blocks it.
+
+        At exec only the file is known (its path, name and content), not the
+        command line the process will get: `process.cmdline` signatures never
+        block here (the process sensor still judges them once it runs).
+        """
+        for finding in self.evaluate(observation):
+            if (finding.action == "block" and finding.verdict == "deny"
+                    and not finding.matched.startswith("process.cmdline")):
+                return finding
+        return None
+
     def evaluate(self, observation: Observation, include_allowed: bool = False) -> list[Finding]:
         """The findings for one observation, at most one per app."""
         if isinstance(observation, ProcessObservation):
@@ -223,7 +237,7 @@ class Engine:
             mode=self.mode,
             sensor=sensor,
             key=finding_key(match.app, sensor, observation.identity),
-            evidence=_evidence(observation),
+            evidence=evidence_of(observation),
             alternative=rule.get("alternative"),
             confidence=match.confidence,
             message=rule.get("message", ""),
@@ -365,43 +379,3 @@ class Engine:
 def _compile_path_glob(glob: str) -> Glob:
     # Paths are lower-cased when they look like Windows paths; match them caselessly.
     return compile_glob(glob, caseless="%" in glob)
-
-
-def _evidence(observation: Observation) -> dict[str, Any]:
-    if isinstance(observation, ProcessObservation):
-        return {
-            "pid": observation.pid,
-            "create_time": observation.create_time,
-            "name": observation.name,
-            "exe": observation.exe,
-            # What the signatures saw: the server re-evaluates this, and a huge command
-            # line would cost every page and preview that reads the finding.
-            "cmdline": command_line_window(observation.cmdline),
-            "username": observation.username,
-            **({"sha256": observation.sha256} if observation.sha256 else {}),
-        }
-    if isinstance(observation, InstalledObservation):
-        evidence: dict[str, Any] = {"source": observation.source, "id": observation.id,
-                                    "path": observation.path, "version": observation.version,
-                                    "user": observation.user}
-        if observation.source == "deb" or observation.source == "rpm":
-            evidence["package"] = observation.id
-        if observation.source == "app_bundle":
-            evidence["bundle_id"] = observation.id
-        for name in ("display_name", "publisher", "team_id"):
-            if getattr(observation, name):
-                evidence[name] = getattr(observation, name)
-        return evidence
-    if isinstance(observation, MobileAppObservation):
-        return mobile_evidence(observation)
-    return {
-        "remote_address": f"{observation.remote_ip}:{observation.remote_port}",
-        "remote_ip": observation.remote_ip,
-        "remote_port": observation.remote_port,
-        "remote_host": observation.remote_host,
-        **({"host_from_dns": True} if observation.host_from_dns else {}),
-        "local_address": f"{observation.local_ip}:{observation.local_port}",
-        "protocol": observation.protocol,
-        "pid": observation.pid,
-        "process_name": observation.process_name,
-    }

@@ -24,6 +24,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from policies.matching import command_line_window
+from policies.mobile_index import mobile_evidence
+from policies.observations import (
+    InstalledObservation,
+    MobileAppObservation,
+    Observation,
+    ProcessObservation,
+)
 from policies.vocabulary import Sensor
 
 # How much text one field keeps: paths get more room than names and ids.
@@ -138,3 +146,44 @@ def validate_evidence(sensor: Sensor | None, evidence: Any) -> dict[str, Any]:
     """`evidence` checked against `sensor`'s model and capped; raises pydantic's
     ValidationError with each problem's location inside the evidence."""
     return EVIDENCE_MODELS[sensor].model_validate(evidence).wire()
+
+
+def evidence_of(observation: Observation) -> dict[str, Any]:
+    """What the engine reports about one observation: the sensor's evidence fields."""
+    if isinstance(observation, ProcessObservation):
+        return {
+            "pid": observation.pid,
+            "create_time": observation.create_time,
+            "name": observation.name,
+            "exe": observation.exe,
+            # What the signatures saw: the server re-evaluates this, and a huge command
+            # line would cost every page and preview that reads the finding.
+            "cmdline": command_line_window(observation.cmdline),
+            "username": observation.username,
+            **({"sha256": observation.sha256} if observation.sha256 else {}),
+        }
+    if isinstance(observation, InstalledObservation):
+        evidence: dict[str, Any] = {"source": observation.source, "id": observation.id,
+                                    "path": observation.path, "version": observation.version,
+                                    "user": observation.user}
+        if observation.source == "deb" or observation.source == "rpm":
+            evidence["package"] = observation.id
+        if observation.source == "app_bundle":
+            evidence["bundle_id"] = observation.id
+        for name in ("display_name", "publisher", "team_id"):
+            if getattr(observation, name):
+                evidence[name] = getattr(observation, name)
+        return evidence
+    if isinstance(observation, MobileAppObservation):
+        return mobile_evidence(observation)
+    return {
+        "remote_address": f"{observation.remote_ip}:{observation.remote_port}",
+        "remote_ip": observation.remote_ip,
+        "remote_port": observation.remote_port,
+        "remote_host": observation.remote_host,
+        **({"host_from_dns": True} if observation.host_from_dns else {}),
+        "local_address": f"{observation.local_ip}:{observation.local_port}",
+        "protocol": observation.protocol,
+        "pid": observation.pid,
+        "process_name": observation.process_name,
+    }

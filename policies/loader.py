@@ -200,6 +200,10 @@ def check_policy(
         if rule.verdict == "allow" and rule.action == "terminate":
             issue(("rules", index, "action"), "an allowed app cannot be terminated",
                   "use action `report`, or verdict `deny`")
+        if rule.action == "block" and rule.verdict != "deny":
+            issue(("rules", index, "action"),
+                  f"action `block` needs verdict `deny`, not {rule.verdict!r}",
+                  "set `verdict: deny`, or use action `notify`")
         for ex_index, exception in enumerate(rule.exceptions):
             path: YamlPath = ("rules", index, "exceptions", ex_index, "expires")
             if exception.expires < today:
@@ -242,6 +246,26 @@ def _self_harm(
         also = f", and also {', '.join(others)}" if others else ""
         messages.append(f"rule for {app_id!r} would {action} {hits[0]}{also}")
     return messages
+
+
+def exec_time_notes(policy: Policy, catalog: dict[str, AppDefinition]) -> list[str]:
+    """What a `block` rule cannot stop at exec: said by `warden policy validate`, not an error.
+
+    At exec the kernel shows the file, not the command line it will run with, so an
+    app's `process.cmdline` signatures are left to the process sensor, which ends such
+    a process once it runs (in enforce mode).
+    """
+    known = {**catalog, **{app.id: app for app in policy.apps}}
+    notes = []
+    for rule in policy.rules:
+        app = known.get(rule.app)
+        if rule.action == "block" and app is not None and app.signatures.process.cmdline:
+            count = len(app.signatures.process.cmdline)
+            notes.append(
+                f"rule for {rule.app!r}: {count} process.cmdline signature(s) cannot apply at "
+                "exec (the kernel shows the file, not its command line); the process sensor "
+                "covers them, ending such a process in enforce mode once it runs")
+    return notes
 
 
 def policy_source_to_json(policy: Policy) -> str:

@@ -24,8 +24,9 @@ def finding_key(app: str, sensor: str, identity: str) -> str:
     return f"{app}|{sensor}|sha256:{hashlib.sha256(identity.encode()).hexdigest()}"
 
 # How a sensor's scans are going, as the agent reports it at check-in: `stalled` when
-# a scan runs past its deadline, `error` when the last one raised.
-SensorState = Literal["ok", "stalled", "error"]
+# a scan runs past its deadline, `error` when the last one raised, `fallback` when it
+# cannot run on this machine and a slower sensor covers for it (the detail says which).
+SensorState = Literal["ok", "stalled", "error", "fallback"]
 
 InstallSource = Literal[
     "deb",

@@ -30,7 +30,8 @@ SENSORS: tuple[Sensor, ...] = get_args(Sensor)
 # What a policy says about an app, and what to do when it is seen.
 Verdict = Literal["deny", "allow", "alert"]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
-Action = Literal["report", "notify", "terminate"]
+# `block`: on Linux the exec of a denied file fails (fanotify); what still runs is terminated.
+Action = Literal["report", "notify", "terminate", "block"]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 Mode = Literal["audit", "enforce"]
 MODES: tuple[Mode, ...] = get_args(Mode)

@@ -107,7 +107,8 @@ class SensorReport(_Request):
     """How one sensor's scans go (agent.scanning.sensor_health)."""
 
     state: SensorState = Field(description="`ok`; `stalled`: a scan runs past its deadline; "
-                                           "`error`: the last scan raised")
+                                           "`error`: the last scan raised; `fallback`: "
+                                           "it cannot run here and a slower sensor covers")
     last_ok: Annotated[AwareDatetime | None, BeforeValidator(_json_time_or_null)] = Field(
         default=None,
                                           description="when a scan last returned; null: never")
@@ -216,6 +217,11 @@ class ActionResult(_Request):
     action: Action
     ok: bool = Field(strict=True)
     detail: str = Field(default="", max_length=ACTION_DETAIL_CHARS)
+    # A `block`: the file whose exec was denied, its SHA-256, who ran it and from what.
+    path: str | None = Field(default=None, max_length=4096)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    user: str | None = Field(default=None, max_length=1024)
+    parent: str | None = Field(default=None, max_length=4096)
 
 
 # What `_complete_for_type` checks, said in the JSON schema too, so a client generated

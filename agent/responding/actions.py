@@ -6,10 +6,12 @@ both what happened and, in audit mode, what enforce mode would have done.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agent.prevention.blocker import Blocked
 from agent.responding.enforce import TerminateResult, terminate_tree
 from agent.responding.notify import CooldownNotifier, Notifier, notice_for
 from policies.engine import Finding
@@ -53,7 +55,7 @@ class ActionRunner:
             # unrelated sites. The finding goes to the server; the user is not told.
             return []
         events = [self._notify(finding)]
-        if finding.action != "terminate" or finding.sensor != "process":
+        if finding.action not in ("terminate", "block") or finding.sensor != "process":
             # Only a running process can be ended; an installed copy or a
             # connection is reported and the user told.
             return events
@@ -67,6 +69,20 @@ class ActionRunner:
         else:
             events.append(self._enforce(finding))
         return events
+
+    def blocked(self, blocked: Blocked) -> tuple[Finding, list[dict[str, Any]]]:
+        """A blocked (or, in audit mode, would-be blocked) exec: tell the user, report it."""
+        finding = dataclasses.replace(blocked.finding, evidence={
+            "pid": blocked.pid, "name": blocked.path.rsplit("/", 1)[-1], "exe": blocked.path,
+            **({"username": blocked.user} if blocked.user else {}),
+            **({"sha256": blocked.sha256} if blocked.sha256 else {}),
+        }, key=f"{blocked.finding.app}|process|exec:{blocked.path}")
+        result = self._event(finding, "block", blocked.enforced,
+                             f"exec of {blocked.path} denied (EPERM)" if blocked.enforced
+                             else "audit mode: would block")
+        result.update({"path": blocked.path, "sha256": blocked.sha256, "user": blocked.user,
+                       "parent": blocked.parent})
+        return finding, [self._notify(finding), result]
 
     def _notify(self, finding: Finding) -> dict[str, Any]:
         notice = notice_for(finding, self._bundle_getter(), self._os_name)

@@ -33,6 +33,8 @@ from policies.engine import Engine
 from policies.observations import ConnectionObservation, InstalledObservation
 
 Event = dict[str, Any]
+# Exec'd pids waiting for the loop; past this, one full rescan replaces them.
+MAX_QUEUED_EXECS = 10_000
 
 
 @dataclass
@@ -89,6 +91,10 @@ class Watch:
         # DnsWatch is touched on the loop's thread only: its health is copied out here.
         self._dns_health: SensorHealth | None = None
         self._said: dict[str, str] = {}
+        # Pids the exec-events thread saw exec, read and judged on this thread.
+        self._exec_lock = threading.Lock()
+        self._exec_pids: list[int] = []
+        self._exec_lost = False
 
     # -- control ------------------------------------------------------------
 
@@ -125,6 +131,10 @@ class Watch:
         self._start_slow_scans(now)
         if sensors.processes is not None:
             processes = sensors.processes
+            if sensors.exec_events is not None:
+                # Listen first, then list: a process started in between is then seen twice
+                # (harmless), never missed until the next tick.
+                sensors.exec_events.start(self._on_exec, self._on_exec_lost)
             self._process_tick(lambda: self._publish(self.tracker.replace(
                 "process", self.engine.evaluate_all(processes.scan()))))
             self._due.process = now + timing.process_interval
@@ -142,6 +152,13 @@ class Watch:
         now = self._clock()
         processes, due = self.sensors.processes, self._due
         if processes is not None:
+            with self._exec_lock:
+                pids, self._exec_pids = self._exec_pids, []
+                lost, self._exec_lost = self._exec_lost, False
+            if lost:
+                due.process_rescan = now  # the kernel dropped exec events: look at everything
+            elif pids:
+                self._process_tick(lambda: self._publish_processes(processes.exec_seen(pids)))
             if now >= due.process_rescan:
                 self._process_tick(lambda: self._publish_processes(processes.rescan()))
                 due.process_rescan = now + self.timing.process_rescan_interval
@@ -168,6 +185,8 @@ class Watch:
         self._stopping = True
 
     def close(self) -> None:
+        if self.sensors.exec_events is not None:
+            self.sensors.exec_events.stop()
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -201,6 +220,8 @@ class Watch:
         report: dict[str, SensorHealth] = {}
         if self.sensors.processes is not None:
             report["process"] = self._process_record.health()
+            if self.sensors.exec_events is not None:
+                report["exec"] = self.sensors.exec_events.health()
         if self._installed is not None:
             report["installed"] = self._installed.record.health()
         if self._network is not None:
@@ -224,6 +245,21 @@ class Watch:
         if self._installed is not None and not self._installed.busy:
             deadlines.append(due.installed)
         return max(0.0, min(deadlines) - self._clock())
+
+    def _on_exec(self, pid: int) -> None:
+        # Called on the exec-events thread: queue the pid; the loop reads it at once.
+        with self._exec_lock:
+            if len(self._exec_pids) < MAX_QUEUED_EXECS:
+                self._exec_pids.append(pid)
+            else:  # a loop this far behind gains nothing from a longer list: rescan instead
+                self._exec_pids.clear()
+                self._exec_lost = True
+        self._wake.set()
+
+    def _on_exec_lost(self) -> None:
+        with self._exec_lock:
+            self._exec_lost = True
+        self._wake.set()
 
     def _on_installed_change(self) -> None:
         # Called on the watcher's thread: only flag it; the scan runs on its worker.

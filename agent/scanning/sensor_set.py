@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
+from agent.scanning.sensor_health import SensorHealth
 from agent.sensors.dns import DnsWatch
+from agent.sensors.exec_events import ExecEvents
 from agent.sensors.installed import InstalledAppsSensor
 from agent.sensors.network import NetworkSensor
 from agent.sensors.processes import ProcessSensor
@@ -31,11 +34,23 @@ class InstalledSource(Protocol):
     def recursive_watch_paths(self) -> list[Path]: ...
 
 
+class ExecSource(Protocol):
+    """What the scanner needs from agent.sensors.exec_events.ExecEvents."""
+
+    def start(self, on_exec: Callable[[int], None], on_lost: Callable[[], None]) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def health(self) -> SensorHealth: ...
+
+
 @dataclass(frozen=True)
 class SensorChoice:
     """Which sensors run, and where installed apps are looked for."""
 
     processes: bool = True
+    # Kernel exec events speed the process sensor up where they work (Linux, root).
+    exec_events: bool = True
     installed: bool = True
     network: bool = True
     # Scan a mounted image or a test tree instead of this machine's own files.
@@ -71,6 +86,8 @@ class WatchTiming:
 @dataclass
 class Sensors:
     processes: ProcessSensor | None = None
+    # Pushes each exec's pid to the process sensor (None: polling alone).
+    exec_events: ExecSource | None = None
     installed: InstalledSource | None = None
     network: NetworkSensor | None = None
     # Names the network sensor's connections after the policy's domains.
@@ -85,6 +102,8 @@ class Sensors:
         sensors = cls()
         if choice.processes:
             sensors.processes = ProcessSensor(hash_exes=engine.needs_sha256, privileged=privileged)
+            if choice.exec_events:
+                sensors.exec_events = ExecEvents()
         if choice.installed:
             sensors.installed = InstalledAppsSensor(
                 root=choice.root,

@@ -19,8 +19,10 @@ Two races are handled on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -201,6 +203,27 @@ class ProcessSensor:
             self._forget(pid, changes)
         return changes
 
+    def exec_seen(self, pids: Iterable[int]) -> ProcessChanges:
+        """Read pids the kernel just saw exec (agent.sensors.exec_events) at once.
+
+        An exec keeps the pid and start time but changes the program: a known pid
+        whose name, exe or command line changed is replaced, like a re-read young one.
+        """
+        changes = ProcessChanges()
+        for pid in dict.fromkeys(pids):
+            if pid == self._own_pid:
+                continue
+            info = self._reader.read(pid)
+            if info is None:
+                continue  # gone already: nothing runs to judge
+            entry = self._known.get(pid)
+            if entry is not None:
+                if entry.create_time == info.create_time and not _changed(entry, info):
+                    continue
+                self._forget(pid, changes)
+            self._add(info, changes)
+        return changes
+
     def observations(self) -> list[ProcessObservation]:
         return [e.observation for e in self._known.values() if e.observation is not None]
 
@@ -274,8 +297,9 @@ class ProcessSensor:
         self._add(info, changes)
 
     def _observe(self, info: ProcessInfo) -> ProcessObservation:
+        name, exe = _running(info)
         return self._with_hash(ProcessObservation(
-            pid=info.pid, name=info.name, create_time=info.create_time, exe=info.exe,
+            pid=info.pid, name=name, create_time=info.create_time, exe=exe,
             cmdline=info.cmdline, username=info.username, ppid=info.ppid,
         ))
 
@@ -340,8 +364,46 @@ class ProcessSensor:
             self._add(info, changes)
 
 
+_LOADER = re.compile(r"ld-linux[\w.-]*\.so[\d.]*|ld(64)?\.so[\d.]*|ld-musl-[\w]+\.so[\d.]*")
+# Loader options that take a value (ld.so(8)); the program is the first other argument.
+_LOADER_VALUE_OPTIONS = frozenset({"--library-path", "--preload", "--audit", "--argv0",
+                                   "--inhibit-rpath", "--glibc-hwcaps-mask",
+                                   "--glibc-hwcaps-prepend"})
+
+
+def _loaded_program(info: ProcessInfo) -> str | None:
+    """The program a dynamic loader was asked to run (absolute when it can be), or None."""
+    if not info.exe or not _LOADER.fullmatch(info.exe.rsplit("/", 1)[-1]):
+        return None
+    args = list(info.cmdline[1:])
+    while args and args[0].startswith("--"):
+        option = args.pop(0)
+        if option in _LOADER_VALUE_OPTIONS and args:
+            args.pop(0)
+    if not args:
+        return None
+    program = args[0]
+    if not program.startswith("/"):
+        with contextlib.suppress(OSError):
+            program = os.path.normpath(os.path.join(os.readlink(f"/proc/{info.pid}/cwd"),
+                                                    program))
+    return program
+
+
 def _changed(entry: _Entry, info: ProcessInfo) -> bool:
     before = entry.observation
     if before is None or info.zombie:
         return (before is None) != info.zombie
-    return (before.name, before.exe, before.cmdline) != (info.name, info.exe, info.cmdline)
+    return (before.name, before.exe, before.cmdline) != (*_running(info), info.cmdline)
+
+
+def _running(info: ProcessInfo) -> tuple[str, str | None]:
+    """The name and exe of what runs: `ld-linux.so ./Telegram` runs Telegram.
+
+    The loader maps the program without exec'ing it, so the kernel names the
+    loader; the program is what runs and what the policy judges.
+    """
+    program = _loaded_program(info)
+    if program is None:
+        return info.name, info.exe
+    return program.rsplit("/", 1)[-1], program

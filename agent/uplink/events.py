@@ -6,10 +6,12 @@ with the same classes means an event the agent spools is one the server takes.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
 from agent.scanning.findings import format_time, utc_now
+from policies.engine import Finding
 from policies.wire import (
     ACTION_DETAIL_CHARS,
     MATCHED_CHARS,
@@ -20,6 +22,10 @@ from policies.wire import (
 )
 
 _WIRE_FINDING_FIELDS = tuple(FindingInfo.model_fields)
+_FINDING_FIELDS = [f.name for f in dataclasses.fields(Finding)]
+# What a blocked exec was: the file, its hash, who ran it and from what.
+_BLOCK_FIELDS = ("path", "sha256", "user", "parent")
+SpoolItem = tuple[dict[str, Any], dict[str, Any] | None, str | None]
 
 
 def _wire_finding(finding: dict[str, Any]) -> FindingInfo:
@@ -50,6 +56,28 @@ def action_event(finding: dict[str, Any], result: dict[str, Any]) -> dict[str, A
         "type": "action",
         "time": format_time(utc_now()),
         "finding": _wire_finding(finding),
-        "result": ActionResult(action=result["action"], ok=bool(result["ok"]),
-                               detail=str(result.get("detail", ""))[:ACTION_DETAIL_CHARS]),
-    }).model_dump(mode="json")
+        "result": ActionResult.model_validate({
+            "action": result["action"], "ok": bool(result["ok"]),
+            "detail": str(result.get("detail", ""))[:ACTION_DETAIL_CHARS],
+            **{name: result[name] for name in _BLOCK_FIELDS if result.get(name)}}),
+    }).model_dump(mode="json", exclude_none=True)
+
+
+def finding_from_event(event: dict[str, Any]) -> Finding:
+    return Finding(**{name: event[name] for name in _FINDING_FIELDS})
+
+
+def blocked_exec_events(finding: Finding, results: list[dict[str, Any]]) -> list[SpoolItem]:
+    """A blocked exec as the server sees it: a finding opened, its actions, and resolved.
+
+    The program never ran (or, in audit mode, is judged by the process sensor on its
+    own), so the finding closes at once; it keeps the attempt, with the `block` action
+    (path, hash, user, parent) on its timeline, keyed by app and path: a second attempt
+    reopens it.
+    """
+    now = format_time(utc_now())
+    opened = to_server_event({"event": "opened", "time": now, **finding.as_dict()})
+    resolved = to_server_event({"event": "resolved", "time": now, **finding.as_dict()})
+    return [(opened, finding.as_dict(), None),
+            *((action_event(finding.as_dict(), result), None, None) for result in results),
+            (resolved, None, finding.key)]

@@ -13,7 +13,8 @@ from policies.catalog_model import AppDefinition
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding, HostContext
 from policies.errors import PolicyError
-from policies.loader import load_catalog, load_policy
+from policies.export import EXPORT_FORMATS, export
+from policies.loader import exec_time_notes, load_catalog, load_policy
 from policies.observations import (
     ConnectionObservation,
     InstalledObservation,
@@ -21,6 +22,8 @@ from policies.observations import (
     ProcessObservation,
 )
 from policies.vocabulary import OS_NAMES
+from server.api_client import WardenClient
+from server.cli.admin_runner import connection_options, runner
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -44,6 +47,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--json", action="store_true", help="print the whole bundle as JSON")
     _catalog_option(show)
     show.set_defaults(func=cmd_show)
+
+    export = actions.add_parser(
+        "export", parents=[connection_options()],
+        help="a policy's denied apps as fapolicyd rules, Santa rules or AppLocker XML",
+        description="Export FILE, or without FILE the server's active policy (or --version N).")
+    export.add_argument("file", type=Path, metavar="FILE", nargs="?")
+    export.add_argument("--version", type=int, metavar="N",
+                        help="the server's policy version N instead of the active one")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--output", type=Path, metavar="PATH", help="write here, not stdout")
+    _catalog_option(export)
+    export.set_defaults(func=cmd_export)
 
     test = actions.add_parser("test", help="explain the verdict one observation gets")
     test.add_argument("file", type=Path, metavar="FILE")
@@ -99,9 +114,52 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             continue
         print(f"ok: {path}: policy {policy.name!r}, mode {policy.mode}, {len(policy.rules)} rules")
+        for note in exec_time_notes(policy, catalog):
+            print(f"note: {path}: {note}")
     if failed:
         print(f"{failed} of {len(args.files)} file(s) invalid", file=sys.stderr)
         return EXIT_INVALID
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.file is None:
+        return runner(_export_from_server)(args)
+    if args.version is not None:
+        print("error: give FILE or --version N (a version on the server), not both",
+              file=sys.stderr)
+        return EXIT_USAGE
+    bundle = _compiled(args)
+    if bundle is None:
+        return EXIT_INVALID
+    return _write_export(args, bundle)
+
+
+def _export_from_server(client: WardenClient, args: argparse.Namespace) -> int:
+    number = args.version
+    if number is None:
+        active = [policy for policy in client.list_policies() if policy.active]
+        if not active:
+            print("error: the server has no active policy; push and activate one, or give "
+                  "FILE or --version N", file=sys.stderr)
+            return EXIT_INVALID
+        number = active[0].version_number
+    return _write_export(args, client.get_policy(number).bundle)
+
+
+def _write_export(args: argparse.Namespace, bundle: dict[str, Any]) -> int:
+    result = export(bundle, args.format)
+    if args.output is not None:
+        try:
+            args.output.write_text(result.text, encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write {args.output}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        sys.stdout.write(result.text)
+    print(f"{result.rules} {args.format} rule(s)", file=sys.stderr)
+    for skipped in result.skipped:
+        print(f"not exported: {skipped}", file=sys.stderr)
     return 0
 
 

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from policies.engine import _evidence
 from policies.evidence import (
     CUT_MARK,
     LIST_ITEMS,
     PATH_CHARS,
     TEXT_CHARS,
     Sensor,
+    evidence_of,
     validate_evidence,
 )
 from policies.observations import (
@@ -66,7 +66,7 @@ def sensor_of(observation: Observation) -> Sensor:
 @FUZZ
 @given(st.one_of(processes, installs, connections))
 def test_the_engines_evidence_passes_unchanged(observation: Observation) -> None:
-    sent = json.loads(json.dumps(_evidence(observation)))  # what goes over the wire
+    sent = json.loads(json.dumps(evidence_of(observation)))  # what goes over the wire
     sensor = sensor_of(observation)
     assert validate_evidence(sensor, sent) == sent
     # A resolve or an action may carry it without naming the sensor.

@@ -59,6 +59,10 @@ BROKEN = [
      "  - app: telegram\n    verdict: deny\n", 3, "apps[0].id", "already in the catalog"),
     ("terminate an allowed app", VALID_HEAD + "  - app: signal\n    verdict: allow\n"
      "    action: terminate\n", 5, "rules[0].action", "cannot be terminated"),
+    ("block an alerted app", VALID_HEAD + "  - app: signal\n    verdict: alert\n"
+     "    action: block\n", 5, "rules[0].action", "action `block` needs verdict `deny`"),
+    ("block an allowed app", VALID_HEAD + "  - app: signal\n    verdict: allow\n"
+     "    action: block\n", 5, "rules[0].action", "needs verdict `deny`, not 'allow'"),
     ("no rules", "name: t\nrules: []\n", 2, "rules", "at least 1"),
     ("not a mapping", "- just\n- a list\n", 1, "", "expected a mapping"),
 ]
@@ -134,3 +138,31 @@ def test_cli_policy_test_explains_a_deny(tmp_path: Path) -> None:
     assert "deny" not in allowed.stdout
     bad = _warden("policy", "test", str(default_policy_path()), "--connect", "8.8.8.8")
     assert bad.returncode != 0 and "IP:PORT" in bad.stderr
+
+
+CMDLINE_BLOCK = """
+name: t
+apps:
+  - id: webchat
+    name: WebChat
+    signatures:
+      process:
+        names: [webchat]
+        cmdline: ['--app=https://web\\.chat\\.example']
+rules:
+  - app: webchat
+    verdict: deny
+    action: block
+"""
+
+
+def test_cli_validate_says_command_line_rules_cannot_block_at_exec(tmp_path: Path) -> None:
+    policy = tmp_path / "cmdline.yaml"
+    policy.write_text(CMDLINE_BLOCK)
+    result = _warden("policy", "validate", str(policy))
+    assert result.returncode == 0, result.stderr
+    assert "note:" in result.stdout and "1 process.cmdline signature(s) cannot apply at exec" \
+        in result.stdout and "process sensor" in result.stdout
+    # The same app with action notify: nothing to say.
+    policy.write_text(CMDLINE_BLOCK.replace("action: block", "action: notify"))
+    assert "note:" not in _warden("policy", "validate", str(policy)).stdout

@@ -1,7 +1,7 @@
 """MDM connectors: phones and tablets as hosts, read from Intune, Jamf Pro, Android Management.
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-03
 
 `connectors` holds each MDM's settings, its encrypted secret, the last sync's
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "0009"
-down_revision: str | None = "0005"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
