@@ -125,6 +125,11 @@ class Engine:
         return bool(self._sha256)
 
     @property
+    def has_content_signatures(self) -> bool:
+        """Whether a content sensor has anything to look for on this OS."""
+        return bool(self._content)
+
+    @property
     def folder_marker_files(self) -> frozenset[str]:
         """File names that, together, mark an unpacked portable app."""
         return frozenset(name for names, _ in self._contains for name in names)
@@ -241,12 +246,17 @@ class Engine:
         self._folder_path_globs: list[tuple[str, tuple[Glob, str]]] = []
         self._contains: list[tuple[frozenset[str], str]] = []
         self._network = NetworkIndex()
+        # "<app>/<signature id>" -> app: what a content scan's reference names.
+        self._content: dict[str, str] = {}
 
         for app_id, app in sorted(self.apps.items()):
             signatures = app.get("signatures", {})
             self._index_process(app_id, signatures.get("process", {}))
             self._index_installed(app_id, signatures.get("installed", {}))
             self._network.add(app_id, signatures.get("network", {}))
+            for signature in signatures.get("content", []):
+                if not signature.get("os") or self.host.os in signature["os"]:
+                    self._content[f"{app_id}/{signature['id']}"] = app_id
 
     def _key(self, name: str) -> str:
         return name.lower() if self.caseless else name
@@ -290,7 +300,14 @@ class Engine:
 
     # -- matching -----------------------------------------------------------
 
+    def _match_content(self, refs: tuple[str, ...]) -> Iterator[_Match]:
+        # A content match is what the file is, whatever it is called: as sure as a hash.
+        for ref in refs:
+            if ref in self._content:
+                yield _Match(self._content[ref], f"content: {ref}", "high")
+
     def _match_process(self, obs: ProcessObservation) -> Iterator[_Match]:
+        yield from self._match_content(obs.content)
         if obs.sha256 and obs.sha256 in self._sha256:
             yield _Match(self._sha256[obs.sha256], f"process.sha256: {obs.sha256}", "high")
         if obs.exe and len(obs.exe) <= MAX_PATH_CHARS:
@@ -316,6 +333,7 @@ class Engine:
                     yield _Match(app_id, f"process.cmdline: {pattern}", "medium")
 
     def _match_installed(self, obs: InstalledObservation) -> Iterator[_Match]:
+        yield from self._match_content(obs.content)
         norm = obs.id.lower() if obs.source in _CASELESS_SOURCES else obs.id
         for app_id, signature in self._installed.get((obs.source, norm), ()):
             yield _Match(app_id, signature, "high")
@@ -371,6 +389,8 @@ def _evidence(observation: Observation) -> dict[str, Any]:
             "cmdline": command_line_window(observation.cmdline),
             "username": observation.username,
             **({"sha256": observation.sha256} if observation.sha256 else {}),
+            **({"content_signatures": list(observation.content)} if observation.content
+               else {}),
         }
     if isinstance(observation, InstalledObservation):
         evidence: dict[str, Any] = {"source": observation.source, "id": observation.id,
@@ -383,6 +403,8 @@ def _evidence(observation: Observation) -> dict[str, Any]:
         for name in ("display_name", "publisher", "team_id"):
             if getattr(observation, name):
                 evidence[name] = getattr(observation, name)
+        if observation.content:
+            evidence["content_signatures"] = list(observation.content)
         return evidence
     return {
         "remote_address": f"{observation.remote_ip}:{observation.remote_port}",

@@ -77,6 +77,8 @@ class ProcessEvidence(_Evidence):
     cmdline: TextList | None = None
     username: Text | None = None
     sha256: Sha256 | None = None
+    # Content signatures the executable matched, "<app>/<signature id>" (policies.content_match).
+    content_signatures: TextList | None = None
 
 
 class InstalledEvidence(_Evidence):
@@ -93,6 +95,7 @@ class InstalledEvidence(_Evidence):
     publisher: Text | None = None
     team_id: Text | None = None
     contents: TextList | None = None
+    content_signatures: TextList | None = None
 
 
 class NetworkEvidence(_Evidence):

@@ -25,6 +25,8 @@ InstallSource = Literal[
     "winget",
     "homebrew",
     "folder",
+    # An executable at rest, known by its content (agent/sensors/content.py).
+    "file",
 ]
 
 
@@ -38,6 +40,8 @@ class ProcessObservation:
     username: str | None = None
     sha256: str | None = None
     ppid: int | None = None
+    # Content signatures the executable matched, as "<app>/<signature id>".
+    content: tuple[str, ...] = ()
 
     @property
     def identity(self) -> str:
@@ -59,6 +63,8 @@ class InstalledObservation:
     team_id: str | None = None
     # For "folder": the names of the files directly inside it.
     contents: frozenset[str] = field(default_factory=frozenset)
+    # For "file": the content signatures it matched, as "<app>/<signature id>".
+    content: tuple[str, ...] = ()
 
     @property
     def identity(self) -> str:

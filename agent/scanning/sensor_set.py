@@ -7,12 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from agent.sensors.content import (
+    MAX_FILE_BYTES,
+    READ_BURST,
+    READ_RATE,
+    ContentIdentifier,
+    ReadBudget,
+)
 from agent.sensors.dns import DnsWatch
 from agent.sensors.installed import InstalledAppsSensor
 from agent.sensors.network import NetworkSensor
 from agent.sensors.processes import ProcessSensor
+from policies.content_match import ContentMatcher
 from policies.engine import Engine
-from policies.observations import InstalledObservation
+from policies.observations import InstalledObservation, ProcessObservation
 
 if TYPE_CHECKING:
     from agent.settings import AgentSettings
@@ -50,6 +58,11 @@ class SensorChoice:
     processes: bool = True
     installed: bool = True
     network: bool = True
+    # Identify executables by their content (running ones, and at rest in the places
+    # users keep portable apps) when the policy has content signatures.
+    content: bool = True
+    content_read_rate: float = READ_RATE
+    content_max_file_bytes: int = MAX_FILE_BYTES
     # Scan a mounted image or a test tree instead of this machine's own files.
     root: Path = Path("/")
 
@@ -87,6 +100,8 @@ class Sensors:
     network: NetworkSensor | None = None
     # Names the network sensor's connections after the policy's domains.
     dns: DnsWatch | None = None
+    # Set when executables are identified by content: how (SensorChoice.content).
+    content: SensorChoice | None = None
 
     @classmethod
     def build(
@@ -94,18 +109,46 @@ class Sensors:
         timing: WatchTiming | None = None,
     ) -> Sensors:
         timing = timing or WatchTiming()
-        sensors = cls()
+        sensors = cls(content=choice if choice.content else None)
+        content = content_identifier(engine, choice) if choice.content else None
         if choice.processes:
-            sensors.processes = ProcessSensor(hash_exes=engine.needs_sha256, privileged=privileged)
+            sensors.processes = ProcessSensor(
+                hash_exes=engine.needs_sha256, privileged=privileged,
+                content=content, identified=already_identified(engine))
         if choice.installed:
             sensors.installed = InstalledAppsSensor(
                 root=choice.root,
                 os_name=engine.host.os,
                 marker_files=engine.folder_marker_files,
                 marker_globs=engine.folder_marker_globs,
+                content=content,
             )
         if choice.network:
             sensors.network = NetworkSensor(timing.network_interval, privileged=privileged)
             if timing.dns_refresh_interval > 0:
                 sensors.dns = DnsWatch(refresh_interval=timing.dns_refresh_interval)
         return sensors
+
+
+def content_identifier(engine: Engine, choice: SensorChoice) -> ContentIdentifier | None:
+    """A reader of executables for the policy's content signatures; None when it has none."""
+    if not engine.has_content_signatures:
+        return None
+    codesign = None
+    if engine.host.os == "macos":
+        from agent.sensors.installed_macos import run_codesign
+
+        codesign = run_codesign
+    return ContentIdentifier(
+        ContentMatcher(engine.apps, engine.host.os), codesign=codesign,
+        budget=ReadBudget(rate=choice.content_read_rate,
+                          burst=max(READ_BURST, choice.content_read_rate)),
+        max_file_bytes=choice.content_max_file_bytes)
+
+
+def already_identified(engine: Engine) -> Callable[[ProcessObservation], bool]:
+    """Whether the policy names a process without reading its executable (name, path...)."""
+    def named(observation: ProcessObservation) -> bool:
+        return bool(engine.evaluate(observation, include_allowed=True))
+
+    return named

@@ -1,0 +1,105 @@
+"""What an executable says about itself: header kind, PE version resource and signer, and
+a macOS code signature, for the content sensor (agent/sensors/content.py).
+
+PE files are parsed with `pefile` (pure Python, the field's long-standing PE
+parser, maintained since 2004, no native code: it fits the agent's light
+dependency budget and reads any OS's copy of a Windows program). The
+Authenticode signature is the PKCS#7 SignedData in the security directory;
+its certificates are read with `cryptography` (already the agent's), and the
+signer is the certificate that issued no other one in the set: the leaf.
+
+Everything here is pure: bytes or text in, values out. A malformed file gives
+empty values, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import warnings
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
+
+_MACHO = {b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe",
+          b"\xca\xfe\xba\xbe"}
+_SECURITY = 4  # IMAGE_DIRECTORY_ENTRY_SECURITY
+_WIN_CERT_PKCS_SIGNED_DATA = 0x0002
+_TEAM_ID = re.compile(r"^TeamIdentifier=(\S+)\s*$", re.MULTILINE)
+_IDENTIFIER = re.compile(r"^Identifier=(\S+)\s*$", re.MULTILINE)
+
+
+def is_executable_header(header: bytes) -> bool:
+    """ELF, PE (MZ) or Mach-O (thin or universal)."""
+    return header[:4] == b"\x7fELF" or header[:2] == b"MZ" or header[:4] in _MACHO
+
+
+def pe_metadata(data: bytes) -> tuple[dict[str, str], str | None]:
+    """(version-resource string fields, Authenticode signer) of a PE file."""
+    import pefile  # imported here: only PE files, on machines whose policy asks, need it
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pe = pefile.PE(data=data, fast_load=True)
+            pe.parse_data_directories(directories=[
+                pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_RESOURCE"]])
+    except (pefile.PEFormatError, ValueError, struct.error, IndexError):
+        return {}, None
+    fields: dict[str, str] = {}
+    for file_info in getattr(pe, "FileInfo", None) or ():
+        for entry in file_info:
+            for table in getattr(entry, "StringTable", ()):
+                for name, value in table.entries.items():
+                    fields.setdefault(_text(name), _text(value))
+    return fields, _signer(pe, data)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _signer(pe: object, data: bytes) -> str | None:
+    try:
+        directory = pe.OPTIONAL_HEADER.DATA_DIRECTORY[_SECURITY]  # type: ignore[attr-defined]
+    except (AttributeError, IndexError):
+        return None
+    # The security directory holds a file offset (not an address): WIN_CERTIFICATE
+    # records, each length (4), revision (2), type (2), then the PKCS#7 blob.
+    start, size = int(directory.VirtualAddress), int(directory.Size)
+    if not start or size < 8 or start + size > len(data):
+        return None
+    length, _, cert_type = struct.unpack_from("<IHH", data, start)
+    if cert_type != _WIN_CERT_PKCS_SIGNED_DATA or not 8 < length <= size:
+        return None
+    try:
+        certificates = pkcs7.load_der_pkcs7_certificates(data[start + 8:start + length])
+    except ValueError:
+        return None
+    return _leaf_subject(certificates)
+
+
+def _leaf_subject(certificates: list[x509.Certificate]) -> str | None:
+    issuers = {cert.issuer for cert in certificates if cert.issuer != cert.subject}
+    leaves = [cert for cert in certificates if cert.subject not in issuers]
+    for cert in leaves or certificates:
+        for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME):
+            names = cert.subject.get_attributes_for_oid(oid)
+            if names:
+                value = names[0].value
+                return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+def codesign_ids(output: str | None) -> tuple[str | None, str | None]:
+    """(TeamIdentifier, Identifier) from `codesign -dv` output; None for what is absent.
+
+    An ad-hoc signature says "TeamIdentifier=not set": no team.
+    """
+    if not output:
+        return None, None
+    team = _TEAM_ID.search(output)
+    ident = _IDENTIFIER.search(output)
+    team_id = team.group(1) if team and team.group(1) != "not" else None
+    return team_id, ident.group(1) if ident else None
