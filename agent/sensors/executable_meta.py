@@ -73,11 +73,28 @@ def _signer(pe: object, data: bytes) -> str | None:
     length, _, cert_type = struct.unpack_from("<IHH", data, start)
     if cert_type != _WIN_CERT_PKCS_SIGNED_DATA or not 8 < length <= size:
         return None
+    blob = _der_sequence(data[start + 8:start + length])
     try:
-        certificates = pkcs7.load_der_pkcs7_certificates(data[start + 8:start + length])
+        with warnings.catch_warnings():
+            # A BER-encoded blob (indefinite lengths) is parsed all the same, with a warning.
+            warnings.simplefilter("ignore")
+            certificates = pkcs7.load_der_pkcs7_certificates(blob)
     except ValueError:
         return None
     return _leaf_subject(certificates)
+
+
+def _der_sequence(blob: bytes) -> bytes:
+    """The outer ASN.1 SEQUENCE of `blob`, without the zero padding that rounds a
+    WIN_CERTIFICATE up to 8 bytes (a DER parser refuses trailing bytes)."""
+    if len(blob) < 2 or blob[0] != 0x30 or blob[1] == 0x80:
+        return blob  # not a definite-length SEQUENCE: let the parser say
+    if blob[1] < 0x80:
+        return blob[:2 + blob[1]]
+    count = blob[1] & 0x7F
+    if count > 4 or len(blob) < 2 + count:
+        return blob
+    return blob[:2 + count + int.from_bytes(blob[2:2 + count], "big")]
 
 
 def _leaf_subject(certificates: list[x509.Certificate]) -> str | None:
