@@ -192,7 +192,8 @@ def _choice(args: argparse.Namespace, settings: AgentSettings) -> SensorChoice:
                         network=settings.network, root=args.root,
                         content=settings.content and args.content,
                         content_read_rate=settings.content_read_rate,
-                        content_max_file_bytes=settings.content_max_file_bytes)
+                        content_max_file_bytes=settings.content_max_file_bytes,
+                        content_skip_packaged=settings.content_skip_packaged)
 
 
 def _directory(value: str) -> Path:

@@ -102,6 +102,8 @@ class AgentSettings(BaseSettings):
     content: bool = True
     content_read_rate: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     content_max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    # Skip programs dpkg installed and that are unchanged since (their ctime says so).
+    content_skip_packaged: bool = True
 
     @field_validator("server_url")
     @classmethod

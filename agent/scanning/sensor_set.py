@@ -17,6 +17,7 @@ from agent.sensors.content import (
 from agent.sensors.dns import DnsWatch
 from agent.sensors.installed import InstalledAppsSensor
 from agent.sensors.network import NetworkSensor
+from agent.sensors.package_vouch import DpkgVouch
 from agent.sensors.processes import ProcessSensor
 from policies.content_match import ContentMatcher
 from policies.engine import Engine
@@ -63,6 +64,8 @@ class SensorChoice:
     content: bool = True
     content_read_rate: float = READ_RATE
     content_max_file_bytes: int = MAX_FILE_BYTES
+    # Do not read programs the package database vouches for (agent/sensors/package_vouch.py).
+    content_skip_packaged: bool = True
     # Scan a mounted image or a test tree instead of this machine's own files.
     root: Path = Path("/")
 
@@ -139,8 +142,11 @@ def content_identifier(engine: Engine, choice: SensorChoice) -> ContentIdentifie
         from agent.sensors.installed_macos import run_codesign
 
         codesign = run_codesign
+    vouch = None
+    if choice.content_skip_packaged and engine.host.os == "linux":
+        vouch = DpkgVouch(choice.root)
     return ContentIdentifier(
-        ContentMatcher(engine.apps, engine.host.os), codesign=codesign,
+        ContentMatcher(engine.apps, engine.host.os), codesign=codesign, vouch=vouch,
         budget=ReadBudget(rate=choice.content_read_rate,
                           burst=max(READ_BURST, choice.content_read_rate)),
         max_file_bytes=choice.content_max_file_bytes)

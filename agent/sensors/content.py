@@ -45,6 +45,8 @@ _CACHE_ENTRIES = 16384
 FileKey = tuple[int, int, int, int]
 # `codesign -dv` output for a file or bundle; None where there is no codesign.
 CodesignReader = Callable[[Path], str | None]
+# Whether the package database vouches for the file at this path (package_vouch.py).
+Vouch = Callable[[str, os.stat_result], bool]
 
 
 class ReadBudget:
@@ -79,6 +81,8 @@ class ContentStats:
     files_read: int = 0
     bytes_read: int = 0
     cache_hits: int = 0
+    # Not read: the package database vouches for them.
+    vouched: int = 0
 
 
 class ContentIdentifier:
@@ -92,6 +96,7 @@ class ContentIdentifier:
         max_file_bytes: int = MAX_FILE_BYTES,
         proc: Path | None = None,
         codesign: CodesignReader | None = None,
+        vouch: Vouch | None = None,
         max_entries: int = _CACHE_ENTRIES,
     ) -> None:
         self.matcher = matcher
@@ -99,6 +104,7 @@ class ContentIdentifier:
         self.max_file_bytes = max_file_bytes
         self._proc = proc if proc is not None else _default_proc()
         self._codesign = codesign
+        self._vouch = vouch
         self._cache: OrderedDict[FileKey, tuple[str, ...]] = OrderedDict()
         self._max_entries = max_entries
         self._lock = threading.Lock()
@@ -110,18 +116,21 @@ class ContentIdentifier:
         source = f"{self._proc}/{pid}/exe" if self._proc and pid is not None else exe
         try:
             with safe_read.open_file(source, follow=True) as (handle, info):
-                return self._identify(handle, info, Path(exe))
+                return self._identify(handle, info, Path(exe), exe)
         except OSError:
             return ()
 
-    def identify_file(self, path: Path, beneath: Path) -> tuple[str, ...]:
-        """The signatures a file at rest matches; never leaves `beneath` (its home)."""
+    def identify_file(self, path: Path, beneath: Path, logical: str | None = None
+                      ) -> tuple[str, ...]:
+        """The signatures a file at rest matches; never leaves `beneath` (its home).
+        `logical`: its path on the machine it belongs to (when scanning a mounted image)."""
         with safe_read.open_file(path, beneath=beneath) as (handle, info):
-            return self._identify(handle, info, path)
+            return self._identify(handle, info, path, logical or str(path))
 
     # -- internals ------------------------------------------------------------
 
-    def _identify(self, handle: BinaryIO, info: os.stat_result, path: Path) -> tuple[str, ...]:
+    def _identify(self, handle: BinaryIO, info: os.stat_result, path: Path, logical: str
+                  ) -> tuple[str, ...]:
         key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
         with self._lock:
             cached = self._cache.get(key)
@@ -129,7 +138,11 @@ class ContentIdentifier:
                 self._cache.move_to_end(key)
                 self.stats.cache_hits += 1
                 return cached
-        refs = self._read(handle, info.st_size, path)
+        if self._vouch is not None and self._vouch(logical, info):
+            self.stats.vouched += 1
+            refs: tuple[str, ...] = ()
+        else:
+            refs = self._read(handle, info.st_size, path)
         with self._lock:
             self._cache[key] = refs
             if len(self._cache) > self._max_entries:

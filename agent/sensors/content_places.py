@@ -54,7 +54,8 @@ def identified_files(ctx: ScanContext, content: ContentIdentifier) -> list[Insta
     for place in places(ctx):
         for path in _files(ctx, place):
             try:
-                refs = content.identify_file(path, beneath=ctx.anchor(path))
+                refs = content.identify_file(path, beneath=ctx.anchor(path),
+                                             logical=ctx.machine.logical(path))
             except OSError as error:
                 ctx.warn(ctx.machine.unreadable(path, error))
                 continue

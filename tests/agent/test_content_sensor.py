@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.scanning.sensor_set import already_identified, content_identifier
+from agent.scanning.sensor_set import SensorChoice, already_identified, content_identifier
 from agent.sensors.content import ContentIdentifier, ReadBudget
 from agent.sensors.installed import InstalledAppsSensor
 from agent.sensors.processes import ProcessSensor
@@ -207,6 +207,29 @@ def test_warden_agent_watch_reports_a_renamed_telegram_as_it_starts(
         agent.communicate(timeout=20)
 
 
+@needs_telegram
+def test_a_program_dpkg_installed_is_not_read_until_it_changes(
+        tmp_path: Path, default_engine: Engine, renamed_telegram: Path) -> None:
+    program = _copy(renamed_telegram, tmp_path / "opt/chat/chat")
+    listing = tmp_path / "var/lib/dpkg/info/chat.list"
+    listing.parent.mkdir(parents=True)
+    listing.write_text("/opt\n/opt/chat\n/opt/chat/chat\n")
+    # dpkg wrote its list after the file was put in place: vouched for, not read.
+    later = program.stat().st_ctime + 60
+    os.utime(listing, (later, later))
+    content = content_identifier(default_engine, SensorChoice(root=tmp_path))
+    assert content is not None
+    sensor = InstalledAppsSensor(tmp_path, "linux", content=content)
+    assert [obs for obs in sensor.scan() if obs.source == "file"] == []
+    assert (content.stats.vouched, content.stats.bytes_read) == (1, 0)
+    # The file changed after the package was installed (its ctime is later): read, found.
+    os.utime(listing, (later - 3600, later - 3600))
+    os.utime(listing.parent, None)  # the info folder changed: the index is rebuilt
+    os.utime(program, None)
+    [found] = [obs for obs in sensor.scan() if obs.source == "file"]
+    assert found.id == "/opt/chat/chat" and THEME in found.content
+
+
 def _same_fs(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
 
@@ -215,6 +238,4 @@ def test_no_content_signatures_means_no_reader(tmp_path: Path) -> None:
     from tests.agent.conftest import engine_from_text
 
     engine = engine_from_text("name: t\nrules:\n  - app: signal\n    verdict: allow\n")
-    from agent.scanning.sensor_set import SensorChoice
-
     assert content_identifier(engine, SensorChoice()) is None

@@ -29,6 +29,7 @@ import pytest
 from agent.sensors.content import ContentIdentifier
 from agent.sensors.install_watch import InstallWatcher
 from agent.sensors.installed import InstalledAppsSensor
+from agent.sensors.package_vouch import DpkgVouch
 from agent.sensors.processes import ExeHasher
 from policies.compiler import compact_app
 from policies.content_match import ContentMatcher
@@ -100,6 +101,8 @@ SITES: dict[tuple[str, str], Site] = {
     # Files in a listing are entered only when the listing says they are regular files.
     ("content", "ContentIdentifier.identify_file"): Site("content", (
         f"{HOME}/Downloads/notes", f"{HOME}/bin/tool", "opt/app/chat"), quiet=ALL),
+    ("package_vouch", "DpkgVouch._refresh"): Site("vouch", (
+        "var/lib/dpkg/info", "var/lib/dpkg/info/bash.list"), quiet=ALL),
     ("content_places", "places"): Site("content", (f"{HOME}/bin", "opt")),
     ("content_places", "_files"): Site("content", (f"{HOME}/Downloads/unpacked",),
                                        quiet=ALL),
@@ -191,6 +194,7 @@ def build_machine(root: Path) -> None:
         f"{HOME}/Downloads/unpacked/Telegram": "\x7fELF",
         f"{HOME}/bin/tool": "\x7fELF",
         "opt/app/chat": "\x7fELF",
+        "var/lib/dpkg/info/bash.list": "/usr/bin/bash\n",
     }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +217,9 @@ def probe(kind: str, root: Path) -> list[str]:
         return watcher.warnings
     if kind == "hash":
         ExeHasher(proc=root / "proc").digest("/usr/bin/telegram-desktop", 4242)
+        return []
+    if kind == "vouch":
+        DpkgVouch(root)("/usr/bin/bash", os.stat(root / "etc/passwd"))
         return []
     if kind == "content":
         content = ContentIdentifier(ContentMatcher(_content_apps(), "linux"), proc=root / "proc")

@@ -1,0 +1,80 @@
+"""Programs the package database vouches for, so the content sensor need not read them.
+
+A file dpkg installed is one of the package's own (its path is in
+`/var/lib/dpkg/info/<package>.list`) and unchanged since, when its inode
+change time (ctime, which no user can set back: copying a file over it, or
+`touch`, moves it) is no later than that list file's modification time (dpkg
+writes the list once the package's files are in place). Such a file is a
+distribution's program, not a renamed messenger, and is not read: on a
+desktop that leaves the agent's first pass reading almost nothing. A
+messenger installed as a package is found by the installed-apps sensor.
+
+Only the folders programs live in are indexed (bin, sbin, lib, libexec, games,
+opt), so the index stays small. It is rebuilt when the dpkg info folder changes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agent.sensors import safe_read
+
+_PROGRAM_DIRS = ("/usr/bin/", "/usr/sbin/", "/usr/lib/", "/usr/lib64/", "/usr/libexec/",
+                 "/usr/games/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/opt/")
+MAX_LIST_BYTES = 64 * 1024 * 1024
+MAX_PACKAGES = 100_000
+
+
+class DpkgVouch:
+    """Whether dpkg installed a file and it is unchanged since (see the module text)."""
+
+    def __init__(self, root: Path = Path("/")) -> None:
+        self._info = root / "var/lib/dpkg/info"
+        self._root = root
+        self._stamp: int | None = None
+        self._installed: dict[str, float] = {}
+
+    def __call__(self, path: str, info: os.stat_result) -> bool:
+        self._refresh()
+        for candidate in _merged_usr(path):
+            installed = self._installed.get(candidate)
+            if installed is not None:
+                return info.st_ctime <= installed
+        return False
+
+    def _refresh(self) -> None:
+        try:
+            stamp = self._info.stat().st_mtime_ns
+        except OSError:
+            self._installed, self._stamp = {}, None
+            return
+        if stamp == self._stamp:
+            return
+        installed: dict[str, float] = {}
+        try:
+            entries = safe_read.list_dir(self._info, MAX_PACKAGES, beneath=self._root)
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.kind != "file" or not entry.name.endswith(".list"):
+                continue
+            try:
+                with safe_read.open_file(Path(entry.path), beneath=self._root) as (handle, st):
+                    text = safe_read.read_capped(handle, MAX_LIST_BYTES)
+            except OSError:
+                continue
+            for line in text.decode("utf-8", "surrogateescape").splitlines():
+                if line.startswith(_PROGRAM_DIRS):
+                    installed[line] = st.st_mtime
+        self._installed, self._stamp = installed, stamp
+
+
+def _merged_usr(path: str) -> tuple[str, ...]:
+    """`path`, and its other spelling on a merged-/usr system (/bin/x is /usr/bin/x)."""
+    if path.startswith("/usr/") and path[4:].startswith(("/bin/", "/sbin/", "/lib/",
+                                                          "/lib64/")):
+        return path, path[4:]
+    if path.startswith(("/bin/", "/sbin/", "/lib/", "/lib64/")):
+        return path, "/usr" + path
+    return (path,)
