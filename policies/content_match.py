@@ -149,6 +149,10 @@ class ContentScan:
         overlap = self._matcher.overlap
         self._tail = data[-overlap:] if overlap else b""
 
+    def gap(self) -> None:
+        """The next chunk does not follow the last one in the file."""
+        self._tail = b""
+
     def matches(self) -> tuple[str, ...]:
         return tuple(signature.ref for signature, seen in zip(
             self._matcher._strings, self._seen, strict=True) if len(seen) == signature.count)

@@ -28,8 +28,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent.sensors import safe_read
-from agent.sensors.executable_meta import codesign_ids, is_executable_header, pe_metadata
-from policies.content_match import ContentMatcher
+from agent.sensors.executable_meta import (
+    codesign_ids,
+    is_executable_header,
+    pe_metadata,
+    read_order,
+)
+from policies.content_match import ContentMatcher, ContentScan
 
 # Nothing we look for is bigger (Telegram Desktop is 75 MB, Electron apps ~180 MB);
 # past this only the first bytes are searched.
@@ -159,21 +164,13 @@ class ContentIdentifier:
             return ()
         matcher = self.matcher
         keep_whole = matcher.has_pe and header[:2] == b"MZ"
-        kept = [header] if keep_whole else []
         scan = matcher.scan()
         scan.feed(header)
-        left = cap - len(header)
-        while left > 0 and (matcher.has_strings or keep_whole):
-            want = min(left, _CHUNK)
-            self.budget.take(want)
-            chunk = handle.read(want)
-            if not chunk:
-                break
-            self.stats.bytes_read += len(chunk)
-            left -= len(chunk)
-            scan.feed(chunk)
-            if keep_whole:
-                kept.append(chunk)
+        if keep_whole:
+            # The version resource and the signature are parsed from the whole file.
+            kept = [header, self._read_range(handle, len(header), cap - len(header), scan)]
+        elif matcher.has_strings:
+            self._read_until_match(handle, header, cap, scan)
         refs = list(scan.matches())
         if keep_whole:
             fields, signer = pe_metadata(b"".join(kept))
@@ -182,6 +179,43 @@ class ContentIdentifier:
             team_id, signing_id = codesign_ids(self._codesign(path))
             refs += matcher.match_codesign(team_id, signing_id)
         return tuple(dict.fromkeys(refs))
+
+
+    def _read_until_match(self, handle: BinaryIO, header: bytes, cap: int, scan: ContentScan
+                          ) -> None:
+        """Search the file, read-only data first, and stop at the first complete match: one
+        matching signature names the app, and a running program's finding waits on it."""
+        for offset, length in read_order(header, cap):
+            if offset + length <= len(header):
+                continue  # already searched
+            start = max(offset, len(header))
+            scan.gap()  # not contiguous with what came before
+            handle.seek(start)
+            self._read_range(handle, start, offset + length - start, scan, stop_on_match=True)
+            if scan.matches():
+                return
+
+    def _read_range(self, handle: BinaryIO, start: int, length: int, scan: ContentScan,
+                    stop_on_match: bool = False) -> bytes:
+        """`length` bytes from `start` (the handle is there), paced and fed to `scan`;
+        returned only when not stopping on a match (PE files are parsed whole)."""
+        kept: list[bytes] = []
+        left = length
+        while left > 0:
+            want = min(left, _CHUNK)
+            self.budget.take(want)
+            chunk = handle.read(want)
+            if not chunk:
+                break
+            self.stats.bytes_read += len(chunk)
+            left -= len(chunk)
+            scan.feed(chunk)
+            if stop_on_match:
+                if scan.matches():
+                    break
+            else:
+                kept.append(chunk)
+        return b"".join(kept)
 
 
 def _default_proc() -> Path | None:

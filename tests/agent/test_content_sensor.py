@@ -8,6 +8,7 @@ to anyone; its HOME is the test's folder.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import pytest
 
 from agent.scanning.sensor_set import SensorChoice, already_identified, content_identifier
 from agent.sensors.content import ContentIdentifier, ReadBudget
+from agent.sensors.executable_meta import read_order
 from agent.sensors.installed import InstalledAppsSensor
 from agent.sensors.processes import ProcessSensor
 from policies.content_match import ContentMatcher
@@ -75,11 +77,13 @@ def test_a_renamed_telegram_at_rest_in_a_home_is_a_high_deny_read_once(
     assert (finding.app, finding.verdict, finding.confidence, finding.sensor) == (
         "telegram", "deny", "high", "installed")
     assert finding.matched in (f"content: {THEME}", f"content: {IDENTITY}")
-    assert set(finding.evidence["content_signatures"]) == {THEME, IDENTITY}
+    # Reading stops at the first complete match: one signature is enough to name the app.
+    assert finding.evidence["content_signatures"] in ([THEME], [IDENTITY], [THEME, IDENTITY])
 
     # Unchanged files are never read again; a changed one is.
     read = content.stats.bytes_read
-    assert read >= renamed_telegram.stat().st_size
+    # Read-only data first: Telegram is known before most of its 75 MB are read.
+    assert 0 < read < renamed_telegram.stat().st_size / 2
     assert [obs.id for obs in sensor.scan() if obs.source == "file"] == [found[0].id]
     assert content.stats.bytes_read == read
     (tmp_path / "home/alice/Desktop/readme.txt").write_text("changed\n")
@@ -99,14 +103,14 @@ def test_reads_are_capped_per_file_and_paced(default_engine: Engine, renamed_tel
 
     budget = ReadBudget(rate=10 * 1024 * 1024, burst=20 * 1024 * 1024,
                         clock=lambda: now[0], sleep=sleep)
-    content = _identifier(default_engine, budget=budget, max_file_bytes=60 * 1024 * 1024)
-    # The signatures' strings lie past the cap in this build: unseen, and not read.
+    content = _identifier(default_engine, budget=budget, max_file_bytes=40 * 1024 * 1024)
+    # The signatures' strings lie past the cap in this build (from 51 MB on): unseen.
     refs = content.identify_file(renamed_telegram, beneath=renamed_telegram.parent)
-    assert content.stats.bytes_read == 60 * 1024 * 1024
-    # 60 MiB at 10 MiB/s after a 20 MiB burst: 4 s of waiting, spread over the reads.
-    assert sum(slept) == pytest.approx(4.0, abs=0.5)
-    assert len(slept) > 5
-    assert refs == () or set(refs) <= {THEME, IDENTITY}
+    assert content.stats.bytes_read == 40 * 1024 * 1024
+    assert refs == ()
+    # 40 MiB at 10 MiB/s after a 20 MiB burst: 2 s of waiting, spread over the reads.
+    assert sum(slept) == pytest.approx(2.0, abs=0.5)
+    assert len(slept) > 3
 
 
 def test_a_file_that_is_no_program_stops_after_its_first_bytes(
@@ -227,7 +231,7 @@ def test_a_program_dpkg_installed_is_not_read_until_it_changes(
     os.utime(listing.parent, None)  # the info folder changed: the index is rebuilt
     os.utime(program, None)
     [found] = [obs for obs in sensor.scan() if obs.source == "file"]
-    assert found.id == "/opt/chat/chat" and THEME in found.content
+    assert found.id == "/opt/chat/chat" and set(found.content) & {THEME, IDENTITY}
 
 
 def _same_fs(a: Path, b: Path) -> bool:
@@ -239,3 +243,19 @@ def test_no_content_signatures_means_no_reader(tmp_path: Path) -> None:
 
     engine = engine_from_text("name: t\nrules:\n  - app: signal\n    verdict: allow\n")
     assert content_identifier(engine, SensorChoice()) is None
+
+
+def test_read_order_puts_read_only_data_first_and_covers_the_file_once() -> None:
+    program = Path(sys.executable).resolve()
+    size = program.stat().st_size
+    with program.open("rb") as handle:
+        header = handle.read(64 * 1024)
+    ranges = read_order(header, size)
+    assert len(ranges) > 1
+    covered = sorted(ranges)
+    assert covered[0][0] == 0 and sum(length for _, length in covered) == size
+    assert all(start + length == nxt
+               for (start, length), (nxt, _) in itertools.pairwise(covered))
+    # Headers that do not add up are read in order.
+    for bad in (b"\x7fELF\x02\x01" + b"\xff" * 100, b"\x7fELF\x01\x01" + b"\0" * 100, b"MZ"):
+        assert read_order(bad, 1000) == [(0, 1000)]
