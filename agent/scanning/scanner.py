@@ -37,6 +37,7 @@ from agent.scanning.sensor_set import (
 )
 from agent.sensors.install_watch import InstallWatcher
 from agent.sensors.installed import InstalledAppsSensor
+from agent.sensors.package_vouch import DpkgVouch
 from agent.sensors.processes import ProcessChanges
 from policies.engine import Engine
 from policies.observations import ConnectionObservation, InstalledObservation
@@ -202,7 +203,11 @@ class Watch:
         self.engine = engine
         processes = self.sensors.processes
         choice = self.sensors.content
-        content = content_identifier(engine, choice) if choice is not None else None
+        if choice is not None and self.sensors.vouch is None and choice.content_skip_packaged \
+                and engine.host.os == "linux" and engine.has_content_signatures:
+            self.sensors.vouch = DpkgVouch(choice.root)  # the first policy had no signature
+        content = content_identifier(engine, choice, self.sensors.vouch) \
+            if choice is not None else None
         if isinstance(self.sensors.installed, InstalledAppsSensor) and choice is not None:
             self.sensors.installed.content = content
         if processes is not None:

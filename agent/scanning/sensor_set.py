@@ -105,6 +105,8 @@ class Sensors:
     dns: DnsWatch | None = None
     # Set when executables are identified by content: how (SensorChoice.content).
     content: SensorChoice | None = None
+    # The package database's index, kept across policy updates (package_vouch.py).
+    vouch: DpkgVouch | None = None
 
     @classmethod
     def build(
@@ -113,7 +115,12 @@ class Sensors:
     ) -> Sensors:
         timing = timing or WatchTiming()
         sensors = cls(content=choice if choice.content else None)
-        content = content_identifier(engine, choice) if choice.content else None
+        content = None
+        if choice.content and engine.has_content_signatures:
+            if choice.content_skip_packaged and engine.host.os == "linux":
+                # Built before any scan starts, so no scan's deadline pays for it.
+                sensors.vouch = DpkgVouch(choice.root).load()
+            content = content_identifier(engine, choice, sensors.vouch)
         if choice.processes:
             sensors.processes = ProcessSensor(
                 hash_exes=engine.needs_sha256, privileged=privileged,
@@ -133,8 +140,10 @@ class Sensors:
         return sensors
 
 
-def content_identifier(engine: Engine, choice: SensorChoice) -> ContentIdentifier | None:
-    """A reader of executables for the policy's content signatures; None when it has none."""
+def content_identifier(engine: Engine, choice: SensorChoice, vouch: DpkgVouch | None = None
+                       ) -> ContentIdentifier | None:
+    """A reader of executables for the policy's content signatures; None when it has none.
+    `vouch`: the package index to reuse (one is made when packaged files are skipped)."""
     if not engine.has_content_signatures:
         return None
     codesign = None
@@ -142,8 +151,7 @@ def content_identifier(engine: Engine, choice: SensorChoice) -> ContentIdentifie
         from agent.sensors.installed_macos import run_codesign
 
         codesign = run_codesign
-    vouch = None
-    if choice.content_skip_packaged and engine.host.os == "linux":
+    if vouch is None and choice.content_skip_packaged and engine.host.os == "linux":
         vouch = DpkgVouch(choice.root)
     return ContentIdentifier(
         ContentMatcher(engine.apps, engine.host.os), codesign=codesign, vouch=vouch,
