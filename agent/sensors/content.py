@@ -183,8 +183,9 @@ class ContentIdentifier:
 
     def _read_until_match(self, handle: BinaryIO, header: bytes, cap: int, scan: ContentScan
                           ) -> None:
-        """Search the file, read-only data first, and stop at the first complete match: one
-        matching signature names the app, and a running program's finding waits on it."""
+        """Search the file (an ELF's data segments only, the largest read-only one first)
+        and stop at the first complete match: one matching signature names the app, and
+        a running program's finding waits on it."""
         for offset, length in read_order(header, cap):
             if offset + length <= len(header):
                 continue  # already searched

@@ -126,10 +126,16 @@ _PT_LOAD, _PF_X, _PF_W = 1, 1, 2
 
 
 def read_order(header: bytes, size: int) -> list[tuple[int, int]]:
-    """The byte ranges of a file in the order worth reading: for a 64-bit little-endian
-    ELF, its read-only data segments first (where string literals live: 9 MB of
-    Telegram's 75), then the rest; for anything else, the whole file in order.
-    A header that does not add up is read in order too."""
+    """The (offset, length) ranges of a file worth searching, in the order worth reading.
+
+    A 64-bit little-endian ELF laid out with separate code (binutils' default since
+    2.31: read-only data in segments of their own) keeps its string literals, Qt's
+    UTF-16 ones and compiled-in resources in its read-only data segments, never in its
+    machine code: those segments are read first, then the writable data, and the code
+    segment (most of a program: 46 of Telegram's 75 MB) is not read. Any other file,
+    and an ELF whose read-only data shares the code's segment, is read whole, in order.
+    A header that does not add up is read whole too.
+    """
     whole = [(0, size)]
     if header[:6] != b"\x7fELF\x02\x01" or len(header) < 64:
         return whole
@@ -137,21 +143,17 @@ def read_order(header: bytes, size: int) -> list[tuple[int, int]]:
     entsize, count = struct.unpack_from("<HH", header, 0x36)
     if entsize < 56 or phoff + entsize * count > len(header):
         return whole
-    first: list[tuple[int, int]] = []
+    read_only: list[tuple[int, int]] = []
+    writable: list[tuple[int, int]] = []
     for index in range(count):
         kind, flags, offset = struct.unpack_from("<IIQ", header, phoff + index * entsize)
         filesz, = struct.unpack_from("<Q", header, phoff + index * entsize + 0x20)
-        if kind == _PT_LOAD and not flags & (_PF_X | _PF_W) and filesz > 0 \
-                and offset + filesz <= size:
-            first.append((offset, offset + filesz))
-    if not first:
+        if kind != _PT_LOAD or filesz == 0 or flags & _PF_X:
+            continue
+        if offset + filesz > size:
+            return whole
+        (writable if flags & _PF_W else read_only).append((offset, filesz))
+    # Read-only data past the ELF header's own page: the code has a segment of its own.
+    if not any(offset > 0 for offset, _ in read_only):
         return whole
-    first.sort()
-    rest, at = [], 0
-    for start, end in first:
-        if start > at:
-            rest.append((at, start))
-        at = max(at, end)
-    if at < size:
-        rest.append((at, size))
-    return [(start, end - start) for start, end in first + rest if end > start]
+    return sorted(read_only, key=lambda item: -item[1]) + writable
