@@ -20,8 +20,8 @@ from pathlib import Path
 
 from agent.sensors import safe_read
 
-_PROGRAM_DIRS = ("/usr/bin/", "/usr/sbin/", "/usr/lib/", "/usr/lib64/", "/usr/libexec/",
-                 "/usr/games/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/opt/")
+_PROGRAM_DIRS = (b"/usr/bin/", b"/usr/sbin/", b"/usr/lib/", b"/usr/lib64/", b"/usr/libexec/",
+                 b"/usr/games/", b"/bin/", b"/sbin/", b"/lib/", b"/lib64/", b"/opt/")
 MAX_LIST_BYTES = 64 * 1024 * 1024
 MAX_PACKAGES = 100_000
 
@@ -34,7 +34,7 @@ class DpkgVouch:
         self._root = root
         self._stamp: int | None = None
         # hash(path) -> its package list's mtime. Hashes, not paths: 54,000 program paths
-        # on a desktop cost 14 MiB as strings, a quarter of that as hashes. str hashes are
+        # on a desktop cost 14 MiB as strings, a quarter of that as hashes. bytes hashes are
         # salted per process, so no one can pick a path that collides with a packaged one.
         self._installed: dict[int, float] = {}
 
@@ -46,7 +46,7 @@ class DpkgVouch:
     def __call__(self, path: str, info: os.stat_result) -> bool:
         self._refresh()
         for candidate in _merged_usr(path):
-            installed = self._installed.get(hash(candidate))
+            installed = self._installed.get(hash(os.fsencode(candidate)))
             if installed is not None:
                 return info.st_ctime <= installed
         return False
@@ -68,12 +68,14 @@ class DpkgVouch:
             if entry.kind != "file" or not entry.name.endswith(".list"):
                 continue
             try:
-                with safe_read.open_file(Path(entry.path), beneath=self._root) as (handle, st):
+                # Anchored at the info folder: one openat per list, not one per component.
+                with safe_read.open_file(Path(entry.path), beneath=self._info) as (handle, st):
                     text = safe_read.read_capped(handle, MAX_LIST_BYTES)
             except OSError:
                 continue
             listed_at = st.st_mtime  # one float shared by all the package's paths
-            for line in text.decode("utf-8", "surrogateescape").splitlines():
+            # Bytes throughout: no decoding of 8 MB of lists (paths are the file system's).
+            for line in text.splitlines():
                 if line.startswith(_PROGRAM_DIRS):
                     installed[hash(line)] = listed_at
         self._installed, self._stamp = installed, stamp
