@@ -93,6 +93,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="do not look at running processes")
     parser.add_argument("--no-installed", dest="installed", action="store_false", default=None,
                         help="do not look for installed apps")
+    parser.add_argument("--no-content", dest="content", action="store_false",
+                        help="do not identify executables by their content (content signatures)")
     parser.add_argument("--no-network", dest="network", action="store_false", default=None,
                         help="do not look at network connections")
 
@@ -187,7 +189,11 @@ def _engine(args: argparse.Namespace) -> Engine | None:
 
 def _choice(args: argparse.Namespace, settings: AgentSettings) -> SensorChoice:
     return SensorChoice(processes=args.processes, installed=settings.installed,
-                        network=settings.network, root=args.root)
+                        network=settings.network, root=args.root,
+                        content=settings.content and args.content,
+                        content_read_rate=settings.content_read_rate,
+                        content_max_file_bytes=settings.content_max_file_bytes,
+                        content_skip_packaged=settings.content_skip_packaged)
 
 
 def _directory(value: str) -> Path:

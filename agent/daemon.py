@@ -117,8 +117,11 @@ class AgentDaemon:
         self._backlog_lock = threading.Lock()
         self._spool_failing = False
         self._bundle = self._initial_bundle()
-        self._choice = choice or SensorChoice(installed=settings.installed,
-                                              network=settings.network)
+        self._choice = choice or SensorChoice(
+            installed=settings.installed, network=settings.network, content=settings.content,
+            content_read_rate=settings.content_read_rate,
+            content_max_file_bytes=settings.content_max_file_bytes,
+            content_skip_packaged=settings.content_skip_packaged)
         self._timing = WatchTiming.from_settings(settings)
         engine = self._engine(self._bundle)
         self.watch = Watch(engine, sensors(engine, self._choice, is_privileged(), self._timing),

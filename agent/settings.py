@@ -96,6 +96,14 @@ class AgentSettings(BaseSettings):
     log_file: Path | None = None
     network: bool = True
     installed: bool = True
+    # Content signatures (agent/sensors/content.py): identify executables by their bytes,
+    # reading at most `content_read_rate` bytes a second (after a burst that lets one new
+    # big program be identified at once) and at most `content_max_file_bytes` of a file.
+    content: bool = True
+    content_read_rate: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    content_max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    # Skip programs dpkg installed and that are unchanged since (their ctime says so).
+    content_skip_packaged: bool = True
 
     @field_validator("server_url")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.content_model import ContentSignature, check_unique_ids
 from policies.patterns import check_glob, check_network, check_port, check_regex
 
 # An app's id: what findings, rules and metrics name it by.
@@ -145,6 +146,13 @@ class Signatures(_Strict):
     installed: InstalledSignatures = Field(default_factory=InstalledSignatures)
     network: NetworkSignatures = Field(default_factory=NetworkSignatures)
     mobile: MobileSignatures = Field(default_factory=MobileSignatures)
+    # What the executable is (policies/content_model.py), for renamed copies.
+    content: list[ContentSignature] = Field(default_factory=list)
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: list[ContentSignature]) -> list[ContentSignature]:
+        return check_unique_ids(value)
 
 
 class InstallHints(_Strict):
@@ -208,4 +216,5 @@ class AppDefinition(_Strict):
             "network": len(network.cidrs) + len(network.domains),
             "mobile": sum(len(getattr(self.signatures.mobile, name))
                           for name in MobileSignatures.model_fields),
+            "content": len(self.signatures.content),
         }

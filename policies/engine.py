@@ -123,6 +123,11 @@ class Engine:
         return bool(self._sha256)
 
     @property
+    def has_content_signatures(self) -> bool:
+        """Whether a content sensor has anything to look for on this OS."""
+        return bool(self._content)
+
+    @property
     def folder_marker_files(self) -> frozenset[str]:
         """File names that, together, mark an unpacked portable app."""
         return frozenset(name for names, _ in self._contains for name in names)
@@ -262,6 +267,8 @@ class Engine:
         self._contains: list[tuple[frozenset[str], str]] = []
         self._network = NetworkIndex()
         self._mobile = MobileIndex()
+        # "<app>/<signature id>" -> app: what a content scan's reference names.
+        self._content: dict[str, str] = {}
 
         for app_id, app in sorted(self.apps.items()):
             signatures = app.get("signatures", {})
@@ -269,6 +276,9 @@ class Engine:
             self._index_installed(app_id, signatures.get("installed", {}))
             self._network.add(app_id, signatures.get("network", {}))
             self._mobile.add(app_id, signatures.get("mobile", {}))
+            for signature in signatures.get("content", []):
+                if not signature.get("os") or self.host.os in signature["os"]:
+                    self._content[f"{app_id}/{signature['id']}"] = app_id
 
     def _key(self, name: str) -> str:
         return name.lower() if self.caseless else name
@@ -312,7 +322,14 @@ class Engine:
 
     # -- matching -----------------------------------------------------------
 
+    def _match_content(self, refs: tuple[str, ...]) -> Iterator[_Match]:
+        # A content match is what the file is, whatever it is called: as sure as a hash.
+        for ref in refs:
+            if ref in self._content:
+                yield _Match(self._content[ref], f"content: {ref}", "high")
+
     def _match_process(self, obs: ProcessObservation) -> Iterator[_Match]:
+        yield from self._match_content(obs.content)
         if obs.sha256 and obs.sha256 in self._sha256:
             yield _Match(self._sha256[obs.sha256], f"process.sha256: {obs.sha256}", "high")
         if obs.exe and len(obs.exe) <= MAX_PATH_CHARS:
@@ -338,6 +355,7 @@ class Engine:
                     yield _Match(app_id, f"process.cmdline: {pattern}", "medium")
 
     def _match_installed(self, obs: InstalledObservation) -> Iterator[_Match]:
+        yield from self._match_content(obs.content)
         norm = obs.id.lower() if obs.source in _CASELESS_SOURCES else obs.id
         for app_id, signature in self._installed.get((obs.source, norm), ()):
             yield _Match(app_id, signature, "high")

@@ -85,6 +85,8 @@ class ProcessEvidence(_Evidence):
     cmdline: TextList | None = None
     username: Text | None = None
     sha256: Sha256 | None = None
+    # Content signatures the executable matched, "<app>/<signature id>" (policies.content_match).
+    content_signatures: TextList | None = None
 
 
 class InstalledEvidence(_Evidence):
@@ -101,6 +103,7 @@ class InstalledEvidence(_Evidence):
     publisher: Text | None = None
     team_id: Text | None = None
     contents: TextList | None = None
+    content_signatures: TextList | None = None
 
 
 class NetworkEvidence(_Evidence):
@@ -161,6 +164,8 @@ def evidence_of(observation: Observation) -> dict[str, Any]:
             "cmdline": command_line_window(observation.cmdline),
             "username": observation.username,
             **({"sha256": observation.sha256} if observation.sha256 else {}),
+            **({"content_signatures": list(observation.content)} if observation.content
+               else {}),
         }
     if isinstance(observation, InstalledObservation):
         evidence: dict[str, Any] = {"source": observation.source, "id": observation.id,
@@ -173,6 +178,8 @@ def evidence_of(observation: Observation) -> dict[str, Any]:
         for name in ("display_name", "publisher", "team_id"):
             if getattr(observation, name):
                 evidence[name] = getattr(observation, name)
+        if observation.content:
+            evidence["content_signatures"] = list(observation.content)
         return evidence
     if isinstance(observation, MobileAppObservation):
         return mobile_evidence(observation)

@@ -40,6 +40,8 @@ InstallSource = Literal[
     "winget",
     "homebrew",
     "folder",
+    # An executable at rest, known by its content (agent/sensors/content.py).
+    "file",
 ]
 
 
@@ -53,6 +55,8 @@ class ProcessObservation:
     username: str | None = None
     sha256: str | None = None
     ppid: int | None = None
+    # Content signatures the executable matched, as "<app>/<signature id>".
+    content: tuple[str, ...] = ()
 
     @property
     def identity(self) -> str:
@@ -74,6 +78,8 @@ class InstalledObservation:
     team_id: str | None = None
     # For "folder": the names of the files directly inside it.
     contents: frozenset[str] = field(default_factory=frozenset)
+    # For "file": the content signatures it matched, as "<app>/<signature id>".
+    content: tuple[str, ...] = ()
 
     @property
     def identity(self) -> str:

@@ -26,8 +26,15 @@ from typing import Any
 from agent.scanning.findings import FindingTracker
 from agent.scanning.one_scan import matcher
 from agent.scanning.sensor_health import ScanRecord, SensorHealth, SensorWorker, describe_error
-from agent.scanning.sensor_set import Sensors, WatchTiming
+from agent.scanning.sensor_set import (
+    Sensors,
+    WatchTiming,
+    already_identified,
+    content_identifier,
+)
 from agent.sensors.install_watch import InstallWatcher
+from agent.sensors.installed import InstalledAppsSensor
+from agent.sensors.package_vouch import DpkgVouch
 from agent.sensors.processes import ProcessChanges
 from policies.engine import Engine
 from policies.observations import ConnectionObservation, InstalledObservation
@@ -206,8 +213,18 @@ class Watch:
         """Switch to a new policy on the loop's thread: re-judge what is known now."""
         self.engine = engine
         processes = self.sensors.processes
+        choice = self.sensors.content
+        if choice is not None and self.sensors.vouch is None and choice.content_skip_packaged \
+                and engine.host.os == "linux" and engine.has_content_signatures:
+            self.sensors.vouch = DpkgVouch(choice.root)  # the first policy had no signature
+        content = content_identifier(engine, choice, self.sensors.vouch) \
+            if choice is not None else None
+        if isinstance(self.sensors.installed, InstalledAppsSensor) and choice is not None:
+            self.sensors.installed.content = content
         if processes is not None:
             processes.set_hash_exes(engine.needs_sha256)
+            if choice is not None:
+                processes.set_content(content, already_identified(engine))
             self._process_tick(lambda: self._publish(self.tracker.replace(
                 "process", engine.evaluate_all(processes.observations()))))
         # A scan in flight was judged by the old policy: another follows when it returns.

@@ -22,6 +22,8 @@ from typing import Protocol
 
 from agent.host.platform import current_os
 from agent.sensors import safe_read
+from agent.sensors.content import ContentIdentifier
+from agent.sensors.content_places import identified_files, places
 from agent.sensors.homes import MachineRoot, find_homes, home_parents
 from agent.sensors.registry import RegistryReader
 from agent.sensors.scan_context import (
@@ -78,6 +80,7 @@ class InstalledAppsSensor:
         *,
         registry: RegistryReader | None = None,
         codesign: CodesignReader | None = None,
+        content: ContentIdentifier | None = None,
     ) -> None:
         if os_name is not None and os_name not in OS_NAMES:
             raise ValueError(f"unknown OS {os_name!r}: use linux, macos or windows")
@@ -87,11 +90,15 @@ class InstalledAppsSensor:
         self.marker_globs = tuple(marker_globs)
         self.warnings: list[str] = []
         self._backend = _choose_backend(self.machine, registry, codesign)
+        # Files in the portable-app places are identified by content when set.
+        self.content = content
 
     def scan(self) -> list[InstalledObservation]:
         ctx = self._context()
         observations = self._backend.scan(ctx)
         observations += self._folders(ctx)
+        if self.content is not None:
+            observations += identified_files(ctx, self.content)
         self.warnings = ctx.warnings
         unique: dict[str, InstalledObservation] = {}
         for observation in observations:
@@ -135,6 +142,8 @@ class InstalledAppsSensor:
         wanted += [WatchDir(path) for path in home_parents(self.machine)]
         wanted += [WatchDir(root.path, root.watch_recursively)
                    for root in self._backend.search_roots(ctx)]
+        if self.content is not None:
+            wanted += [WatchDir(place.path, place.depth > 0) for place in places(ctx)]
         for glob in self.marker_globs:
             for base, segments, _ in _glob_bases(ctx, glob):
                 # The folder a marker would appear in: its last fixed parent.

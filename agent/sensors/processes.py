@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent.sensors import safe_read
+from agent.sensors.content import ContentIdentifier
 from agent.sensors.process_readers import ProcessInfo, ProcessReader, PsutilReader
 from policies.observations import ProcessObservation
 
@@ -138,6 +139,8 @@ class ProcessSensor:
         young_seconds: float = YOUNG_SECONDS,
         clock: Callable[[], float] = time.time,
         hasher: ExeHasher | None = None,
+        content: ContentIdentifier | None = None,
+        identified: Callable[[ProcessObservation], bool] = lambda observation: False,
     ) -> None:
         self._reader = reader or default_reader()
         self._hash_exes = hash_exes
@@ -146,6 +149,9 @@ class ProcessSensor:
         self._young_seconds = young_seconds
         self._clock = clock
         self._hasher = hasher or ExeHasher()
+        # Reads the executable of each process the policy cannot already name.
+        self._content = content
+        self._identified = identified
         self._known: dict[int, _Entry] = {}
         # Young pids -> when to look at them again (backing off as they age).
         self._young: dict[int, float] = {}
@@ -236,6 +242,16 @@ class ProcessSensor:
             if entry.observation is not None:
                 entry.observation = self._with_hash(entry.observation)
 
+    def set_content(self, content: ContentIdentifier | None,
+                    identified: Callable[[ProcessObservation], bool]) -> None:
+        """Look at executables' content with these signatures (None: stop), e.g. after a
+        policy update; the processes already known are looked at again (cached files are
+        not read again)."""
+        self._content, self._identified = content, identified
+        for entry in self._known.values():
+            if entry.observation is not None:
+                entry.observation = self._with_content(entry.observation)
+
     @property
     def denied_count(self) -> int:
         """Running processes that could not be fully inspected."""
@@ -298,10 +314,16 @@ class ProcessSensor:
 
     def _observe(self, info: ProcessInfo) -> ProcessObservation:
         name, exe = _running(info)
-        return self._with_hash(ProcessObservation(
+        return self._with_content(self._with_hash(ProcessObservation(
             pid=info.pid, name=name, create_time=info.create_time, exe=exe,
             cmdline=info.cmdline, username=info.username, ppid=info.ppid,
-        ))
+        )))
+
+    def _with_content(self, observation: ProcessObservation) -> ProcessObservation:
+        bare = replace(observation, content=()) if observation.content else observation
+        if self._content is None or not bare.exe or self._identified(bare):
+            return bare
+        return replace(bare, content=self._content.identify_process(bare.exe, bare.pid))
 
     def _with_hash(self, observation: ProcessObservation) -> ProcessObservation:
         if not self._hash_exes or not observation.exe:

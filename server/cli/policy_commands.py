@@ -11,6 +11,7 @@ from typing import Any
 
 from policies.catalog_model import AppDefinition
 from policies.compiler import compile_bundle
+from policies.content_match import ContentMatcher
 from policies.engine import Engine, Finding, HostContext
 from policies.errors import PolicyError
 from policies.export import EXPORT_FORMATS, export
@@ -21,7 +22,7 @@ from policies.observations import (
     Observation,
     ProcessObservation,
 )
-from policies.vocabulary import OS_NAMES
+from policies.vocabulary import OS_NAMES, OsName
 from server.api_client import WardenClient
 from server.cli.admin_runner import connection_options, runner
 
@@ -69,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     what.add_argument("--bundle-id", metavar="ID", help="a macOS bundle id")
     what.add_argument("--desktop-file", metavar="NAME", help="a .desktop file name")
     what.add_argument("--connect", metavar="ADDR:PORT", help="a remote IP or host and port")
+    what.add_argument("--content", metavar="PATH", type=Path,
+                      help="a program file, searched for the policy's content signatures "
+                      "(byte strings; e.g. your own build, to check a local rule)")
     test.add_argument("--os", choices=OS_NAMES, default="linux",
                       help="the OS the observation comes from (default: linux)")
     test.add_argument("--json", action="store_true")
@@ -207,6 +211,21 @@ def observations_for(args: argparse.Namespace) -> list[Observation]:
     return [_connection(args.connect)]
 
 
+def _content(path: Path, bundle: dict[str, Any], os_name: OsName) -> InstalledObservation:
+    """A file at rest with the content signatures its bytes match (strings only: version
+    resources and code signatures are read by the agent on the machine)."""
+    scan = ContentMatcher(bundle["apps"], os_name).scan()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(4 << 20):
+                scan.feed(chunk)
+    except OSError as error:
+        raise SystemExit(f"warden: --content {str(path)!r}: cannot read it "
+                         f"({error.strerror or error}); give a readable file") from None
+    return InstalledObservation(source="file", id=str(path), path=str(path),
+                                content=scan.matches())
+
+
 def _connection(text: str) -> ConnectionObservation:
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -226,7 +245,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     engine = Engine(bundle, HostContext(os=args.os))
     findings: dict[str, Finding] = {}
-    for observation in observations_for(args):
+    observations = [_content(args.content, bundle, args.os)] if args.content else \
+        observations_for(args)
+    for observation in observations:
         for finding in engine.evaluate(observation, include_allowed=True):
             findings.setdefault(finding.app, finding)
     if args.json:

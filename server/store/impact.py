@@ -245,7 +245,8 @@ def _process(evidence: Mapping[str, Any]) -> ProcessObservation | None:
         create_time=float(evidence.get("create_time") or 0.0), exe=exe,
         cmdline=tuple(str(part) for part in _list(evidence.get("cmdline"))),
         username=_text(evidence.get("username")), sha256=_text(evidence.get("sha256")),
-        ppid=int(evidence["ppid"]) if evidence.get("ppid") is not None else None)
+        ppid=int(evidence["ppid"]) if evidence.get("ppid") is not None else None,
+        content=_refs(evidence))
 
 
 def _installed(evidence: Mapping[str, Any]) -> InstalledObservation | None:
@@ -259,7 +260,13 @@ def _installed(evidence: Mapping[str, Any]) -> InstalledObservation | None:
         version=_text(evidence.get("version")), user=_text(evidence.get("user")),
         display_name=_text(evidence.get("display_name")),
         publisher=_text(evidence.get("publisher")), team_id=_text(evidence.get("team_id")),
-        contents=frozenset(str(name) for name in _list(evidence.get("contents"))))
+        contents=frozenset(str(name) for name in _list(evidence.get("contents"))),
+        content=_refs(evidence))
+
+
+def _refs(evidence: Mapping[str, Any]) -> tuple[str, ...]:
+    """The content signatures the agent matched (agent/sensors/content.py)."""
+    return tuple(str(ref) for ref in _list(evidence.get("content_signatures")))
 
 
 def _connection(evidence: Mapping[str, Any]) -> ConnectionObservation | None:

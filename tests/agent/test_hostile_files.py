@@ -22,12 +22,18 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.sensors.content import ContentIdentifier
 from agent.sensors.install_watch import InstallWatcher
 from agent.sensors.installed import InstalledAppsSensor
+from agent.sensors.package_vouch import DpkgVouch
 from agent.sensors.processes import ExeHasher
+from policies.compiler import compact_app
+from policies.content_match import ContentMatcher
+from policies.loader import load_catalog
 from tests.agent.hostile_support import KINDS, planted
 from tests.unprivileged import fork_as
 
@@ -90,6 +96,16 @@ SITES: dict[tuple[str, str], Site] = {
                                                        "opt/homebrew/Caskroom/telegram"),
                                         quiet=("opt/homebrew/Caskroom/telegram",)),
     ("processes", "ExeHasher.digest"): Site("hash", ("proc/4242/exe",), quiet=ALL),
+    ("content", "ContentIdentifier.identify_process"): Site("content", ("proc/4242/exe",),
+                                                            quiet=ALL),
+    # Files in a listing are entered only when the listing says they are regular files.
+    ("content", "ContentIdentifier.identify_file"): Site("content", (
+        f"{HOME}/Downloads/notes", f"{HOME}/bin/tool", "opt/app/chat"), quiet=ALL),
+    ("package_vouch", "DpkgVouch._refresh"): Site("vouch", (
+        "var/lib/dpkg/info", "var/lib/dpkg/info/bash.list"), quiet=ALL),
+    ("content_places", "places"): Site("content", (f"{HOME}/bin", "opt")),
+    ("content_places", "_files"): Site("content", (f"{HOME}/Downloads/unpacked",),
+                                       quiet=ALL),
 }
 # Thin ScanContext methods over safe_read: covered through the sites that call them.
 WRAPPERS = {("scan_context", f"ScanContext.{name}") for name in
@@ -174,6 +190,11 @@ def build_machine(root: Path) -> None:
         f"{MAC_HOME}/Applications/Tools/Other.app/Contents/Info.plist": "<plist/>",
         "opt/homebrew/Caskroom/telegram/5.0/x": "",
         "proc/4242/exe": "ELF",
+        f"{HOME}/Downloads/notes": "\x7fELF",
+        f"{HOME}/Downloads/unpacked/Telegram": "\x7fELF",
+        f"{HOME}/bin/tool": "\x7fELF",
+        "opt/app/chat": "\x7fELF",
+        "var/lib/dpkg/info/bash.list": "/usr/bin/bash\n",
     }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -197,11 +218,25 @@ def probe(kind: str, root: Path) -> list[str]:
     if kind == "hash":
         ExeHasher(proc=root / "proc").digest("/usr/bin/telegram-desktop", 4242)
         return []
+    if kind == "vouch":
+        DpkgVouch(root)("/usr/bin/bash", os.stat(root / "etc/passwd"))
+        return []
+    if kind == "content":
+        content = ContentIdentifier(ContentMatcher(_content_apps(), "linux"), proc=root / "proc")
+        content.identify_process("/usr/bin/telegram-desktop", 4242)
+        sensor = InstalledAppsSensor(root, "linux", content=content)
+        sensor.scan()
+        sensor.watch_paths()
+        return sensor.warnings
     os_name = kind.partition(":")[2]
     sensor = InstalledAppsSensor(root, os_name, MARKERS, GLOBS)  # type: ignore[arg-type]
     sensor.scan()
     sensor.watch_paths()
     return sensor.warnings
+
+
+def _content_apps() -> dict[str, Any]:
+    return {app_id: compact_app(app) for app_id, app in load_catalog().items()}
 
 
 def within_deadline(run: Callable[[], list[str]], what: str) -> list[str]:

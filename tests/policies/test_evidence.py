@@ -45,11 +45,11 @@ processes = st.builds(
     create_time=st.floats(min_value=0, max_value=4e9, allow_nan=False, allow_infinity=False),
     exe=maybe_text, cmdline=st.lists(text, max_size=8).map(tuple), username=maybe_text,
     sha256=st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
-    ppid=st.none() | pids)
+    ppid=st.none() | pids, content=st.lists(text, max_size=4).map(tuple))
 installs = st.builds(
     InstalledObservation, source=st.sampled_from(get_args(InstallSource)), id=text,
     path=maybe_text, version=maybe_text, user=maybe_text, display_name=maybe_text,
-    publisher=maybe_text, team_id=maybe_text)
+    publisher=maybe_text, team_id=maybe_text, content=st.lists(text, max_size=4).map(tuple))
 connections = st.builds(
     ConnectionObservation, remote_ip=text, remote_port=st.integers(0, 65_535), local_ip=text,
     local_port=st.integers(0, 65_535), protocol=st.sampled_from(["tcp", "udp"]),

@@ -166,3 +166,24 @@ def test_cli_validate_says_command_line_rules_cannot_block_at_exec(tmp_path: Pat
     # The same app with action notify: nothing to say.
     policy.write_text(CMDLINE_BLOCK.replace("action: block", "action: notify"))
     assert "note:" not in _warden("policy", "validate", str(policy)).stdout
+def test_cli_policy_test_identifies_an_organisations_build_by_its_content(
+        tmp_path: Path) -> None:
+    policy = tmp_path / "org.yaml"
+    policy.write_text(
+        "name: org\nrules:\n  - app: inhouse-chat\n    verdict: deny\napps:\n"
+        "  - id: inhouse-chat\n    name: In-house chat\n    signatures:\n      content:\n"
+        "        - id: build-marker\n          strings: [ExampleCorpChatClient-v2]\n"
+        "          source: our build 2.3.1, strings -n 8\n")
+    build = tmp_path / "renamed-tool"
+    build.write_bytes(b"\x7fELF" + b"\0" * 5000 + "ExampleCorpChatClient-v2".encode("utf-16-le"))
+    result = _warden("policy", "test", str(policy), "--content", str(build))
+    assert result.returncode == 0, result.stderr
+    assert "deny: In-house chat" in result.stdout
+    assert "content: inhouse-chat/build-marker (confidence high)" in result.stdout
+    missing = _warden("policy", "test", str(policy), "--content", str(tmp_path / "absent"))
+    assert missing.returncode != 0 and "cannot read it" in missing.stderr
+    # A short string is refused with the file, the line and the field.
+    policy.write_text(policy.read_text().replace("ExampleCorpChatClient-v2", "chat"))
+    invalid = _warden("policy", "validate", str(policy))
+    assert invalid.returncode == 1
+    assert f"{policy}:11: apps[0].signatures.content[0].strings:" in invalid.stderr

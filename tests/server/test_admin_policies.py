@@ -11,7 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from policies.loader import default_policy_path
+from policies.compiler import compile_bundle
+from policies.engine import Engine
+from policies.loader import default_policy_path, load_catalog, load_policy
 from server.signing import verify_bundle
 from server.store import audit, impact
 from tests.server.admin_support import (
@@ -354,6 +356,24 @@ def test_observations_are_rebuilt_from_evidence(sensor: str, evidence: dict[str,
                                                 expected: str | None) -> None:
     observation = impact.observation_from_evidence(sensor, evidence)
     assert (observation.identity if observation else None) == expected
+
+
+@pytest.mark.parametrize(("sensor", "evidence"), [
+    ("process", {"pid": 7, "name": "notes", "exe": "/home/a/notes",
+                 "content_signatures": ["telegram/tdesktop-theme-format"]}),
+    ("installed", {"source": "file", "id": "/home/a/Downloads/notes",
+                   "content_signatures": ["telegram/tdesktop-theme-format"]}),
+])
+def test_a_content_finding_is_re_judged_from_its_evidence(
+        sensor: str, evidence: dict[str, Any]) -> None:
+    """The impact preview re-evaluates a renamed copy by the signatures the agent matched."""
+    observation = impact.observation_from_evidence(sensor, evidence)
+    assert observation is not None
+    catalog = load_catalog()
+    policy = load_policy(default_policy_path(), catalog)
+    [finding] = Engine(compile_bundle(policy, catalog)).evaluate(observation)
+    assert (finding.app, finding.matched) == ("telegram",
+                                              "content: telegram/tdesktop-theme-format")
 
 
 # -- recommendations --------------------------------------------------------------
