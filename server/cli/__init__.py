@@ -43,6 +43,9 @@ def _register_optional(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     except ImportError:
         return
     admin_commands.register(subparsers)
+    from server.cli import review_commands
+
+    review_commands.register(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

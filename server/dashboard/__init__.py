@@ -20,6 +20,7 @@ from server.dashboard import (
     overview,
     policies,
     secrets,
+    violations,
 )
 from server.dashboard.auth import SessionKeeper
 from server.dashboard.static import load_static, static_router
@@ -41,7 +42,7 @@ def install(app: FastAPI, context: ServerContext) -> None:
         sessions=SessionKeeper.from_signing_key(context.settings.signing_key_path),
         throttle=LoginThrottle(),
     )
-    for module in (login, overview, exports, findings, hosts, policies, audit, secrets):
+    for module in (login, overview, exports, violations, findings, hosts, policies, audit, secrets):
         app.include_router(module.router)
     app.include_router(static_router(load_static()))
     app.add_exception_handler(LoginRequired, _to_login)

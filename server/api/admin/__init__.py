@@ -21,10 +21,11 @@ from server.api.admin import (
     stats,
     tokens,
     users,
+    violations,
 )
 from server.api.deps import ServerContext
 
-ROUTERS = (findings.router, agents.router, reenrollments.router, policies.router,
+ROUTERS = (findings.router, violations.router, agents.router, reenrollments.router, policies.router,
            recommendations.router, stats.router, secrets.router, tokens.router, users.router,
            audit.router)
 
