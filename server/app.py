@@ -31,6 +31,7 @@ from server.api.deps import ContextDep, ServerContext, TokenDep, unauthorized
 from server.api.errors import error_response, install_error_handlers
 from server.hsts import StrictTransportSecurityMiddleware
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
+from server.compliance_task import ComplianceTask
 from server.pruning import RetentionTask
 from server.settings import ServerSettings, is_loopback
 from server.signing import PolicySigner
@@ -71,6 +72,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     retention = RetentionTask(context)
     context.hooks.on_startup.append(retention.start)
     context.hooks.on_shutdown.append(retention.shutdown)
+    # Snapshot compliance once a day (and the weekly report, when configured).
+    snapshots = ComplianceTask(context)
+    context.hooks.on_startup.append(snapshots.start)
+    context.hooks.on_shutdown.append(snapshots.shutdown)
+    app.state.compliance_task = snapshots
     context.hooks.on_startup.append(lambda: _sign_missing_activation(context))
     admin.install(app, context)
     dashboard.install(app, context)

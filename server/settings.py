@@ -71,6 +71,10 @@ class ServerSettings(BaseSettings):
     alert_retry_max_seconds: float = Field(default=300.0, gt=0)
     # Events and resolved findings older than this are pruned daily (open findings never).
     retention_days: int = Field(default=180, ge=1)
+    # The weekly compliance report (PDF), written to <data_dir>/reports/ and announced to the
+    # alert webhook when one is set: on this weekday (0 Monday .. 6 Sunday), or never if None.
+    weekly_report_weekday: int | None = Field(default=None, ge=0, le=6)
+    weekly_report_days: int = Field(default=30, ge=1, le=366)
 
     @classmethod
     def settings_customise_sources(

@@ -1,4 +1,5 @@
-"""`warden violations list|show|triage|export`: the review list from the command line.
+"""`warden violations list|show|triage|export` and `warden report compliance`: the review list
+and the compliance report from the command line.
 
 Like the other admin commands, each talks to a running server with an API
 token (server.cli.admin_runner) and fails with one line on stderr.
@@ -51,6 +52,18 @@ def register(subparsers: SubParsers) -> None:
                         help="write to FILE instead of standard output")
 
 
+    report = subparsers.add_parser("report", help="reports to hand on")
+    kinds = report.add_subparsers(dest="kind", required=True, metavar="KIND")
+    compliance = _add(kinds, "compliance", "summary, trend, worst groups, open violations "
+                      "and active exceptions", connection, cmd_report_compliance)
+    compliance.add_argument("--format", choices=["pdf", "html", "csv", "json"], default="pdf")
+    compliance.add_argument("--out", type=Path, required=True, metavar="FILE",
+                            help="where to write the report")
+    compliance.add_argument("--group", help="one group (default: the whole fleet)")
+    compliance.add_argument("--days", type=_days, default=30,
+                            help="how many days of trend, today included (1-366; default 30)")
+
+
 def _add(actions: SubParsers, name: str, help: str, connection: argparse.ArgumentParser,
          command: Command, json_flag: bool = False) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = actions.add_parser(name, help=help, parents=[connection])
@@ -74,6 +87,12 @@ def _filters(parser: argparse.ArgumentParser) -> None:
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def _days(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 366:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days from 1 to 366")
     return int(text)
 
 
@@ -153,3 +172,16 @@ def write_atomically(target: Path, write: Callable[[IO[bytes]], int]) -> int | N
         if os.path.exists(temp_name):
             os.unlink(temp_name)
     return written
+
+
+def cmd_report_compliance(client: WardenClient, args: argparse.Namespace) -> int:
+    target: Path = args.out
+    params = {"format": args.format, "days": str(args.days), "group": args.group}
+    written = write_atomically(
+        target, lambda out: client.stream_download("reports/compliance", out, **params))
+    if written is None:
+        return EXIT_API
+    scope = f"group {args.group}" if args.group else "the whole fleet"
+    print(f"wrote the compliance report of {scope}, last {args.days} days, to {target} "
+          f"({written} bytes, {args.format})")
+    return 0

@@ -7,7 +7,8 @@ import datetime as dt
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from server.dashboard import apps, charts
+from server import charts
+from server.dashboard import apps
 from server.dashboard.auth import Viewer
 from server.dashboard.hosts import silent_after
 from server.dashboard.web import DashboardDep, DashboardRoute

@@ -9,6 +9,7 @@ import pytest
 from markupsafe import Markup
 
 from policies.errors import ValidationIssue
+from server.charts import bar_chart, nice_ticks
 from server.dashboard.auth import (
     ABSOLUTE_SECONDS,
     IDLE_SECONDS,
@@ -16,7 +17,6 @@ from server.dashboard.auth import (
     Person,
     SessionKeeper,
 )
-from server.dashboard.charts import bar_chart, nice_ticks
 from server.dashboard.policies import annotate
 from server.dashboard.policy_diff import rule_changes, setting_changes, source_diff
 from server.dashboard.throttle import LoginThrottle, ThrottleLimits

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pypdf import PdfReader
 
 from tests.server.admin_support import TELEGRAM_DEB, bearer, event, process
 
@@ -87,3 +88,28 @@ def test_review_violations_from_the_command_line(
     assert missing.returncode == 1 and "violation 424242" in missing.stderr
     bad = warden("violations", "triage", str(one["id"]), "--state", "gone")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_a_compliance_report_from_the_command_line(
+    warden: Callable[..., subprocess.CompletedProcess[str]], live_server: str,
+    enroll_secret: str, host_facts: Callable[..., dict[str, Any]], tmp_path: Path,
+) -> None:
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        enrolled = http.post("/api/v1/agent/enroll", json=host_facts(hostname="desk-77"),
+                             headers=bearer(enroll_secret)).json()
+        http.post("/api/v1/agent/events", headers=bearer(enrolled["agent_token"]),
+                  json={"events": [event(process(1))]}).raise_for_status()
+    for format in ("pdf", "html", "csv"):
+        out = tmp_path / f"report.{format}"
+        done = warden("report", "compliance", "--format", format, "--out", str(out),
+                      "--days", "7")
+        assert done.returncode == 0, done.stderr
+        assert f"to {out}" in done.stdout
+    text = "\n".join(page.extract_text() for page in PdfReader(tmp_path / "report.pdf").pages)
+    assert "0 of 1 machines compliant" in text and "desk-77" in text
+    assert "desk-77" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "# open_violations" in (tmp_path / "report.csv").read_text(encoding="utf-8")
+    bad = warden("report", "compliance", "--out", str(tmp_path / "x.pdf"), "--days", "0")
+    assert bad.returncode == 2 and "from 1 to 366" in bad.stderr
+    nowhere = warden("report", "compliance", "--out", str(tmp_path / "missing" / "x.pdf"))
+    assert nowhere.returncode == 1 and "cannot write" in nowhere.stderr

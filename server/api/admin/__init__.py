@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from server.api.admin import (
     agents,
     audit,
+    compliance,
     findings,
     policies,
     recommendations,
@@ -25,9 +26,9 @@ from server.api.admin import (
 )
 from server.api.deps import ServerContext
 
-ROUTERS = (findings.router, violations.router, agents.router, reenrollments.router, policies.router,
-           recommendations.router, stats.router, secrets.router, tokens.router, users.router,
-           audit.router)
+ROUTERS = (findings.router, violations.router, compliance.router, agents.router,
+           reenrollments.router, policies.router, recommendations.router, stats.router,
+           secrets.router, tokens.router, users.router, audit.router)
 
 
 def install(app: FastAPI, context: ServerContext) -> None:
