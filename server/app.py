@@ -29,9 +29,9 @@ from server.api import admin, agent
 from server.api.bodies import BodyLimitMiddleware
 from server.api.deps import ContextDep, ServerContext, TokenDep, unauthorized
 from server.api.errors import error_response, install_error_handlers
+from server.compliance_task import ComplianceTask
 from server.hsts import StrictTransportSecurityMiddleware
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
-from server.compliance_task import ComplianceTask
 from server.pruning import RetentionTask
 from server.settings import ServerSettings, is_loopback
 from server.signing import PolicySigner
