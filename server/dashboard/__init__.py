@@ -19,6 +19,7 @@ from server.dashboard import (
     login,
     overview,
     policies,
+    reports,
     secrets,
     violations,
 )
@@ -42,7 +43,8 @@ def install(app: FastAPI, context: ServerContext) -> None:
         sessions=SessionKeeper.from_signing_key(context.settings.signing_key_path),
         throttle=LoginThrottle(),
     )
-    for module in (login, overview, exports, violations, findings, hosts, policies, audit, secrets):
+    for module in (login, overview, exports, violations, findings, hosts, policies, audit,
+                   secrets, reports):
         app.include_router(module.router)
     app.include_router(static_router(load_static()))
     app.add_exception_handler(LoginRequired, _to_login)

@@ -107,7 +107,7 @@ def _percent(part: int, whole: int) -> float:
 def groups(session: Session) -> list[str]:
     """Every group a machine is in (not the machines in no group)."""
     return sorted(group for group in session.scalars(
-        sa.select(sa.distinct(Agent.group)).where(Agent.group.is_not(None))) if group)
+        sa.select(Agent.group).distinct().where(Agent.group.is_not(None))) if group)
 
 
 def time_to_remediate(session: Session, since: dt.datetime,

@@ -108,3 +108,28 @@ def test_the_list_downloads_as_csv(person: PeopleFactory, violation_id: int) -> 
     [row] = list(csv.DictReader(io.StringIO(response.text)))
     assert row["host"] == "desk-01" and row["id"] == str(violation_id)
     assert browser.get("/violations/export.csv", params={"status": "x"}).status_code == 400
+
+
+def test_the_overview_shows_the_trend_and_the_report_downloads(
+    app: FastAPI, person: PeopleFactory, violation_id: int, db: DB
+) -> None:
+    from pypdf import PdfReader
+
+    from server.store import compliance
+
+    browser = person("viewer")
+    assert "No daily snapshot yet" in browser.get("/").text
+    with db() as session:
+        compliance.take_snapshot(session, utcnow(), app.state.context.settings.silent_after)
+        session.commit()
+    overview = browser.get("/").text
+    assert 'id="compliance-trend"' in overview and 'class="chart-dot"' in overview
+    assert "0% compliant" in overview  # both machines have Telegram open
+    assert '<option value="press">press</option>' in overview
+    pdf = browser.get("/reports/compliance", params={"format": "pdf", "group": "press",
+                                                     "days": "7"})
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "Group press" in text and "press-01" in text and "desk-01" not in text
+    bad = browser.get("/reports/compliance", params={"format": "doc", "days": "0"})
+    assert bad.status_code == 400 and "format" in bad.text and "days" in bad.text

@@ -6,6 +6,7 @@ Runs on SQLite and, with WARDEN_TEST_DATABASE_URL, on PostgreSQL.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -81,7 +82,7 @@ def test_review_violations_from_the_command_line(
     exported = warden("violations", "export", "--format", "csv", "--status", "open", "-o",
                       str(out))
     assert exported.returncode == 0, exported.stderr
-    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert sorted(row["host"] for row in rows) == ["desk-1", "desk-2"]
 
     missing = warden("violations", "show", "424242")
