@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_SECONDS = 3600.0
-FIRST_CHECK_AFTER_SECONDS = 60.0
+# Soon after start: the check is a few aggregate queries, and a server started today
+# should have today in its history.
+FIRST_CHECK_AFTER_SECONDS = 5.0
 REPORTS_DIR = "reports"
 
 Poster = Callable[[str, dict[str, object]], None]
