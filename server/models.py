@@ -244,6 +244,8 @@ class Violation(Base):
         # The list pages by keyset on (last_seen, id), like findings.
         sa.Index("ix_violations_last_seen_id", "last_seen", "id"),
         sa.Index("ix_violations_status_app", "status", "app"),
+        # "Open ones, most recent first" without sorting: the list's commonest question.
+        sa.Index("ix_violations_status_last_seen_id", "status", "last_seen", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)

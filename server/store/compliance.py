@@ -114,15 +114,21 @@ def time_to_remediate(session: Session, since: dt.datetime,
                       group: str | None = None) -> list[dict[str, Any]]:
     """Per group: the median days from a violation's opening to its resolution, over the
     violations resolved since `since`, and how many there were; worst (slowest) first."""
-    query = (sa.select(Agent.group, Violation.opened_at, Violation.resolved_at)
+    # The span in days computed by the database: converting two timestamps per row in Python
+    # cost more than the query at 20,000 machines.
+    if session.get_bind().dialect.name == "postgresql":
+        span: Any = sa.extract("epoch", Violation.resolved_at - Violation.opened_at) / 86400
+    else:
+        span = sa.func.julianday(Violation.resolved_at) - sa.func.julianday(Violation.opened_at)
+    query = (sa.select(Agent.group, span)
              .join(Agent, Agent.id == Violation.agent_id)
              .where(Violation.status == "resolved", Violation.resolved_at >= since))
     if group is not None:
         query = query.where(sa.func.coalesce(Agent.group, NO_GROUP) == group)
     spans: dict[str, list[float]] = defaultdict(list)
-    for owner, opened, resolved in session.execute(query):
-        if resolved is not None:
-            spans[owner or NO_GROUP].append(max((resolved - opened).total_seconds(), 0) / 86400)
+    for owner, days in session.execute(query):
+        if days is not None:
+            spans[owner or NO_GROUP].append(max(float(days), 0.0))
     rows = [{"group": name or None, "resolved": len(values),
              "median_days": round(statistics.median(values), 2)}
             for name, values in spans.items()]

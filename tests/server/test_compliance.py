@@ -175,3 +175,18 @@ def test_the_report_in_every_format_says_the_same(
     assert one_group["now"]["total"] == 3 and one_group["worst_groups"] == []
     assert [v["host"] for v in one_group["open_violations"]] == ["fin-1"]
     assert_error(get(format="docx"), 422, "validation_error")
+
+
+def test_the_pdf_shows_cyrillic_hostnames_and_an_empty_fleet(
+    client: TestClient, admin_token: str, enroll: Callable[..., EnrolledAgent]
+) -> None:
+    empty = client.get("/api/v1/reports/compliance", params={"format": "pdf"},
+                       headers=bearer(admin_token))
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(empty.content)).pages)
+    assert "0 of 0 machines compliant" in text and "No exception is in force" in text
+    desk = enroll(hostname="київ-прес-01")
+    post_events(client, desk.headers, event(process(1)))
+    pdf = client.get("/api/v1/reports/compliance", params={"format": "pdf"},
+                     headers=bearer(admin_token))
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "київ-прес-01" in text

@@ -56,6 +56,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_violations_last_seen_id", "violations", ["last_seen", "id"])
     op.create_index("ix_violations_status_app", "violations", ["status", "app"])
+    op.create_index("ix_violations_status_last_seen_id", "violations",
+                    ["status", "last_seen", "id"])
     op.create_table(
         "compliance_snapshots",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -145,6 +147,7 @@ def _most(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
 
 def downgrade() -> None:
     op.drop_table("compliance_snapshots")
+    op.drop_index("ix_violations_status_last_seen_id", table_name="violations")
     op.drop_index("ix_violations_status_app", table_name="violations")
     op.drop_index("ix_violations_last_seen_id", table_name="violations")
     op.drop_table("violations")
