@@ -51,11 +51,13 @@ def refresh(session: Session, agent_id: str, apps: Iterable[str]) -> None:
     wanted = sorted(set(apps))
     if not wanted:
         return
-    gathered = _gather(session, agent_id, wanted)
-    # In app order, the same order every writer locks them: no deadlock between batches.
+    # Lock first, then count: a batch that waited for another's lock counts after that one
+    # committed, so neither overwrites the other with a stale total. In app order, the
+    # order every writer locks them in: no deadlock between batches.
     existing = {row.app: row for row in session.scalars(
         sa.select(Violation).where(Violation.agent_id == agent_id, Violation.app.in_(wanted))
         .order_by(Violation.app).with_for_update())}
+    gathered = _gather(session, agent_id, wanted)
     for app in wanted:
         row = existing.get(app)
         facts = gathered.get(app)
