@@ -89,7 +89,8 @@ class ViolationFilters(Query):
                 query[name] = value.isoformat() if isinstance(value, dt.datetime) else value
         return query
 
-    def conditions(self) -> list[sa.ColumnElement[bool]]:
+    def conditions(self, paging: bool = True) -> list[sa.ColumnElement[bool]]:
+        """The WHERE clauses; `paging` when they feed a page in index order, not a count."""
         where: list[sa.ColumnElement[bool]] = []
         for name, column in (("app", Violation.app), ("status", Violation.status),
                              ("triage", Violation.triage), ("agent_id", Violation.agent_id)):
@@ -102,7 +103,14 @@ class ViolationFilters(Query):
             where.append(Violation.agent_id.in_(
                 sa.select(Agent.id).where(text_matches(Agent.hostname, self.host,
                                                        caseless=True))))
-        if self.group is not None:
+        if self.group is not None and paging:
+            # Per row, through the agents' primary key: a group holds thousands of machines,
+            # and as an IN list SQLite fetched all their violations to sort them (820 ms at
+            # 20,000 machines); this way it walks the list's index and stops at a page.
+            where.append(sa.exists().where(Agent.id == Violation.agent_id,
+                                           Agent.group == self.group))
+        elif self.group is not None:
+            # A count reads them all anyway: the IN list is then the cheaper (3x) plan.
             where.append(Violation.agent_id.in_(
                 sa.select(Agent.id).where(Agent.group == self.group)))
         if self.since is not None:
@@ -161,7 +169,7 @@ def _cursor_key(cursor: str, kind: str, order: str) -> list[Any]:
 
 def count_violations(session: Session, filters: ViolationFilters) -> int:
     query = sa.select(sa.func.count()).select_from(Violation)
-    return session.scalar(query.where(*filters.conditions())) or 0
+    return session.scalar(query.where(*filters.conditions(paging=False))) or 0
 
 
 def iter_violations(
