@@ -64,6 +64,8 @@ ADMIN_API = [
     Endpoint("GET", "/api/v1/violations/{violation}", "viewer"),
     Endpoint("POST", "/api/v1/violations/{violation}/triage", "analyst",
              body={"state": "acknowledged", "comment": "matrix"}),
+    Endpoint("GET", "/api/v1/compliance/history?days=7", "viewer"),
+    Endpoint("GET", "/api/v1/reports/compliance?format=csv", "viewer"),
     Endpoint("GET", "/api/v1/agents", "viewer"),
     Endpoint("GET", "/api/v1/agents/{victim}", "viewer"),
     Endpoint("POST", "/api/v1/agents/{victim}/revoke", "admin"),
