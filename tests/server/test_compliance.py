@@ -65,6 +65,7 @@ def fleet(client: TestClient, enroll: Callable[..., EnrolledAgent],
           make_secret: Callable[..., str], db: DB) -> dict[str, EnrolledAgent]:
     """finance: 3 machines, 2 with Telegram; press: 2 machines, 1 with it; 1 in no group.
     Snapshots two days ago and yesterday; then one finance machine removes Telegram."""
+    client.app.state.compliance_task.shutdown()  # type: ignore[attr-defined]  # on demand here
     finance, press = make_secret(group="finance"), make_secret(group="press")
     machines = {f"fin-{n}": enroll(hostname=f"fin-{n}", secret=finance) for n in range(3)}
     machines |= {f"press-{n}": enroll(hostname=f"press-{n}", secret=press) for n in range(2)}

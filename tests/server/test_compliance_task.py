@@ -54,6 +54,7 @@ def test_one_snapshot_a_day_however_often_it_runs_and_old_ones_go(
     desk = enroll(hostname="desk-1")
     post_events(client, desk.headers, event(process(1)))
     task: ComplianceTask = app.state.compliance_task
+    task.shutdown()  # its thread would run on today's clock; this test drives the time
     first = MONDAY - dt.timedelta(days=20)
     assert task.run_once(first) is True
     assert task.run_once(first + dt.timedelta(hours=5)) is False
@@ -71,6 +72,7 @@ def test_the_weekly_report_is_kept_and_announced_once_a_week(
     desk = enroll(hostname="desk-9")
     post_events(client, desk.headers, event(process(1)))
     task: ComplianceTask = app.state.compliance_task
+    task.shutdown()  # its thread would run on today's clock; this test drives the time
     task.run_once(MONDAY)
     report = settings.data_dir / "reports" / "compliance-2026-W49.pdf"
     assert report.is_file()
