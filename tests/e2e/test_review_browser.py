@@ -36,6 +36,8 @@ expect = playwright_api.expect
 
 pytestmark = [
     pytest.mark.slow,
+    # A server process, two machines and a browser: minutes on a loaded shared machine.
+    pytest.mark.timeout(600),
     pytest.mark.skipif(not CHROMIUM.exists(),
                        reason="needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)"),
 ]
