@@ -39,6 +39,7 @@ from server.schemas.policies import (
     PolicySummary,
 )
 from server.schemas.reenrollments import Reenrollment, ReenrollmentPage
+from server.schemas.violations import Violation, ViolationDetail, ViolationPage
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 API_PREFIX = "/api/v1/"
@@ -202,19 +203,45 @@ class WardenClient:
                            params={**filters, "format": format}) as response:
             return response.content
 
-    def stream_export(self, format: str, out: IO[bytes], **filters: str | None) -> int:
-        """Write the export to `out` as it arrives; answers the number of bytes written."""
+    def stream_export(self, format: str, out: IO[bytes], *, what: str | None = None,
+                      **filters: str | None) -> int:
+        """Write the export of `what` (findings, the default, or violations) to `out` as it
+        arrives; answers the number of bytes written."""
+        return self.stream_download(f"{what or 'findings'}/export", out,
+                                    **{**filters, "format": format})
+
+    def stream_download(self, path: str, out: IO[bytes], **params: str | None) -> int:
+        """Write the answer to GET `path` to `out` as it arrives; answers the bytes written."""
         written = 0
-        with self._request("GET", "findings/export", params={**filters, "format": format},
-                           stream=True) as response:
+        with self._request("GET", path, params=params, stream=True) as response:
             try:
                 for chunk in response.iter_content(chunk_size=64 * 1024):
                     out.write(chunk)
                     written += len(chunk)
             except requests.RequestException as exc:
-                raise ConnectionFailed(f"the export from {self.base_url} broke off after "
+                raise ConnectionFailed(f"the download from {self.base_url} broke off after "
                                        f"{written} bytes: {exc}") from exc
         return written
+
+    # --- violations ---------------------------------------------------------------
+
+    def list_violations(self, limit: int | None = None,
+                        **filters: str | None) -> list[Violation]:
+        """At most `limit` violations (all of them when None), cursors followed."""
+        page_size = MAX_PAGE if limit is None else min(max(limit, 1), MAX_PAGE)
+        found: list[Violation] = []
+        for item in self._paged(ViolationPage, "violations", {**filters, "limit": page_size}):
+            found.append(item)
+            if len(found) == limit:
+                break
+        return found
+
+    def get_violation(self, violation_id: str) -> ViolationDetail:
+        return self._object(ViolationDetail, "GET", f"violations/{_segment(violation_id)}")
+
+    def triage_violation(self, violation_id: str, state: str, comment: str = "") -> Violation:
+        return self._object(Violation, "POST", f"violations/{_segment(violation_id)}/triage",
+                            json={"state": state, "comment": comment})
 
     # --- agents, secrets, tokens, audit -------------------------------------------
 

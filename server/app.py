@@ -32,6 +32,7 @@ from server.api import admin, agent
 from server.api.bodies import BodyLimitMiddleware
 from server.api.deps import ContextDep, ServerContext, TokenDep, unauthorized
 from server.api.errors import error_response, install_error_handlers
+from server.compliance_task import ComplianceTask
 from server.connectors import runner as connector_runner
 from server.hsts import StrictTransportSecurityMiddleware
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
@@ -83,6 +84,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     retention = RetentionTask(context)
     context.hooks.on_startup.append(retention.start)
     context.hooks.on_shutdown.append(retention.shutdown)
+    # Snapshot compliance once a day (and the weekly report, when configured).
+    snapshots = ComplianceTask(context)
+    context.hooks.on_startup.append(snapshots.start)
+    context.hooks.on_shutdown.append(snapshots.shutdown)
+    app.state.compliance_task = snapshots
     context.hooks.on_startup.append(lambda: _sign_missing_activation(context))
     # MDM connectors: syncs on demand (API) and on each connector's interval.
     app.state.connector_runner = connector_runner.install(context)

@@ -1,7 +1,8 @@
-"""Export of the findings that match a filter, as CSV or JSON, streamed: one module for the
-API (`GET /api/v1/findings/export`) and the dashboard's download links.
+"""Export of the findings or violations that match a filter, as CSV or JSON, streamed: one
+module for the API (`GET /api/v1/findings/export`, `/violations/export`) and the dashboard's
+download links.
 
-Rows come from `iter_findings`, the same query as the lists, in one read
+Rows come from `iter_findings` / `iter_violations`, the same query as the lists, in one read
 transaction: one consistent snapshot however long the download takes, and
 memory that stays flat for any size. The first batch is read before the
 answer starts, so a database error is an error status, not a cut stream.
@@ -21,12 +22,15 @@ from sqlalchemy.orm import Session
 from server.api.deps import ServerContext
 from server.db import utcnow
 from server.schemas.findings import Finding
+from server.schemas.violations import Violation
 from server.store.findings_query import FindingFilters, iter_findings
+from server.store.violations_query import ViolationFilters, iter_violations
 from server.untrusted_text import csv_cell
 
 ExportFormat = Literal["csv", "json"]
-# The finding's fields, in the order the API answers them.
+# The fields, in the order the API answers them.
 CSV_COLUMNS = tuple(Finding.model_fields)
+VIOLATION_COLUMNS = tuple(Violation.model_fields)
 # Evidence comes from machines an attacker may control (process names, command lines):
 # CSV cells are made safe by server.untrusted_text.csv_cell. The JSON export is verbatim.
 # Rows per chunk written to the socket.
@@ -38,21 +42,34 @@ def findings_download(
     context: ServerContext, filters: FindingFilters, format: ExportFormat
 ) -> StreamingResponse:
     """Every finding matching `filters`, newest id first, as an attachment."""
+    return _download(context, lambda session: iter_findings(session, filters), CSV_COLUMNS,
+                     "findings", format)
+
+
+def violations_download(
+    context: ServerContext, filters: ViolationFilters, format: ExportFormat
+) -> StreamingResponse:
+    """Every violation matching `filters`, newest id first, as an attachment."""
+    return _download(context, lambda session: iter_violations(session, filters),
+                     VIOLATION_COLUMNS, "violations", format)
+
+
+def _download(context: ServerContext, read: Callable[[Session], Iterator[dict[str, Any]]],
+              columns: tuple[str, ...], what: str, format: ExportFormat) -> StreamingResponse:
     # Its own session: a request's closes when the handler returns, before the body streams.
     session = context.read_sessions()
     try:
-        rows = iter_findings(session, filters)
+        rows = read(session)
         first = next(rows, None)
     except BaseException:
         session.close()
         raise
-    chunks: Callable[[dict[str, Any] | None, Iterator[dict[str, Any]]], Iterator[bytes]] = \
-        csv_chunks if format == "csv" else json_chunks
+    chunks = csv_chunks(first, rows, columns) if format == "csv" else json_chunks(first, rows)
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
-        _closing(chunks(first, rows), session), media_type=_MEDIA_TYPES[format],
+        _closing(chunks, session), media_type=_MEDIA_TYPES[format],
         headers={"Content-Disposition":
-                 f'attachment; filename="warden-findings-{stamp}.{format}"',
+                 f'attachment; filename="warden-{what}-{stamp}.{format}"',
                  "Cache-Control": "no-store"})
 
 
@@ -63,15 +80,16 @@ def _closing(chunks: Iterator[bytes], session: Session) -> Iterator[bytes]:
         session.close()
 
 
-def csv_chunks(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+def csv_chunks(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]],
+               columns: tuple[str, ...] = CSV_COLUMNS) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     if first is None:
         yield buffer.getvalue().encode()
         return
     for written, item in enumerate(_chain(first, rest), start=1):
-        writer.writerow([csv_cell(name, item.get(name)) for name in CSV_COLUMNS])
+        writer.writerow([csv_cell(name, item.get(name)) for name in columns])
         if written % _CHUNK_ROWS == 0:
             yield buffer.getvalue().encode()
             buffer.seek(0)

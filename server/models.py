@@ -294,3 +294,59 @@ class Connector(Base):
     # expires) runs it; see server.store.connectors.claim.
     lease_owner: Mapped[str | None] = mapped_column(sa.String(64))
     lease_until: Mapped[dt.datetime | None]
+
+
+class Violation(Base):
+    """One denied app on one machine: every finding of it there (launches, installs,
+    connections) gathered into the row reviewers work on. Kept up to date from the findings
+    in the same transaction that changes them (server.store.violations)."""
+
+    __tablename__ = "violations"
+    __table_args__ = (
+        sa.UniqueConstraint("agent_id", "app", name="uq_violations_agent_app"),
+        # The list pages by keyset on (last_seen, id), like findings.
+        sa.Index("ix_violations_last_seen_id", "last_seen", "id"),
+        sa.Index("ix_violations_status_app", "status", "app"),
+        # "Open ones, most recent first" without sorting: the list's commonest question.
+        sa.Index("ix_violations_status_last_seen_id", "status", "last_seen", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(sa.ForeignKey("agents.id"))
+    app: Mapped[str] = mapped_column(sa.String(64))
+    # `open` while any of its findings is open.
+    status: Mapped[str] = mapped_column(sa.String(16))
+    first_seen: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]
+    # When the current episode began (a reopened violation starts a new one) and ended:
+    # the span that time-to-remediate measures.
+    opened_at: Mapped[dt.datetime]
+    resolved_at: Mapped[dt.datetime | None]
+    findings: Mapped[int] = mapped_column(default=0)
+    open_findings: Mapped[int] = mapped_column(default=0)
+    # Sightings per sensor: {"process": 12, "installed": 1}.
+    sensor_counts: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    triage: Mapped[str] = mapped_column(sa.String(16), default="new")
+    triage_comment: Mapped[str | None] = mapped_column(sa.Text)
+    triage_by: Mapped[str | None] = mapped_column(sa.String(255))
+    triage_at: Mapped[dt.datetime | None]
+
+
+class ComplianceSnapshot(Base):
+    """How one group stood on one UTC day; `group` is "" for machines in no group."""
+
+    __tablename__ = "compliance_snapshots"
+    __table_args__ = (
+        sa.UniqueConstraint("day", "group", name="uq_compliance_snapshots_day_group"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    day: Mapped[dt.date] = mapped_column(sa.Date)
+    group: Mapped[str] = mapped_column(sa.String(255))
+    compliant: Mapped[int]
+    with_open_violation: Mapped[int]
+    silent: Mapped[int]
+    total: Mapped[int]
+    # Open violations by app: {"telegram": 12}.
+    open_by_app: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    taken_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

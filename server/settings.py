@@ -90,6 +90,10 @@ class ServerSettings(BaseSettings):
     # How often the server looks for MDM connectors due for a sync (each has its own
     # interval; this only bounds how late a due sync starts).
     connector_poll_seconds: float = Field(default=30.0, gt=0)
+    # The weekly compliance report (PDF), written to <data_dir>/reports/ and announced to the
+    # alert webhook when one is set: on this weekday (0 Monday .. 6 Sunday), or never if None.
+    weekly_report_weekday: int | None = Field(default=None, ge=0, le=6)
+    weekly_report_days: int = Field(default=30, ge=1, le=366)
 
     @classmethod
     def settings_customise_sources(

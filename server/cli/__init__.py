@@ -16,6 +16,7 @@ from server.cli import (
     admin_commands,
     maintenance_commands,
     policy_commands,
+    review_commands,
     server_commands,
     user_commands,
 )
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance_commands.register(subparsers)  # adds `prune` under `warden server`
     user_commands.register(subparsers)
     admin_commands.register(subparsers)
+    review_commands.register(subparsers)
     return parser
 
 

@@ -20,7 +20,9 @@ from server.dashboard import (
     login,
     overview,
     policies,
+    reports,
     secrets,
+    violations,
 )
 from server.dashboard.auth import SessionKeeper
 from server.dashboard.sessions import LoggedOut
@@ -45,8 +47,8 @@ def install(app: FastAPI, context: ServerContext) -> None:
             LoggedOut(context.read_sessions, context.write_sessions)),
         throttle=LoginThrottle(context.write_sessions),
     )
-    for module in (login, overview, exports, findings, hosts, policies, audit, secrets,
-                   connectors):
+    for module in (login, overview, exports, violations, findings, hosts, policies, audit,
+                   secrets, reports, connectors):
         app.include_router(module.router)
     app.include_router(static_router(load_static()))
     app.add_exception_handler(LoginRequired, _to_login)

@@ -7,12 +7,14 @@ import datetime as dt
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from server.dashboard import apps, charts
+from server import charts
+from server.dashboard import apps
 from server.dashboard.auth import Viewer
 from server.dashboard.hosts import silent_after
 from server.dashboard.web import DashboardDep, DashboardRoute
 from server.db import utcnow
 from server.store import agents, findings, stats
+from server.store import compliance as history_store
 from server.store.findings_query import FindingFilters, query_findings
 from server.store.known_apps import bounded_by_app
 
@@ -38,6 +40,10 @@ def overview(request: Request, dashboard: DashboardDep, person: Viewer) -> Respo
         latest, _ = query_findings(session, FindingFilters(), limit=LATEST,
                                    order="last_seen", descending=True)
         active = apps.active_bundle(session)
+        trend = history_store.history(session, now.date(), CHART_DAYS)
+        remediation = history_store.time_to_remediate(
+            session, now - dt.timedelta(days=CHART_DAYS))
+        groups = history_store.groups(session)
     bundle = active[1] if active else None
     return dashboard.page(
         request, "overview.html",
@@ -48,6 +54,14 @@ def overview(request: Request, dashboard: DashboardDep, person: Viewer) -> Respo
         chart=charts.bar_chart(per_day, "opened-chart",
                                f"Findings opened per day, last {CHART_DAYS} days"),
         per_day=per_day,
+        trend=trend,
+        trend_chart=charts.percent_line_chart(
+            [(dt.date.fromisoformat(point["day"]), point["compliant_percent"])
+             for point in trend], "trend-chart",
+            f"Machines compliant per day, last {CHART_DAYS} days"),
+        remediation=remediation,
+        groups=groups,
+        chart_days=CHART_DAYS,
         latest=latest,
         banned=apps.banned_with_alternatives(bundle, context.catalog) if bundle else [],
         names=apps.app_names(bundle, context.catalog),

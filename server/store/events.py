@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from policies.vocabulary import EventType
 from server.db import utcnow
 from server.models import Agent, Event, Finding
-from server.store import findings
+from server.store import findings, violations
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,11 @@ def _apply(
             findings.apply_resolved(known, agent_id, event.time, event.finding, changes)
     findings.add_created(session, changes)
     session.flush()
+    # The violations these findings belong to, in the same transaction: the review list
+    # never disagrees with its evidence.
+    touched = {known[event.finding["key"]].app for event in changes_on
+               if event.finding["key"] in known}
+    violations.refresh(session, agent_id, touched)
     # A finding opened and resolved within one batch ends resolved: report it as such.
     result.opened = [row for row in _unique(changes.opened) if row.status == "open"]
     result.resolved = [row for row in _unique(changes.resolved) if row.status == "resolved"]

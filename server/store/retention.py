@@ -21,6 +21,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from server.models import Event, Finding
+from server.store import violations
 
 # Any fixed number (distinct from the migration lock): one pruning batch at a time
 # across all the servers sharing a PostgreSQL database.
@@ -32,6 +33,7 @@ class FindingRef:
     id: int
     agent_id: str
     key: str
+    app: str
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,13 @@ def lock_resolved_findings(
     `after` continues from the previous batch's last (agent_id, key), so rows
     that stay (open or recent) are not read again batch after batch.
     """
-    query = sa.select(Finding.id, Finding.agent_id, Finding.key).where(_resolved_before(cutoff))
+    query = sa.select(Finding.id, Finding.agent_id, Finding.key, Finding.app).where(
+        _resolved_before(cutoff))
     if after is not None:
         query = query.where(sa.tuple_(Finding.agent_id, Finding.key) > sa.tuple_(*after))
     query = query.order_by(Finding.agent_id, Finding.key).limit(limit).with_for_update()
-    return [FindingRef(row.id, row.agent_id, row.key) for row in session.execute(query)]
+    return [FindingRef(row.id, row.agent_id, row.key, row.app)
+            for row in session.execute(query)]
 
 
 def delete_findings(session: Session, refs: list[FindingRef]) -> tuple[int, int]:
@@ -97,6 +101,13 @@ def delete_findings(session: Session, refs: list[FindingRef]) -> tuple[int, int]
     findings = _rowcount(session.execute(
         sa.delete(Finding).where(Finding.id.in_([ref.id for ref in refs]))
         .execution_options(synchronize_session=False)))
+    # A violation whose findings all went goes with them; one with findings left is
+    # recounted from what stays.
+    touched: dict[str, set[str]] = {}
+    for ref in refs:
+        touched.setdefault(ref.agent_id, set()).add(ref.app)
+    for agent_id in sorted(touched):
+        violations.refresh(session, agent_id, touched[agent_id])
     return findings, events
 
 

@@ -196,7 +196,7 @@ class Fuzzer:
         query = case.query
         if query and query.get("cursor"):
             key = (case.path, query.get("order", "last_seen"), query.get("direction", "desc"))
-            query["cursor"] = self.cursors[key if case.path.endswith("/findings")
+            query["cursor"] = self.cursors[key if case.path.endswith(("/findings", "/violations"))
                                            else (case.path, "", "")]
         if query and query.get("since") and query.get("until") and \
                 parse_time(query["since"]) >= parse_time(query["until"]):
@@ -264,6 +264,11 @@ def seed_rows(base_url: str, admin_token: str, enroll_secret: str,
         post(session, "policies", data=policy,
              headers={**admin, "Content-Type": "application/yaml"})
         spare_agent = enroll_over_http(session, base_url, enroll_secret, "spare")
+        # A second machine with Telegram: violations have more than one page.
+        post(session, "agent/events", json={"events": [{**events[0], "id": str(uuid.uuid4())}]},
+             headers={"Authorization": f"Bearer {spare_agent['agent_token']}"})
+        violations = session.get(f"{base_url}/api/v1/violations", headers=admin,
+                                 timeout=30).json()
         spare_secret = post(session, "secrets", json={"note": "spare"}, headers=admin)
         spare_token = post(session, "tokens", json={"name": "spare", "role": "viewer"},
                            headers=admin)
@@ -272,7 +277,8 @@ def seed_rows(base_url: str, admin_token: str, enroll_secret: str,
         post(session, "connectors", headers=admin, json={
             "name": "fuzz", "kind": "jamf", "url": mdm_url, "client_id": MDM_CLIENT_ID,
             "secret": MDM_CLIENT_SECRET})
-    return {"finding_id": findings["items"][0]["id"], "agent_id": spare_agent["agent_id"],
+    return {"finding_id": findings["items"][0]["id"],
+            "violation_id": violations["items"][0]["id"], "agent_id": spare_agent["agent_id"],
             "number": 1, "app": "telegram", "secret_id": spare_secret["id"],
             "token_id": spare_token["id"], "user_id": spare_user["id"], "name": "fuzz"}
 
@@ -283,6 +289,8 @@ def issued_cursors(base_url: str, admin_token: str) -> dict[tuple[str, str, str]
     asked += [("/api/v1/findings", order, direction)
               for order in ("last_seen", "first_seen", "app", "host", "id")
               for direction in ("desc", "asc")]
+    asked += [("/api/v1/violations", order, direction)
+              for order in ("last_seen", "first_seen", "id") for direction in ("desc", "asc")]
     cursors = {}
     with requests.Session() as session:
         for path, order, direction in asked:

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from policies.loader import load_catalog
-from server.models import Agent, Finding
+from server.models import Agent, Finding, Violation
 from server.store import agents, connectors, policies, tokens, users
 from tests.server.admin_support import (
     ALLOW_TELEGRAM,
@@ -43,7 +43,8 @@ ROLE_RANK = {"viewer": 0, "analyst": 1, "admin": 2}
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    # placeholders: {finding} {victim} {revoked} {claimed} {secret} {token} {user} {app} {connector}
+    # placeholders: {finding} {violation} {victim} {revoked} {claimed} {secret} {token} {user}
+    # {app} {connector}
     path: str
     role: str  # the least role that may call it
     ok: int = 200
@@ -60,6 +61,13 @@ ADMIN_API = [
     Endpoint("GET", "/api/v1/findings/{finding}", "viewer"),
     Endpoint("POST", "/api/v1/findings/{finding}/triage", "analyst",
              body={"state": "acknowledged", "comment": "matrix"}),
+    Endpoint("GET", "/api/v1/violations", "viewer"),
+    Endpoint("GET", "/api/v1/violations/export?format=csv", "viewer"),
+    Endpoint("GET", "/api/v1/violations/{violation}", "viewer"),
+    Endpoint("POST", "/api/v1/violations/{violation}/triage", "analyst",
+             body={"state": "acknowledged", "comment": "matrix"}),
+    Endpoint("GET", "/api/v1/compliance/history?days=7", "viewer"),
+    Endpoint("GET", "/api/v1/reports/compliance?format=csv", "viewer"),
     Endpoint("GET", "/api/v1/agents", "viewer"),
     Endpoint("GET", "/api/v1/agents/{victim}", "viewer"),
     Endpoint("POST", "/api/v1/agents/{victim}/revoke", "admin"),
@@ -125,6 +133,7 @@ def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
     assert held.status_code == 409, held.text
     with db() as session:
         finding = session.scalars(sa.select(Finding.id)).one()
+        violation = session.scalars(sa.select(Violation.id)).one()
         catalog = load_catalog()
         signer = client.app.state.context.signer  # type: ignore[attr-defined]
         second = policies.add_version(session, text=ALLOW_TELEGRAM, source_name="matrix",
@@ -142,8 +151,8 @@ def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
                           sealed_secret=box.seal(CLIENT_SECRET), interval_minutes=60,
                           group=None, actor="test")
         session.commit()
-        ids = {"finding": finding, "victim": victim.agent_id, "revoked": revoked.agent_id,
-               "claimed": claimed.agent_id,
+        ids = {"finding": finding, "violation": violation, "victim": victim.agent_id,
+               "revoked": revoked.agent_id, "claimed": claimed.agent_id,
                "secret": 1, "app": "telegram", "token": target_token.id, "user": user.id,
                "connector": "matrix"}
     callers: dict[str, str | None] = {

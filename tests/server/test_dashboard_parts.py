@@ -10,6 +10,7 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session, sessionmaker
 
 from policies.errors import ValidationIssue
+from server.charts import bar_chart, nice_ticks
 from server.dashboard.auth import (
     ABSOLUTE_SECONDS,
     IDLE_SECONDS,
@@ -17,7 +18,6 @@ from server.dashboard.auth import (
     Person,
     SessionKeeper,
 )
-from server.dashboard.charts import bar_chart, nice_ticks
 from server.dashboard.policies import annotate
 from server.dashboard.policy_diff import rule_changes, setting_changes, source_diff
 from server.dashboard.sessions import LoggedOut

@@ -164,6 +164,8 @@ TOO_BIG = (str(2**31), str(2**63), "99999999999999999999")
 ID_PATHS = [
     ("GET", "/api/v1/findings/{id}"),
     ("POST", "/api/v1/findings/{id}/triage"),
+    ("GET", "/api/v1/violations/{id}"),
+    ("POST", "/api/v1/violations/{id}/triage"),
     ("GET", "/api/v1/policies/{id}"),
     ("GET", "/api/v1/policies/{id}/impact"),
     ("GET", "/api/v1/policies/diff?from={id}&to=1"),

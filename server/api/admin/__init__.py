@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from server.api.admin import (
     agents,
     audit,
+    compliance,
     connectors,
     findings,
     policies,
@@ -22,12 +23,13 @@ from server.api.admin import (
     stats,
     tokens,
     users,
+    violations,
 )
 from server.api.deps import ServerContext
 
-ROUTERS = (findings.router, agents.router, reenrollments.router, policies.router,
-           recommendations.router, stats.router, secrets.router, tokens.router, users.router,
-           audit.router, connectors.router)
+ROUTERS = (findings.router, violations.router, compliance.router, agents.router,
+           reenrollments.router, policies.router, recommendations.router, stats.router,
+           secrets.router, tokens.router, users.router, audit.router, connectors.router)
 
 
 def install(app: FastAPI, context: ServerContext) -> None:

@@ -74,3 +74,41 @@ def bar_chart(series: Sequence[tuple[dt.date, int]], chart_id: str, title: str,
 
 def _plural(unit: str, count: int) -> str:
     return unit if count == 1 else unit + "s"
+
+
+def percent_line_chart(series: Sequence[tuple[dt.date, float]], chart_id: str,
+                       title: str) -> Markup:
+    """A line of a percentage per day (0 to 100 on the axis), a dot and a <title> per day."""
+    plot_width = WIDTH - _LEFT - _RIGHT
+    plot_height = HEIGHT - _TOP - _BOTTOM
+    slot = plot_width / max(len(series) - 1, 1)
+    first = series[0][0].isoformat() if series else ""
+    last = series[-1][0].isoformat() if series else ""
+    latest = f"{series[-1][1]:g}%" if series else "no data"
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-labelledby="{chart_id}-title {chart_id}-desc">',
+        f'<title id="{chart_id}-title">{escape(title)}</title>',
+        f'<desc id="{chart_id}-desc">{len(series)} days from {first} to {last}; latest '
+        f"{latest}.</desc>",
+    ]
+    for tick in (0, 25, 50, 75, 100):
+        y = _TOP + plot_height * (1 - tick / 100)
+        parts.append(f'<line class="chart-grid" x1="{_LEFT}" x2="{WIDTH - _RIGHT}" '
+                     f'y1="{y:.1f}" y2="{y:.1f}"/>')
+        parts.append(f'<text class="chart-label" x="{_LEFT - 6}" y="{y + 4:.1f}" '
+                     f'text-anchor="end">{tick}%</text>')
+    points = [(_LEFT + index * slot, _TOP + plot_height * (1 - value / 100))
+              for index, (_, value) in enumerate(series)]
+    if len(points) > 1:
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        parts.append(f'<polyline class="chart-line" points="{path}"/>')
+    for (day, value), (x, y) in zip(series, points, strict=True):
+        parts.append(f'<circle class="chart-dot" cx="{x:.1f}" cy="{y:.1f}" r="3">'
+                     f"<title>{day.isoformat()}: {value:g}% compliant</title></circle>")
+    for index, (day, _) in enumerate(series):
+        if (len(series) - 1 - index) % 7 == 0:
+            parts.append(f'<text class="chart-label" x="{points[index][0]:.1f}" '
+                         f'y="{HEIGHT - 8}" text-anchor="middle">{day:%b %d}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
