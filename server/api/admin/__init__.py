@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from server.api.admin import (
     agents,
     audit,
+    exceptions,
     findings,
     policies,
     recommendations,
@@ -26,7 +27,7 @@ from server.api.deps import ServerContext
 
 ROUTERS = (findings.router, agents.router, reenrollments.router, policies.router,
            recommendations.router, stats.router, secrets.router, tokens.router, users.router,
-           audit.router)
+           audit.router, exceptions.router)
 
 
 def install(app: FastAPI, context: ServerContext) -> None:
