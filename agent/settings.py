@@ -96,6 +96,10 @@ class AgentSettings(BaseSettings):
     log_file: Path | None = None
     network: bool = True
     installed: bool = True
+    # The Unix socket where people at the machine ask for an exception
+    # (`warden-agent request-exception`); unset: no requests. The service sets
+    # /run/warden-agent/request.sock (agent.service.install).
+    request_socket: Path | None = None
 
     @field_validator("server_url")
     @classmethod
