@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from server.api.deps import ServerContext
 from server.dashboard import (
     audit,
+    exceptions,
     exports,
     findings,
     hosts,
@@ -41,7 +42,8 @@ def install(app: FastAPI, context: ServerContext) -> None:
         sessions=SessionKeeper.from_signing_key(context.settings.signing_key_path),
         throttle=LoginThrottle(),
     )
-    for module in (login, overview, exports, findings, hosts, policies, audit, secrets):
+    for module in (login, overview, exports, findings, hosts, policies, exceptions, audit,
+                   secrets):
         app.include_router(module.router)
     app.include_router(static_router(load_static()))
     app.add_exception_handler(LoginRequired, _to_login)
