@@ -32,7 +32,6 @@ import shlex
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -53,49 +52,19 @@ from agent.uplink.client import AgentClient
 from agent.uplink.request_socket import RequestServer
 from agent.uplink.spool import Spool, SpoolError
 from agent.uplink.sync import PolicySync, SyncStatus, Uploader
+from agent.uplink.wire_events import action_event, finding_from_event, to_server_event
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
-from policies.exceptions import ExceptionsDocument
 from policies.loader import default_policy_path, load_catalog, load_policy
 from policies.vocabulary import OsName
 
 log = logging.getLogger("warden.agent")
 
-_FINDING_FIELDS = [f.name for f in dataclasses.fields(Finding)]
 # Seconds from SIGTERM to exit at most, within the 10 s service managers wait before a
 # SIGKILL (systemd's TimeoutStopSec is longer; Windows' service stop is not).
 STOP_BUDGET = 7.0
 
 SensorsFactory = Callable[[Engine, SensorChoice, bool, WatchTiming], Sensors]
-_SERVER_FINDING_FIELDS = ("key", "app", "verdict", "action", "sensor", "evidence",
-                          "alternative", "confidence", "message", "matched")
-
-
-def to_server_event(event: dict[str, Any]) -> dict[str, Any]:
-    """A scanner event (`{"event": "opened", ...finding}`) in the agent API's shape."""
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "finding_opened" if event["event"] == "opened" else "finding_resolved",
-        "time": event["time"],
-        "finding": {name: event.get(name) for name in _SERVER_FINDING_FIELDS},
-    }
-
-
-def action_event(finding: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "action",
-        "time": format_time(utc_now()),
-        "finding": {name: finding.get(name) for name in _SERVER_FINDING_FIELDS},
-        "result": {"action": result["action"], "ok": bool(result["ok"]),
-                   "detail": str(result.get("detail", ""))},
-    }
-
-
-def finding_from_event(event: dict[str, Any]) -> Finding:
-    return Finding(**{name: event[name] for name in _FINDING_FIELDS})
-
-
 def embedded_default_bundle() -> dict[str, Any]:
     catalog = load_catalog()
     return compile_bundle(load_policy(default_policy_path(), catalog), catalog)
@@ -148,7 +117,7 @@ class AgentDaemon:
         # Exceptions end by this machine's clock (`clock`), server or no server.
         self.exceptions = ExceptionKeeper(notifier, self._on_exceptions_change,
                                           self.state.path, self._app_name, clock,
-                                          self._kept_exceptions())
+                                          signed_exceptions.load_kept(self.state))
         engine = self._engine(self._bundle)
         self.watch = Watch(engine, sensors(engine, self._choice, is_privileged(), self._timing),
                            self._on_event, timing=self._timing, warn=log.warning)
@@ -204,28 +173,9 @@ class AgentDaemon:
 
     # -- exceptions -------------------------------------------------------------
 
-    def _kept_exceptions(self) -> ExceptionsDocument | None:
-        identity = self.state.load_identity()
-        if identity is None:
-            return None
-        return signed_exceptions.load(self.state.path, identity.policy_public_key,
-                                      identity.agent_id)
-
     def _take_exceptions(self, identity: Identity, signed: Any) -> None:
-        """From the sync thread: the check-in's signed exceptions, verified before use."""
-        try:
-            document = signed_exceptions.verify(signed, identity.policy_public_key,
-                                                identity.agent_id, self.exceptions.document)
-        except signed_exceptions.ExceptionsRejected as exc:
-            log.error("refused the server's exceptions: %s; keeping the ones held", exc)
-            self.status.extra["exceptions_error"] = str(exc)
-            return
-        self.status.extra.pop("exceptions_error", None)
-        try:
-            signed_exceptions.save(self.state.path, signed)
-        except OSError as exc:
-            log.error("honouring the server's exceptions, but cannot save them: %s", exc)
-        self.exceptions.take(document)
+        signed_exceptions.take(signed, identity, self.state, self.exceptions,
+                               self.status.extra)
 
     def _on_exceptions_change(self, granted: frozenset[str]) -> None:
         self.watch.submit_engine(self._engine(self._bundle))

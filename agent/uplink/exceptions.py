@@ -20,7 +20,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from agent.state import write_private
+from agent.scanning.exceptions import ExceptionKeeper
+from agent.state import Identity, StateDir, write_private
 from policies.compiler import canonical_json
 from policies.exceptions import EXCEPTIONS_PURPOSE, ExceptionsDocument
 
@@ -82,3 +83,30 @@ def load(state_dir: Path, public_key: bytes, agent_id: str) -> ExceptionsDocumen
     except ExceptionsRejected as exc:
         log.error("the kept exceptions %s are refused: %s; none apply", path, exc)
         return None
+
+
+def load_kept(state: StateDir) -> ExceptionsDocument | None:
+    """What the agent held when it stopped, if it still verifies; None before enrollment."""
+    identity = state.load_identity()
+    if identity is None:
+        return None
+    return load(state.path, identity.policy_public_key, identity.agent_id)
+
+
+def take(signed: Any, identity: Identity, state: StateDir, keeper: ExceptionKeeper,
+         status: dict[str, Any]) -> None:
+    """From the sync thread: a check-in's signed exceptions, to `keeper` if they verify.
+    A refusal keeps the ones held and says why in `status` (reported at check-in)."""
+    try:
+        document = verify(signed, identity.policy_public_key, identity.agent_id,
+                          keeper.document)
+    except ExceptionsRejected as exc:
+        log.error("refused the server's exceptions: %s; keeping the ones held", exc)
+        status["exceptions_error"] = str(exc)
+        return
+    status.pop("exceptions_error", None)
+    try:
+        save(state.path, signed)
+    except OSError as exc:
+        log.error("honouring the server's exceptions, but cannot save them: %s", exc)
+    keeper.take(document)
