@@ -137,20 +137,24 @@ def list_exceptions(session: Session, *, state: ExceptionState | None = None,
 
 def in_force_for(session: Session, agent_id: str, group: str | None,
                  now: dt.datetime) -> list[AppException]:
-    scope = AppException.agent_id == agent_id
+    # One indexed probe per scope, (agent_id, until) and (group, until): an OR of the two
+    # would let the planner scan the table, at every check-in of every agent.
+    live = (AppException.revoked_at.is_(None), AppException.until > now)
+    scopes = [AppException.agent_id == agent_id]
     if group is not None:
-        scope = sa.or_(scope, AppException.group == group)
-    return list(session.scalars(
-        sa.select(AppException).where(scope, AppException.revoked_at.is_(None),
-                                      AppException.until > now)
-        .order_by(AppException.id)))
+        scopes.append(AppException.group == group)
+    found = {row.id: row for scope in scopes
+             for row in session.scalars(sa.select(AppException).where(scope, *live))}
+    return [found[key] for key in sorted(found)]
 
 
 def document_for(session: Session, agent: Agent, now: dt.datetime) -> ExceptionsDocument:
     """What agent `agent` may run, and the recent answers to its requests."""
+    # Only decided requests have `decided_at`; no test of `status`, which would tempt the
+    # planner into the (status, id) index and a scan of every request at every check-in.
     answered = session.scalars(
         sa.select(ExceptionRequest).where(
-            ExceptionRequest.agent_id == agent.id, ExceptionRequest.status != "pending",
+            ExceptionRequest.agent_id == agent.id,
             ExceptionRequest.decided_at > now - ANSWERS_KEPT)
         .order_by(ExceptionRequest.id))
     granted = {row.id: row for row in in_force_for(session, agent.id, agent.group, now)}
