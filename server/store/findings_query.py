@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from sqlalchemy.orm import Session
 
-from policies.vocabulary import FindingStatus, TriageState
+from policies.vocabulary import FINDING_VERDICTS, FindingStatus, TriageState
 from server.models import Agent, Finding
 from server.schemas.common import (
     DEFAULT_LIMIT,
@@ -45,7 +45,7 @@ __all__ = ["CursorError", "FilterError", "FindingFilters", "count_findings", "it
 Order = Literal["last_seen", "first_seen", "app", "host", "id"]
 ORDERS: tuple[str, ...] = get_args(Order)
 SENSORS = ("process", "installed", "network")
-VERDICTS = ("deny", "allow", "alert")
+VERDICTS = FINDING_VERDICTS
 # Export pages: big enough to amortise a query, small enough to stream steadily.
 EXPORT_BATCH = 1000
 
@@ -75,7 +75,7 @@ class FindingFilters(Query):
     group: TextFilter = None
     sensor: Annotated[Literal["process", "installed", "network", ""] | None,
                       AfterValidator(blank_is_any)] = None
-    verdict: Annotated[Literal["deny", "allow", "alert", ""] | None,
+    verdict: Annotated[Literal["deny", "allow", "alert", "excepted", ""] | None,
                        AfterValidator(blank_is_any)] = None
     agent_id: TextFilter = None
     since: TimeFilter = Field(default=None, description="last_seen at or after")

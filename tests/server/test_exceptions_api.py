@@ -177,3 +177,20 @@ def test_a_denied_request_grants_nothing_and_says_so(
     document = ExceptionsDocument.model_validate(_checkin(client, agent)["exceptions"]["document"])
     assert document.exceptions == []
     assert [(a.decision, a.comment) for a in document.answers] == [("denied", "use Signal")]
+
+
+def test_an_excepted_finding_is_kept_shown_and_filtered_not_alerted(
+        client: TestClient, admin_token: str, enroll: Any) -> None:
+    agent = enroll(hostname="press-06")
+    post_events(client, agent.headers, {
+        "id": str(uuid.uuid4()), "type": "finding_opened",
+        "time": dt.datetime.now(dt.UTC).isoformat(),
+        "finding": {"key": "telegram|process|77@1.0", "app": "telegram", "sensor": "process",
+                    "verdict": "excepted", "action": "report",
+                    "evidence": {"pid": 77, "name": "telegram-desktop"}}})
+    found = client.get(f"{API}/findings", params={"verdict": "excepted"},
+                       headers=bearer(admin_token)).json()["items"]
+    assert [(f["host"], f["verdict"], f["action"]) for f in found] == \
+        [("press-06", "excepted", "report")]
+    assert client.get(f"{API}/findings", params={"verdict": "deny"},
+                      headers=bearer(admin_token)).json()["items"] == []
