@@ -217,7 +217,7 @@ _NEEDS_BY_TYPE: JsonDict = {"allOf": [
      "then": {"required": ["result"], "properties": {"result": {"type": "object"}}}},
     {"if": {"properties": {"type": {"const": "exception_requested"}}},
      "then": {"required": ["request"], "properties": {"request": {"type": "object"}}},
-     "else": {"required": ["finding"]}},
+     "else": {"required": ["finding"], "properties": {"finding": {"type": "object"}}}},
 ]}
 
 
