@@ -11,9 +11,9 @@ Pure: no I/O, no clock of its own; the time is always given.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from policies.catalog_model import APP_ID_PATTERN
 
@@ -24,6 +24,17 @@ EXCEPTIONS_PURPOSE: Final = "warden.exceptions"
 MAX_EXCEPTION_DAYS = 365
 # How long before an exception lapses the person at the machine is told.
 WARN_BEFORE = dt.timedelta(days=1)
+
+
+def _not_a_bool(value: Any) -> Any:
+    # JSON `true` is no number, whatever pydantic's lax mode would take.
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    return value
+
+
+# An integer in the JSON sense: 30 or 30.0, never `true` or "30".
+Integer = Annotated[int, BeforeValidator(_not_a_bool)]
 
 
 class _Wire(BaseModel):
@@ -71,10 +82,11 @@ class ExceptionRequestInfo(_Wire):
     """What an `exception_requested` event carries: a person's request at a machine."""
 
     app: str = Field(max_length=64, pattern=APP_ID_PATTERN)
-    days: int = Field(ge=1, le=MAX_EXCEPTION_DAYS)
+    days: Integer = Field(ge=1, le=MAX_EXCEPTION_DAYS)
     reason: str = Field(min_length=1, max_length=4096)
     user: str = Field(default="", max_length=255, description="who asked (the peer's account)")
-    uid: int | None = Field(default=None, description="the peer's user id (SO_PEERCRED)")
+    uid: Integer | None = Field(default=None,
+                                description="the peer's user id (SO_PEERCRED)")
 
 
 def in_force(exceptions: list[GrantedException], now: dt.datetime) -> dict[str, dt.datetime]:
