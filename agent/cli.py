@@ -33,6 +33,7 @@ from agent.scanning.scanner import Watch
 from agent.scanning.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.service import cli as cli_service
 from agent.settings import AgentSettings, SettingsError, load_settings
+from agent.uplink.request_socket import send_request
 from policies.compiler import compile_bundle
 from policies.engine import Engine
 from policies.errors import PolicyError
@@ -43,6 +44,9 @@ EXIT_OK = 0
 EXIT_BAD_POLICY = 1
 EXIT_USAGE = 2
 EXIT_DENIED = 3
+
+REQUEST_SOCKET_VAR = "WARDEN_AGENT_REQUEST_SOCKET"
+DEFAULT_REQUEST_SOCKET = "/run/warden-agent/request.sock"
 
 Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparsers()
 
@@ -61,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def register(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
+    request = subparsers.add_parser(
+        "request-exception", help="ask the administrators to allow an app on this machine",
+        description="Sends the request to the running agent, which forwards it to the "
+                    "server; you are told the answer by a notification.")
+    request.add_argument("--app", required=True, help="the app's id, e.g. telegram")
+    request.add_argument("--days", required=True, type=int, help="for how long (1 to 365)")
+    request.add_argument("--reason", required=True, help="why you need it")
+    request.add_argument("--socket", type=Path, default=None,
+                         help="the agent's request socket (default: "
+                              f"${REQUEST_SOCKET_VAR} or {DEFAULT_REQUEST_SOCKET})")
     scan = subparsers.add_parser(
         "scan", help="scan this machine once and print what the policy says about it",
         description="One full pass of every sensor. Exit 3 when a denied app is found.")
@@ -105,6 +119,10 @@ _SETTING_OPTIONS = ("process_interval", "network_interval", "installed", "networ
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "request-exception":
+        # Run by an ordinary user, who may not read the agent's settings: the socket is all
+        # it needs, and the running agent checks everything else.
+        return _request_exception(args)
     overrides = {name: value for name in _SETTING_OPTIONS
                  if (value := getattr(args, name, None)) is not None}
     try:
@@ -120,6 +138,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # -- commands ---------------------------------------------------------------
+
+
+def _request_exception(args: argparse.Namespace) -> int:
+    path = args.socket or Path(os.environ.get(REQUEST_SOCKET_VAR) or DEFAULT_REQUEST_SOCKET)
+    try:
+        answer = send_request(path, args.app, args.days, args.reason)
+    except (OSError, ValueError) as exc:
+        print(f"warden-agent: cannot reach the agent at {path}: {exc}; is the Warden agent "
+              "service running?", file=sys.stderr)
+        return EXIT_BAD_POLICY
+    if not answer.get("ok"):
+        print(f"warden-agent: request refused: {answer.get('error')}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"Request {answer.get('request_id')} sent: {args.app} for {args.days} days. "
+          "You will be told the administrators' answer.")
+    return EXIT_OK
 
 
 def _scan(args: argparse.Namespace, settings: AgentSettings) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import logging
 import queue
@@ -42,12 +43,14 @@ from agent.prevention.blocker import Blocked
 from agent.prevention.guard import ExecGuard
 from agent.responding.actions import ActionRunner
 from agent.responding.notify import Notifier, make_notifier
+from agent.scanning.exceptions import ExceptionKeeper
 from agent.scanning.findings import format_time, utc_now
 from agent.scanning.scanner import Watch
 from agent.scanning.sensor_health import SensorHealth
 from agent.scanning.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings
-from agent.state import BundleRejected, StateDir, write_private
+from agent.state import BundleRejected, Identity, StateDir, write_private
+from agent.uplink import exceptions as signed_exceptions
 from agent.uplink.client import AgentClient
 from agent.uplink.events import (
     action_event,
@@ -55,6 +58,7 @@ from agent.uplink.events import (
     finding_from_event,
     to_server_event,
 )
+from agent.uplink.request_socket import RequestServer
 from agent.uplink.spool import Spool, SpoolError
 from agent.uplink.sync import PolicySync, SyncStatus
 from agent.uplink.upload import Uploader
@@ -84,6 +88,7 @@ class AgentDaemon:
         os_name: OsName | None = None,
         choice: SensorChoice | None = None,
         sensors: SensorsFactory = Sensors.build,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         if not settings.server_url:
             raise ValueError("server_url is not set: give WARDEN_AGENT_SERVER_URL or "
@@ -105,7 +110,8 @@ class AgentDaemon:
                                checkin_interval=settings.checkin_interval,
                                on_reachable=lambda: self.uploader.nudge(),
                                on_failure=self._agent_status,
-                               trusted_key=settings.policy_public_key)
+                               trusted_key=settings.policy_public_key,
+                               take_exceptions=self._take_exceptions)
         self.started = time.monotonic()
         self.stop_event = threading.Event()
         self.health = SelfWatchdog()
@@ -123,6 +129,12 @@ class AgentDaemon:
             content_max_file_bytes=settings.content_max_file_bytes,
             content_skip_packaged=settings.content_skip_packaged)
         self._timing = WatchTiming.from_settings(settings)
+        notifier = notifier or make_notifier(self.os_name,
+                                             command=shlex.split(settings.notify_command))
+        # Exceptions end by this machine's clock (`clock`), server or no server.
+        self.exceptions = ExceptionKeeper(notifier, self._on_exceptions_change,
+                                          self.state.path, self._app_name, clock,
+                                          signed_exceptions.load_kept(self.state))
         engine = self._engine(self._bundle)
         self.watch = Watch(engine, sensors(engine, self._choice, is_privileged(), self._timing),
                            self._on_event, timing=self._timing, warn=log.warning)
@@ -130,8 +142,6 @@ class AgentDaemon:
         self._stop_requested = False
         self._scanner_failed = False
         self.watch.tracker.seed(Finding(**item) for item in self.spool.open_findings())
-        notifier = notifier or make_notifier(self.os_name,
-                                             command=shlex.split(settings.notify_command))
         self.action_runner = ActionRunner(notifier,
                                           lambda: self._bundle, self.os_name,
                                           cooldown_seconds=settings.notify_cooldown)
@@ -140,6 +150,9 @@ class AgentDaemon:
         self.uploader = Uploader(self.client, self.spool, self._token, self.status,
                                  batch_events=settings.upload_batch_events,
                                  idle_interval=settings.upload_interval)
+        # Any local user may ask for an exception; the agent records who asked.
+        self.requests = RequestServer(settings.request_socket, self._on_request,
+                                      self._known_app) if settings.request_socket else None
 
     # -- policy ---------------------------------------------------------------
 
@@ -163,7 +176,29 @@ class AgentDaemon:
         # The group comes with enrollment; policies may scope rules and exceptions to it.
         identity = self.state.load_identity()
         groups = frozenset({identity.group}) if identity and identity.group else frozenset()
-        return Engine(bundle, host_context(self.os_name, groups=groups))
+        host = dataclasses.replace(host_context(self.os_name, groups=groups),
+                                   granted=self.exceptions.granted())
+        return Engine(bundle, host)
+
+    # -- exceptions -------------------------------------------------------------
+
+    def _take_exceptions(self, identity: Identity, signed: Any) -> None:
+        signed_exceptions.take(signed, identity, self.state, self.exceptions,
+                               self.status.extra)
+
+    def _on_exceptions_change(self, granted: frozenset[str]) -> None:
+        self.watch.submit_engine(self._engine(self._bundle))
+
+    def _app_name(self, app: str) -> str:
+        return str(self._bundle.get("apps", {}).get(app, {}).get("name", app))
+
+    def _known_app(self, app: str) -> bool:
+        return app in self._bundle.get("apps", {})
+
+    def _on_request(self, event: dict[str, Any]) -> None:
+        """A person's request from the local socket: durable in the spool, then uploaded."""
+        self._spool(event)
+        self.uploader.wake.set()
 
     def _apply_bundle(self, bundle: dict[str, Any]) -> None:
         """Called on the sync thread with a verified bundle; the watch loop switches to it."""
@@ -300,7 +335,11 @@ class AgentDaemon:
             threading.Thread(target=self.sync.run, args=(self.stop_event,), name="sync"),
             threading.Thread(target=self.uploader.run, args=(self.stop_event,), name="upload"),
             threading.Thread(target=self._run_actions, name="actions"),
+            threading.Thread(target=self.exceptions.run, args=(self.stop_event,),
+                             name="exceptions"),
         ]
+        if self.requests is not None:
+            self.requests.start()
         for thread in threads:
             thread.daemon = True
             thread.start()
@@ -332,6 +371,9 @@ class AgentDaemon:
         self.stop_event.set()
         self.uploader.wake.set()
         self.sync.check_in_now()
+        self.exceptions.wake()
+        if self.requests is not None:
+            self.requests.close()
         # A full queue: the actions thread is then left behind, like any stuck thread.
         with contextlib.suppress(queue.Full):
             self._actions.put(None, timeout=1.0)

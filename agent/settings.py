@@ -104,6 +104,10 @@ class AgentSettings(BaseSettings):
     content_max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
     # Skip programs dpkg installed and that are unchanged since (their ctime says so).
     content_skip_packaged: bool = True
+    # The Unix socket where people at the machine ask for an exception
+    # (`warden-agent request-exception`); unset: no requests. The service sets
+    # /run/warden-agent/request.sock (agent.service.install).
+    request_socket: Path | None = None
 
     @field_validator("server_url")
     @classmethod

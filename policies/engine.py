@@ -59,6 +59,9 @@ class HostContext:
     # Users' home folders as the agent found them (/etc/passwd). Those outside the
     # places `~` stands for (/home, /Users, C:/Users...) are matched by `~` too.
     homes: tuple[str, ...] = ()
+    # Apps a signed exception lets this machine run now (policies.exceptions.in_force):
+    # their findings are reported as `excepted`, never acted on.
+    granted: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -227,18 +230,26 @@ class Engine:
         if rule is None:
             return None
         verdict = rule["verdict"]
+        action = rule["action"]
         if not self.in_scope:
             verdict = "out_of_scope"
         elif match.app not in self._active_rules:
             verdict = "excepted"
+        elif match.app in self.host.granted and verdict != "allow":
+            # Seen and said, never acted on: security staff see who uses their exception.
+            return self._as_finding(match, observation, sensor, rule, "excepted", "report")
         if (verdict != rule["verdict"] or verdict == "allow") and not include_allowed:
             return None
+        return self._as_finding(match, observation, sensor, rule, verdict, action)
+
+    def _as_finding(self, match: _Match, observation: Observation, sensor: Sensor,
+                    rule: dict[str, Any], verdict: str, action: str) -> Finding:
         app = self.apps.get(match.app, {})
         return Finding(
             app=match.app,
             app_name=app.get("name", match.app),
             verdict=verdict,
-            action=rule["action"],
+            action=action,
             mode=self.mode,
             sensor=sensor,
             key=finding_key(match.app, sensor, observation.identity),

@@ -40,8 +40,13 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 Confidence = Literal["high", "medium"]
 Protocol = Literal["tcp", "udp"]
 
-# What an agent reports about one finding.
-EventType = Literal["finding_opened", "finding_resolved", "action"]
+# What a finding says of its app: the rule's verdict, or `excepted` while a signed,
+# unexpired exception (policies.exceptions) lets this machine run the app.
+FindingVerdict = Literal["deny", "allow", "alert", "excepted"]
+FINDING_VERDICTS: tuple[FindingVerdict, ...] = get_args(FindingVerdict)
+
+# What an agent reports: about one finding, or a person's request for an exception.
+EventType = Literal["finding_opened", "finding_resolved", "action", "exception_requested"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 FindingStatus = Literal["open", "resolved"]
 FINDING_STATUSES: tuple[FindingStatus, ...] = get_args(FindingStatus)
@@ -51,6 +56,12 @@ TRIAGE_STATES: tuple[TriageState, ...] = get_args(TriageState)
 # People's roles, weakest first: each role can do what the ones before it can.
 Role = Literal["viewer", "analyst", "admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
+
+# An exception as the API lists it, and a request for one from a machine.
+ExceptionState = Literal["active", "expired", "revoked"]
+EXCEPTION_STATES: tuple[ExceptionState, ...] = get_args(ExceptionState)
+RequestStatus = Literal["pending", "approved", "denied"]
+REQUEST_STATUSES: tuple[RequestStatus, ...] = get_args(RequestStatus)
 
 # A host as the fleet view sees it.
 AgentState = Literal["active", "silent", "revoked"]

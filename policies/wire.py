@@ -29,15 +29,16 @@ from pydantic.config import JsonDict
 
 from policies.catalog_model import APP_ID_PATTERN
 from policies.evidence import validate_evidence
+from policies.exceptions import ExceptionRequestInfo, SignedExceptions
 from policies.observations import MAX_KEY_CHARS, SensorState
 from policies.vocabulary import (
     ENDPOINT_SENSORS,
-    VERDICTS,
+    FINDING_VERDICTS,
     Action,
     EndpointSensor,
     EventType,
+    FindingVerdict,
     OsName,
-    Verdict,
 )
 
 _Short = Field(min_length=1, max_length=255)
@@ -178,6 +179,10 @@ class CheckinResponse(BaseModel):
         description="the key the server signs with now; an agent that trusts another fetches "
                     "the policy, whose `key_rotations` lead it there")
     next_checkin_seconds: int
+    exceptions: SignedExceptions | None = Field(
+        default=None, description="the exceptions this agent may honour and the answers to "
+                                  "its requests, signed (policies.exceptions); the agent "
+                                  "takes them only if they verify with its policy key")
 
 
 MESSAGE_CHARS = 4096
@@ -191,7 +196,7 @@ class FindingInfo(_Request):
     app: str | None = _AppId
     # An agent reports what its sensors saw; `mdm` findings come from connectors only.
     sensor: EndpointSensor | None = None
-    verdict: Verdict | None = None
+    verdict: FindingVerdict | None = None
     action: Action | None = None
     # Checked against the sensor's model (policies.evidence): after `sensor`, which it needs.
     evidence: dict[str, Any] = Field(
@@ -232,9 +237,12 @@ _NEEDS_BY_TYPE: JsonDict = {"allOf": [
          "required": ["app", "sensor", "verdict"],
          "properties": {"app": {"type": "string"},
                         "sensor": {"enum": list(ENDPOINT_SENSORS)},
-                        "verdict": {"enum": list(VERDICTS)}}}}}},
+                        "verdict": {"enum": list(FINDING_VERDICTS)}}}}}},
     {"if": {"properties": {"type": {"const": "action"}}},
      "then": {"required": ["result"], "properties": {"result": {"type": "object"}}}},
+    {"if": {"properties": {"type": {"const": "exception_requested"}}},
+     "then": {"required": ["request"], "properties": {"request": {"type": "object"}}},
+     "else": {"required": ["finding"], "properties": {"finding": {"type": "object"}}}},
 ]}
 
 
@@ -244,11 +252,19 @@ class AgentEvent(_Request):
     id: uuid.UUID
     type: EventType
     time: Annotated[AwareDatetime, BeforeValidator(_json_string)]
-    finding: FindingInfo
+    # Every type but `exception_requested`, which carries `request` instead.
+    finding: FindingInfo | None = None
     result: ActionResult | None = None
+    request: ExceptionRequestInfo | None = None
 
     @model_validator(mode="after")
     def _complete_for_type(self) -> AgentEvent:
+        if self.type == "exception_requested":
+            if self.request is None:
+                raise ValueError("an exception_requested event needs `request`")
+            return self
+        if self.finding is None:
+            raise ValueError(f"a {self.type} event needs `finding`")
         if self.type == "finding_opened":
             missing = [name for name in ("app", "sensor", "verdict")
                        if getattr(self.finding, name) is None]

@@ -30,6 +30,8 @@ from server.schemas.credentials import (
     TokenPage,
     TokenRecord,
 )
+from server.schemas.exceptions import ExceptionPage, ExceptionView, GrantAnswer, RequestPage
+from server.schemas.exceptions import RequestView as ExceptionRequest
 from server.schemas.findings import Finding, FindingDetail, FindingPage
 from server.schemas.policies import (
     ImpactPreview,
@@ -269,6 +271,26 @@ class WardenClient:
     def reject_reenrollment(self, agent_id: str) -> Reenrollment:
         return self._object(Reenrollment, "POST",
                             f"agents/{_segment(agent_id)}/reenrollment/reject")
+
+    def grant_exception(self, **body: str | None) -> GrantAnswer:
+        return self._object(GrantAnswer, "POST", "exceptions", json=body)
+
+    def list_exceptions(self, **filters: str | None) -> list[ExceptionView]:
+        query = {name: value for name, value in filters.items() if value is not None}
+        return list(self._paged(ExceptionPage, "exceptions", query))
+
+    def revoke_exception(self, exception_id: str) -> ExceptionView:
+        return self._object(ExceptionView, "POST", f"exceptions/{_segment(exception_id)}/revoke")
+
+    def list_exception_requests(self, status: str | None) -> list[ExceptionRequest]:
+        return list(self._paged(RequestPage, "exception-requests",
+                                {"status": status} if status else {}))
+
+    def decide_exception_request(self, request_id: str, decision: str,
+                                 **body: object) -> ExceptionRequest:
+        """`decision`: approve (body: days, comment) or deny (body: comment)."""
+        return self._object(ExceptionRequest, "POST",
+                            f"exception-requests/{_segment(request_id)}/{decision}", json=body)
 
     def create_secret(self, group: str | None = None) -> NewSecret:
         return self._object(NewSecret, "POST", "secrets", json={"group": group})

@@ -350,3 +350,55 @@ class ComplianceSnapshot(Base):
     # Open violations by app: {"telegram": 12}.
     open_by_app: Mapped[dict[str, Any]] = mapped_column(JSONType)
     taken_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AppException(Base):
+    """An administrator's grant: one app may run on one machine (or a group) until a time.
+
+    Agents get the ones that concern them signed at check-in (server.store.exceptions)
+    and honour them until `until` by their own clock; a revoked one stops at the next
+    check-in. Overlapping grants for the same app and scope are one row, extended."""
+
+    __tablename__ = "exceptions"
+    __table_args__ = (
+        sa.Index("ix_exceptions_agent_until", "agent_id", "until"),
+        sa.Index("ix_exceptions_group_until", "group", "until"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(sa.String(64))
+    # Exactly one of the two: a machine, or every machine of a group.
+    agent_id: Mapped[str | None] = mapped_column(sa.ForeignKey("agents.id"))
+    group: Mapped[str | None] = mapped_column(sa.String(255))
+    until: Mapped[dt.datetime]
+    reason: Mapped[str] = mapped_column(sa.Text)
+    created_by: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(sa.String(255))
+
+
+class ExceptionRequest(Base):
+    """A person's request, made at a machine (`warden-agent request-exception`), that
+    reached the server through the agent's spool; pending until an administrator
+    approves (an exception is granted) or denies it. The agent tells the person."""
+
+    __tablename__ = "exception_requests"
+    __table_args__ = (sa.Index("ix_exception_requests_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    # The agent's event id: the same request uploaded twice is one row.
+    event_id: Mapped[str] = mapped_column(sa.String(36), unique=True)
+    agent_id: Mapped[str] = mapped_column(sa.ForeignKey("agents.id"), index=True)
+    app: Mapped[str] = mapped_column(sa.String(64))
+    days: Mapped[int]
+    reason: Mapped[str] = mapped_column(sa.Text)
+    # The account that asked, as the agent saw it over its socket (SO_PEERCRED).
+    requested_by: Mapped[str] = mapped_column(sa.String(255))
+    requested_uid: Mapped[int | None]
+    requested_at: Mapped[dt.datetime]
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    decided_by: Mapped[str | None] = mapped_column(sa.String(255))
+    decided_at: Mapped[dt.datetime | None]
+    comment: Mapped[str] = mapped_column(sa.Text, default="")
+    exception_id: Mapped[int | None] = mapped_column(sa.ForeignKey("exceptions.id"))

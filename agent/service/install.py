@@ -48,6 +48,8 @@ MACOS_CONFIG_DIR = "/Library/Application Support/Warden"
 WINDOWS_LAUNCHER_NAME = "warden-agent-service.py"
 
 SECRET_VAR = "WARDEN_AGENT_ENROLL_SECRET"
+REQUEST_SOCKET_VAR = "WARDEN_AGENT_REQUEST_SOCKET"
+LINUX_REQUEST_SOCKET = "/run/warden-agent/request.sock"
 
 
 class ServiceInstallError(Exception):
@@ -263,6 +265,9 @@ def install_service_command(args: argparse.Namespace, settings: AgentSettings) -
         os_name = current_os()
         env = {name: value for name, value in os.environ.items()
                if name.startswith("WARDEN_AGENT_") and name != STATE_DIR_VAR}
+        if os_name == "linux":
+            # In the folder the unit's RuntimeDirectory makes: any local user may ask there.
+            env.setdefault(REQUEST_SOCKET_VAR, LINUX_REQUEST_SOCKET)
         if args.server_url:
             env["WARDEN_AGENT_SERVER_URL"] = args.server_url
         if args.enroll_secret_file:

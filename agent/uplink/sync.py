@@ -97,8 +97,11 @@ class PolicySync:
         on_reachable: Callable[[], None] = lambda: None,
         on_failure: Callable[[], object] = lambda: None,
         trusted_key: bytes | None = None,
+        take_exceptions: Callable[[Identity, Any], None] = lambda identity, signed: None,
     ) -> None:
         self.client = client
+        # Handed the check-in answer's signed exceptions, once the policy key is settled.
+        self._take_exceptions = take_exceptions
         # The `policy_public_key` setting: enrollment takes no other key (or one its signed
         # rotations lead to), and a state dir pinned to another is not used.
         self.trusted_key = trusted_key
@@ -240,6 +243,8 @@ class PolicySync:
             # The server's active policy is the one in force: nothing is refused any more
             # (e.g. an admin rolled back to it after a bad bundle was offered).
             self.status.policy_error = None
+        if self.identity is not None and answer.exceptions is not None:
+            self._take_exceptions(self.identity, answer.exceptions.model_dump(mode="json"))
         interval = float(answer.next_checkin_seconds or self.checkin_interval)
         return max(1.0, interval)
 

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from policies.exceptions import SignedExceptions
 from policies.wire import (
     AgentEvent,
     CheckinRequest,
@@ -47,7 +48,7 @@ from server.api.findings_stream import stream_items
 from server.db import utcnow
 from server.models import Agent, Finding
 from server.schemas.errors import error_responses
-from server.store import agents, events, findings, policies, reenrollments
+from server.store import agents, events, exceptions, findings, policies, reenrollments
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,22 @@ async def checkin(request: Request, token: TokenDep, context: ContextDep) -> Che
         raise unauthorized("unknown or revoked agent token; enroll again")
     if checked_in.new_sensor_problems and context.hooks.on_sensor_problem:
         await run_in_threadpool(_alert_sensor_problems, context, checked_in)
+    signed = await run_in_threadpool(_signed_exceptions, context, checked_in.agent_id)
     return CheckinResponse(policy_etag=checked_in.policy_etag,
                            policy_public_key=context.signer.public_key_b64,
-                           next_checkin_seconds=next_checkin_seconds(context))
+                           next_checkin_seconds=next_checkin_seconds(context),
+                           exceptions=signed)
+
+
+def _signed_exceptions(context: ServerContext, agent_id: str) -> SignedExceptions | None:
+    """This agent's exceptions and answers, signed with the policy key: beside the policy,
+    not in it, so a grant reaches the agent without a new policy version."""
+    with context.read_sessions() as session:
+        agent = agents.get(session, agent_id)
+        if agent is None:
+            return None
+        document = exceptions.document_for(session, agent, utcnow()).model_dump(mode="json")
+    return SignedExceptions(document=document, signature=context.signer.sign(document))
 
 
 async def _checkin_body(request: Request, context: ServerContext, token: str) -> CheckinRequest:
@@ -239,8 +253,12 @@ def _incoming(event: AgentEvent, now: dt.datetime) -> events.IncomingEvent:
     # A machine with its clock in the future must not pin a finding "seen" past today.
     time = min(event.time.astimezone(dt.UTC), now)
     return events.IncomingEvent(id=str(event.id), type=event.type, time=time,
-                                finding=event.finding.model_dump(mode="json"),
-                                payload=event.model_dump(mode="json"))
+                                finding=event.finding.model_dump(mode="json")
+                                if event.finding else {},
+                                payload=event.model_dump(
+                                    mode="json",
+                                    exclude={"request"} if event.request is None else None),
+                                request=event.request)
 
 
 @router.post("/events", response_model=EventsResponse,

@@ -21,7 +21,7 @@ from policies.errors import PolicyError
 from policies.loader import load_catalog, parse_policy
 from policies.vocabulary import FINDING_STATUSES, ROLES, SENSORS, TRIAGE_STATES
 from server.api_client import WardenClient
-from server.cli import connector_commands, reenroll_commands
+from server.cli import connector_commands, exception_commands, reenroll_commands
 from server.cli.admin_output import EXIT_API, as_json, fail, render, show, when
 from server.cli.admin_runner import Command, connection_options, runner
 from server.schemas.credentials import NewSecret, NewToken
@@ -119,6 +119,7 @@ def _register_simple_areas(subparsers: SubParsers, connection: argparse.Argument
                    cmd_agents_readmit)
     readmit.add_argument("id", metavar="ID")
     reenroll_commands.register(actions, connection, _add)
+    exception_commands.register(subparsers, connection, _add)
 
     secrets = subparsers.add_parser("secrets", help="enrollment secrets")
     actions = secrets.add_subparsers(dest="action", required=True, metavar="ACTION")

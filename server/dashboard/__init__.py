@@ -14,6 +14,7 @@ from server.api.deps import ServerContext
 from server.dashboard import (
     audit,
     connectors,
+    exceptions,
     exports,
     findings,
     hosts,
@@ -47,8 +48,8 @@ def install(app: FastAPI, context: ServerContext) -> None:
             LoggedOut(context.read_sessions, context.write_sessions)),
         throttle=LoginThrottle(context.write_sessions),
     )
-    for module in (login, overview, exports, violations, findings, hosts, policies, audit,
-                   secrets, reports, connectors):
+    for module in (login, overview, exports, violations, findings, hosts, policies, exceptions,
+                   audit, secrets, reports, connectors):
         app.include_router(module.router)
     app.include_router(static_router(load_static()))
     app.add_exception_handler(LoginRequired, _to_login)

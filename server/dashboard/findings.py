@@ -34,7 +34,10 @@ router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 PAGE_SIZE = 50
 SORTS = {"last_seen": "Last seen", "first_seen": "First seen", "app": "App", "host": "Host"}
 MAX_COMMENT = 4000
-NOTICES = {"triaged": "Triage saved."}
+NOTICES = {"triaged": "Triage saved.",
+           "exception_granted": "Exception granted: this machine takes it at its next "
+                                "check-in and reports the app as excepted.",
+           "exception_extended": "The exception in force for this machine was extended."}
 
 
 def filters_from(params: Mapping[str, str]) -> FindingFilters:

@@ -41,6 +41,8 @@ NOTICES = {
                   "gets a new token. Its old token stays refused.",
     "reenroll-approved": "Re-enrollment approved: the requesting agent may enroll once; its "
                          "key is then bound and the current token stops working.",
+    "exception_granted": "Exception granted: this machine takes it at its next check-in.",
+    "exception_extended": "The exception in force for this machine was extended.",
     "reenroll-rejected": "Re-enrollment rejected: the request is dropped and nothing about "
                          "the agent changed.",
 }

@@ -17,10 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from policies.exceptions import ExceptionRequestInfo
 from policies.vocabulary import EventType
 from server.db import utcnow
 from server.models import Agent, Event, Finding
-from server.store import findings, violations
+from server.store import exceptions, findings, violations
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class IncomingEvent:
     finding: dict[str, Any]
     # The event as the agent sent it, kept for the finding's timeline.
     payload: dict[str, Any]
+    # An `exception_requested` event's request (its `finding` is empty).
+    request: ExceptionRequestInfo | None = None
 
 
 @dataclass
@@ -96,7 +99,11 @@ def _insert_new(
 def _apply(
     session: Session, agent_id: str, events: list[IncomingEvent], result: IngestResult
 ) -> None:
-    changes_on = [event for event in events if event.type != "action"]
+    for event in events:
+        if event.type == "exception_requested" and event.request is not None:
+            exceptions.record_request(session, agent_id, event.id, event.request, event.time)
+    changes_on = [event for event in events
+                  if event.type in ("finding_opened", "finding_resolved")]
     if not changes_on:
         return
     known = findings.load_for_update(session, agent_id,

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from sqlalchemy.orm import Session
 
-from policies.vocabulary import FindingStatus, Sensor, TriageState, Verdict
+from policies.vocabulary import FindingStatus, FindingVerdict, Sensor, TriageState
 from server.models import Agent, Finding
 from server.schemas.common import (
     DEFAULT_LIMIT,
@@ -72,7 +72,8 @@ class FindingFilters(Query):
                                                        "ignores case")
     group: TextFilter = None
     sensor: Annotated[Literal[Sensor, ""] | None, AfterValidator(blank_is_any)] = None
-    verdict: Annotated[Literal[Verdict, ""] | None, AfterValidator(blank_is_any)] = None
+    verdict: Annotated[Literal[FindingVerdict, ""] | None,
+                       AfterValidator(blank_is_any)] = None
     agent_id: TextFilter = None
     since: TimeFilter = Field(default=None, description="last_seen at or after")
     until: TimeFilter = Field(default=None, description="last_seen before; later than since")

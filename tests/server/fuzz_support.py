@@ -3,6 +3,7 @@ cursors the server handed out, and every Schemathesis check on every answer."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -201,10 +202,21 @@ class Fuzzer:
         if query and query.get("since") and query.get("until") and \
                 parse_time(query["since"]) >= parse_time(query["until"]):
             del query["until"]
+        if case.method == "POST" and case.path == "/api/v1/exceptions" and \
+                isinstance(case.body, dict):
+            # Only a catalog app, a known host and a time within the year are a grant.
+            case.body = {"app": "telegram", "host": self.existing["host"],
+                         "until": grant_until(), "reason": case.body.get("reason") or "fuzz"}
+            if not str(case.body["reason"]).strip():
+                case.body["reason"] = "fuzz"
         if case.method == "POST" and case.path == "/api/v1/policies":
             # Schemathesis writes a structure out as JSON or YAML as the media type says.
             case.body = self.policy_text if case.media_type == "text/plain" else self.policy
         return case
+
+
+def grant_until() -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
 
 
 def negates_a_header(case: Case[Any]) -> bool:
@@ -277,7 +289,18 @@ def seed_rows(base_url: str, admin_token: str, enroll_secret: str,
         post(session, "connectors", headers=admin, json={
             "name": "fuzz", "kind": "jamf", "url": mdm_url, "client_id": MDM_CLIENT_ID,
             "secret": MDM_CLIENT_SECRET})
-    return {"finding_id": findings["items"][0]["id"],
+        exception = post(session, "exceptions", headers=admin, json={
+            "app": "telegram", "host": spare_agent["agent_id"], "until": grant_until(),
+            "reason": "fuzz"})
+        post(session, "agent/events", headers={"Authorization": f"Bearer {agent['agent_token']}"},
+             json={"events": [{"id": str(uuid.uuid4()), "type": "exception_requested",
+                               "time": "2025-03-01T12:00:00Z",
+                               "request": {"app": "telegram", "days": 3, "reason": "fuzz"}}]})
+        requests_page = session.get(f"{base_url}/api/v1/exception-requests", headers=admin,
+                                    timeout=30).json()
+    return {"exception_id": exception["id"], "request_id": requests_page["items"][0]["id"],
+            "host": agent["agent_id"],
+            "finding_id": findings["items"][0]["id"],
             "violation_id": violations["items"][0]["id"], "agent_id": spare_agent["agent_id"],
             "number": 1, "app": "telegram", "secret_id": spare_secret["id"],
             "token_id": spare_token["id"], "user_id": spare_user["id"], "name": "fuzz"}

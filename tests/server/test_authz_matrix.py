@@ -10,6 +10,7 @@ the app has, so a new endpoint cannot slip in unchecked.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from policies.loader import load_catalog
-from server.models import Agent, Finding, Violation
-from server.store import agents, connectors, policies, tokens, users
+from server.models import Agent, ExceptionRequest, Finding, Violation
+from server.store import agents, connectors, exceptions, policies, tokens, users
 from tests.server.admin_support import (
     ALLOW_TELEGRAM,
     TELEGRAM_DEB,
@@ -44,7 +45,7 @@ ROLE_RANK = {"viewer": 0, "analyst": 1, "admin": 2}
 class Endpoint:
     method: str
     # placeholders: {finding} {violation} {victim} {revoked} {claimed} {secret} {token} {user}
-    # {app} {connector}
+    # {app} {connector} {exception} {request}
     path: str
     role: str  # the least role that may call it
     ok: int = 200
@@ -54,6 +55,7 @@ class Endpoint:
         return f"{self.method} {self.path}"
 
 
+GRANT_UNTIL = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
 POLICY_YAML = b"name: matrix\nrules:\n  - app: telegram\n    verdict: deny\n"
 ADMIN_API = [
     Endpoint("GET", "/api/v1/findings", "viewer"),
@@ -103,6 +105,16 @@ ADMIN_API = [
     Endpoint("GET", "/api/v1/connectors/{connector}", "admin"),
     Endpoint("POST", "/api/v1/connectors/{connector}/sync", "admin"),
     Endpoint("DELETE", "/api/v1/connectors/{connector}", "admin"),
+    Endpoint("POST", "/api/v1/exceptions", "admin", ok=201,
+             body={"app": "telegram", "host": "victim", "until": GRANT_UNTIL,
+                   "reason": "matrix"}),
+    Endpoint("GET", "/api/v1/exceptions", "viewer"),
+    Endpoint("GET", "/api/v1/exceptions/{exception}", "viewer"),
+    Endpoint("POST", "/api/v1/exceptions/{exception}/revoke", "admin"),
+    Endpoint("GET", "/api/v1/exception-requests", "viewer"),
+    Endpoint("GET", "/api/v1/exception-requests/{request}", "viewer"),
+    Endpoint("POST", "/api/v1/exception-requests/{request}/approve", "admin"),
+    Endpoint("POST", "/api/v1/exception-requests/{request}/deny", "admin"),
 ]
 
 
@@ -127,6 +139,11 @@ def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
     agent, other, victim, revoked, claimed = (
         enroll(hostname=name) for name in ("agent-a", "agent-b", "victim", "revoked", "claimed"))
     post_events(client, agent.headers, event(TELEGRAM_PROCESS))
+    # A person's request for an exception, as the agent uploads it.
+    post_events(client, agent.headers, {
+        "id": str(uuid.uuid4()), "type": "exception_requested",
+        "time": dt.datetime.now(dt.UTC).isoformat(),
+        "request": {"app": "telegram", "days": 30, "reason": "matrix", "user": "alice"}})
     # Someone with the secret and `claimed`'s machine id, without its key: held for approval.
     held = client.post("/api/v1/agent/enroll", json=claimed.facts,
                        headers=bearer(enroll_secret))
@@ -142,6 +159,10 @@ def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
         policies.activate(session, second.number, actor="test", signer=signer)
         agents.revoke(session, revoked.agent_id, actor="test")
         _, _ = tokens.create(session, name="spare", role="viewer", actor="test")
+        granted, _ = exceptions.grant(session, "telegram", exceptions.Scope(group="press"),
+                                      dt.datetime.now(dt.UTC) + dt.timedelta(days=3),
+                                      "matrix", actor="test")
+        request = session.scalars(sa.select(ExceptionRequest.id)).one()
         target_token, _ = tokens.create(session, name="target", role="viewer", actor="test")
         user = users.create(session, username="target", password="long enough pass",
                             role="viewer", actor="test")
@@ -154,7 +175,7 @@ def world(client: TestClient, admin_token: str, api_token: Callable[..., str],
         ids = {"finding": finding, "violation": violation, "victim": victim.agent_id,
                "revoked": revoked.agent_id, "claimed": claimed.agent_id,
                "secret": 1, "app": "telegram", "token": target_token.id, "user": user.id,
-               "connector": "matrix"}
+               "connector": "matrix", "exception": granted.id, "request": request}
     callers: dict[str, str | None] = {
         "none": None, "bad": "wat_" + "x" * 43, "agent": agent.token,
         "other_agent": other.token, "viewer": api_token("viewer"),

@@ -15,6 +15,7 @@ from server.api.admin import (
     audit,
     compliance,
     connectors,
+    exceptions,
     findings,
     policies,
     recommendations,
@@ -29,7 +30,8 @@ from server.api.deps import ServerContext
 
 ROUTERS = (findings.router, violations.router, compliance.router, agents.router,
            reenrollments.router, policies.router, recommendations.router, stats.router,
-           secrets.router, tokens.router, users.router, audit.router, connectors.router)
+           secrets.router, tokens.router, users.router, audit.router, connectors.router,
+           exceptions.router)
 
 
 def install(app: FastAPI, context: ServerContext) -> None:
