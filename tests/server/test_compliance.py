@@ -191,3 +191,19 @@ def test_the_pdf_shows_cyrillic_hostnames_and_an_empty_fleet(
                      headers=bearer(admin_token))
     text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
     assert "київ-прес-01" in text
+
+
+def test_the_report_lists_exceptions_granted_on_the_server_beside_the_policys(
+    client: TestClient, admin_token: str, fleet: dict[str, EnrolledAgent], db: DB
+) -> None:
+    _activate_exception_policy(client, db)
+    until = (utcnow() + dt.timedelta(days=10)).isoformat()
+    granted = client.post("/api/v1/exceptions", headers=bearer(admin_token), json={
+        "app": "telegram", "host": "fin-1", "until": until, "reason": "audit of a channel"})
+    assert granted.status_code == 201, granted.text
+    report = client.get("/api/v1/reports/compliance", params={"days": 7, "format": "json"},
+                        headers=bearer(admin_token)).json()
+    by_source = {item["source"]: item for item in report["exceptions"]}
+    assert by_source["policy"]["groups"] == ["press"]
+    assert by_source["server"]["hosts"] == ["fin-1"]
+    assert by_source["server"]["reason"] == "audit of a channel"
