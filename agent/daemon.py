@@ -68,12 +68,15 @@ _SERVER_FINDING_FIELDS = ("key", "app", "verdict", "action", "sensor", "evidence
 
 def to_server_event(event: dict[str, Any]) -> dict[str, Any]:
     """A scanner event (`{"event": "opened", ...finding}`) in the agent API's shape."""
-    return {
+    server_event = {
         "id": str(uuid.uuid4()),
         "type": "finding_opened" if event["event"] == "opened" else "finding_resolved",
         "time": event["time"],
         "finding": {name: event.get(name) for name in _SERVER_FINDING_FIELDS},
     }
+    if event.get("restated"):
+        server_event["restated"] = True
+    return server_event
 
 
 def action_event(finding: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def action_event(finding: dict[str, Any], result: dict[str, Any]) -> dict[str, A
         "time": format_time(utc_now()),
         "finding": {name: finding.get(name) for name in _SERVER_FINDING_FIELDS},
         "result": {"action": result["action"], "ok": bool(result["ok"]),
-                   "detail": str(result.get("detail", ""))},
+                   "detail": str(result.get("detail", "")), "mode": result.get("mode")},
     }
 
 

@@ -62,6 +62,10 @@ class Agent(Base):
     public_key: Mapped[str | None] = mapped_column(sa.String(64))
     # `signed_at` of the last accepted enrollment statement: a statement is taken once.
     key_proven_at: Mapped[dt.datetime | None]
+    # Why this machine's latest notification failed (None: it worked, or none was tried),
+    # and that notification's time: the overview counts machines whose users cannot be told.
+    notify_error: Mapped[str | None] = mapped_column(sa.Text)
+    notify_checked_at: Mapped[dt.datetime | None]
 
 
 class ReenrollmentRequest(Base):
@@ -215,6 +219,9 @@ class Finding(Base):
     triage_comment: Mapped[str | None] = mapped_column(sa.Text)
     triage_by: Mapped[str | None] = mapped_column(sa.String(255))
     triage_at: Mapped[dt.datetime | None]
+    # The latest result of each action the agent ran on it, by action name:
+    # {"state": done|failed|would_have, "detail": why, "time": RFC 3339} (server.store.outcomes).
+    outcomes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class AuditEntry(Base):

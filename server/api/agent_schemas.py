@@ -27,7 +27,7 @@ from pydantic.config import JsonDict
 from policies.catalog_model import APP_ID_PATTERN
 from policies.evidence import validate_evidence
 from policies.observations import SensorState
-from policies.vocabulary import Action, EventType, OsName, Sensor, Verdict
+from policies.vocabulary import Action, EventType, Mode, OsName, Sensor, Verdict
 
 _Short = Field(min_length=1, max_length=255)
 _AppId = Field(default=None, max_length=64, pattern=APP_ID_PATTERN)
@@ -197,6 +197,9 @@ class ActionResult(_Request):
     action: Action
     ok: bool = Field(strict=True)
     detail: str = Field(default="", max_length=4096)
+    mode: Mode | None = Field(
+        default=None, description="the policy's mode when it ran: in `audit` a result that "
+                                  "is not ok is what enforce mode would have done")
 
 
 # What `_complete_for_type` checks, said in the JSON schema too, so a client generated
@@ -221,6 +224,10 @@ class AgentEvent(_Request):
     time: Annotated[AwareDatetime, BeforeValidator(_json_string)]
     finding: FindingInfo
     result: ActionResult | None = None
+    restated: bool = Field(
+        default=False, strict=True,
+        description="a finding_opened that restates one still open on new terms (a policy "
+                    "activated or rolled back): an update, not a new sighting to count")
 
     @model_validator(mode="after")
     def _complete_for_type(self) -> AgentEvent:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 from policies.errors import PolicyError
-from policies.loader import load_catalog, parse_policy
+from policies.loader import load_catalog, parse_policy, policy_warnings
 from policies.vocabulary import ROLES, TRIAGE_STATES
 from server.api_client import WardenClient
 from server.cli import reenroll_commands
@@ -163,11 +163,13 @@ def cmd_policy_push(client: WardenClient, args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         return fail(f"{path}: cannot read the file: {exc}", EXIT_API)
     try:
-        parse_policy(text, str(path), load_catalog(args.catalog))
+        policy = parse_policy(text, str(path), load_catalog(args.catalog))
     except PolicyError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return fail(f"{path} is invalid; nothing was pushed", EXIT_API)
+    for warning in policy_warnings(text, str(path), policy):
+        print(f"warning: {warning}", file=sys.stderr)
     result = client.push_policy(text)
     print(f"pushed {path} as policy version {result.version_number}")
     if not result.active:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import ipaddress
 import json
 import sys
@@ -12,14 +13,16 @@ from typing import Any
 from policies.catalog_model import AppDefinition
 from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding, HostContext
-from policies.errors import PolicyError
-from policies.loader import load_catalog, load_policy
+from policies.errors import PolicyError, ValidationIssue
+from policies.loader import load_catalog, load_policy, parse_policy, policy_warnings
 from policies.observations import (
     ConnectionObservation,
     InstalledObservation,
     Observation,
     ProcessObservation,
 )
+from policies.response import describe_response
+from policies.vocabulary import OS_NAMES
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -53,8 +56,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     what.add_argument("--bundle-id", metavar="ID", help="a macOS bundle id")
     what.add_argument("--desktop-file", metavar="NAME", help="a .desktop file name")
     what.add_argument("--connect", metavar="ADDR:PORT", help="a remote IP or host and port")
-    test.add_argument("--os", choices=["linux", "macos", "windows"], default="linux",
+    test.add_argument("--os", choices=OS_NAMES, default="linux",
                       help="the OS the observation comes from (default: linux)")
+    test.add_argument("--host", metavar="HOSTNAME", default="",
+                      help="the machine's hostname, to try the policy's exceptions")
+    test.add_argument("--group", metavar="GROUP", action="append", default=[],
+                      help="a group the machine is in (its enrollment group); repeat for "
+                           "more; tries the scope and the exceptions")
     test.add_argument("--json", action="store_true")
     _catalog_option(test)
     test.set_defaults(func=cmd_test)
@@ -92,16 +100,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            policy = load_policy(path, catalog)
+            text = _read(path)
+            policy = parse_policy(text, str(path), catalog)
         except PolicyError as exc:
             _print_issues(exc)
             failed += 1
             continue
+        for warning in policy_warnings(text, str(path), policy):
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"ok: {path}: policy {policy.name!r}, mode {policy.mode}, {len(policy.rules)} rules")
     if failed:
         print(f"{failed} of {len(args.files)} file(s) invalid", file=sys.stderr)
         return EXIT_INVALID
     return 0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([ValidationIssue(str(path), None, "", f"cannot read the file: {exc}",
+                                           "check the path and that it is UTF-8 text")]) from exc
 
 
 def _compiled(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -128,7 +147,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     for app_id, rule in sorted(bundle["rules"].items()):
         alternative = f" -> use {rule['alternative']}" if rule["alternative"] else ""
         print(f"  {app_id:<12} {rule['verdict']:<6} {rule['action']}{alternative}")
+        for exception in rule.get("exceptions", []):
+            print(f"      {_exception_text(exception)}")
     return 0
+
+
+def _exception_text(exception: dict[str, Any]) -> str:
+    """'except hosts pc-1, pc-2; groups lab until 2026-12-31 (lapsed): pilot'."""
+    who = "; ".join(f"{kind} {', '.join(exception[kind])}" for kind in ("hosts", "groups")
+                    if exception.get(kind))
+    lapsed = " (lapsed)" if dt.date.fromisoformat(exception["expires"]) < dt.date.today() else ""
+    reason = f": {exception['reason']}" if exception.get("reason") else ""
+    return f"except {who} until {exception['expires']}{lapsed}{reason}"
 
 
 def observations_for(args: argparse.Namespace) -> list[Observation]:
@@ -165,13 +195,15 @@ def cmd_test(args: argparse.Namespace) -> int:
     bundle = _compiled(args)
     if bundle is None:
         return EXIT_INVALID
-    engine = Engine(bundle, HostContext(os=args.os))
+    engine = Engine(bundle, HostContext(os=args.os, hostname=args.host,
+                                        groups=frozenset(args.group)))
     findings: dict[str, Finding] = {}
     for observation in observations_for(args):
         for finding in engine.evaluate(observation, include_allowed=True):
             findings.setdefault(finding.app, finding)
     if args.json:
-        print(json.dumps({"findings": [f.as_dict() for f in findings.values()]}, indent=2))
+        print(json.dumps({"findings": [{**f.as_dict(), "agent_does": describe_response(f)}
+                                       for f in findings.values()]}, indent=2))
         return 0
     if not findings:
         print("no app in this policy matches: verdict none (not covered by the policy)")
@@ -180,6 +212,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"{finding.verdict}: {finding.app_name} ({finding.app})")
         print(f"  matched      {finding.matched} (confidence {finding.confidence})")
         print(f"  action       {finding.action} (policy mode {finding.mode})")
+        for index, step in enumerate(describe_response(finding)):
+            print(f"  {'agent does' if index == 0 else '':<12} {step}")
         if finding.alternative:
             alternative = bundle["apps"].get(finding.alternative, {})
             link = alternative.get("download_url") or alternative.get("homepage", "")

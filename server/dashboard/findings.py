@@ -20,7 +20,7 @@ from server.dashboard import apps
 from server.dashboard.auth import AnalystPost, Viewer
 from server.dashboard.web import DashboardDep, DashboardRoute, PageError, redirect
 from server.models import TRIAGE_STATES
-from server.store import agents, findings
+from server.store import agents, findings, outcomes
 from server.store.findings_query import (
     SENSORS,
     VERDICTS,
@@ -111,6 +111,7 @@ def finding_detail(request: Request, dashboard: DashboardDep, person: Viewer,
     bundle = active[1] if active else None
     return dashboard.page(
         request, "finding.html", finding=finding, events=events,
+        told_user=outcomes.user_told(row.outcomes),
         host=agents.as_dict(agent) if agent else None,
         alternatives=_alternatives(finding, bundle, context.catalog),
         names=apps.app_names(bundle, context.catalog), triage_states=TRIAGE_STATES,

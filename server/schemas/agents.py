@@ -35,6 +35,9 @@ class AgentView(Answer):
     policy_current: bool
     public_key: str | None = Field(default=None, description="the machine key bound to this "
                                    "agent (base64); null for an agent before machine keys")
+    notify_error: str | None = Field(
+        default=None, description="why this machine's latest notification failed; null when "
+                                  "it worked or none was tried (its user can be told)")
     reenrollment: Reenrollment | None = Field(
         default=None, description="a re-enrollment of this machine held for an administrator")
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from policies.vocabulary import TriageState
+from policies.vocabulary import OutcomeState, TriageState
 from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
 from server.store.findings_query import FindingFilters, Order
 
@@ -21,6 +21,16 @@ def _as_object(value: Any) -> Any:
 
 StoredObject = Annotated[dict[str, Any], BeforeValidator(_as_object)]
 
+
+
+class ActionOutcome(Answer):
+    """What became of one action the agent ran on the finding (its latest result)."""
+
+    action: str = Field(description="`notify` or `terminate`")
+    state: OutcomeState = Field(description="`done`, `failed` (`detail` says why) or "
+                                            "`would_have` (audit mode held it back)")
+    detail: str
+    time: str = Field(description="when the agent ran it (RFC 3339)")
 
 
 class Finding(Answer):
@@ -53,6 +63,11 @@ class Finding(Answer):
     last_seen: Timestamp
     resolved_at: Timestamp | None
     count: int
+    outcomes: list[ActionOutcome] = Field(
+        description="each action's outcome as the agent reported it; `action` is only what "
+                    "the policy asked for")
+    outcome: str = Field(description="the outcomes in one line, e.g. `notify: failed "
+                                     "(notify-send not found)`")
 
 
 class FindingEvent(Answer):

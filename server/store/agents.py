@@ -337,4 +337,12 @@ def as_dict(agent: Agent) -> dict[str, Any]:
         "status": agent.status,
         "revoked_at": agent.revoked_at.isoformat() if agent.revoked_at else None,
         "public_key": agent.public_key,
+        "notify_error": agent.notify_error,
     }
+
+
+def count_cannot_notify(session: Session) -> int:
+    """Agents (not revoked) whose latest notification failed: their users cannot be told."""
+    return session.scalar(
+        sa.select(sa.func.count()).select_from(Agent)
+        .where(Agent.notify_error.is_not(None), Agent.revoked_at.is_(None))) or 0

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from server.db import utcnow
 from server.models import TRIAGE_STATES, Agent, Event, Finding
-from server.store import audit
+from server.store import audit, outcomes
 
 
 @dataclass
@@ -61,7 +61,11 @@ def apply_opened(
     time: dt.datetime,
     finding: dict[str, Any],
     changes: FindingChanges,
+    *,
+    restated: bool = False,
 ) -> None:
+    """`restated`: the agent re-evaluated a finding still open (a new policy), so the terms
+    change but the count of sightings does not."""
     row = known.get(finding["key"])
     if row is None:
         row = _new_row(agent_id, time, finding, status="open")
@@ -69,7 +73,8 @@ def apply_opened(
         changes.created.append(row)
         changes.opened.append(row)
         return
-    row.count += 1
+    if not restated or row.status != "open":
+        row.count += 1
     if time >= row.last_seen:
         _describe(row, finding)
         row.last_seen = time
@@ -198,6 +203,8 @@ def as_dict(row: Finding, agent: Agent | None = None) -> dict[str, Any]:
         "last_seen": row.last_seen.isoformat(),
         "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
         "count": row.count,
+        "outcomes": outcomes.outcome_list(row.outcomes),
+        "outcome": outcomes.outcome_text(row.action, row.outcomes),
     }
 
 
