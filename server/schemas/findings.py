@@ -7,7 +7,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from policies.vocabulary import OutcomeState, TriageState
-from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
+from server.schemas.common import (
+    DEFAULT_LIMIT,
+    MAX_ROW_ID,
+    Answer,
+    Cursor,
+    Limit,
+    Page,
+    Timestamp,
+)
 from server.store.findings_query import FindingFilters, Order
 
 
@@ -20,6 +28,8 @@ def _as_object(value: Any) -> Any:
 
 
 StoredObject = Annotated[dict[str, Any], BeforeValidator(_as_object)]
+# One bulk triage request at most: one transaction, one audit entry per finding.
+MAX_BULK_TRIAGE = 1000
 
 
 
@@ -91,6 +101,22 @@ class TriageRequest(BaseModel):
 
     state: TriageState
     comment: str = Field(default="", max_length=4000)
+
+
+class BulkTriageRequest(BaseModel):
+    """Several findings to one triage state at once: all of them, or (an id unknown) none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ROW_ID)]] = Field(
+        min_length=1, max_length=MAX_BULK_TRIAGE,
+        description=f"the findings' ids; at most {MAX_BULK_TRIAGE} per request")
+    state: TriageState
+    comment: str = Field(default="", max_length=4000)
+
+
+class BulkTriageResult(Answer):
+    items: list[Finding] = Field(description="the findings as they are now, in `ids` order")
 
 
 class FindingListQuery(FindingFilters):

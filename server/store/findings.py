@@ -162,6 +162,27 @@ def set_triage(
     return row
 
 
+def set_triage_many(
+    session: Session, finding_ids: list[int], state: str, comment: str | None, actor: str
+) -> tuple[list[Finding], list[int]]:
+    """Triage several findings in one transaction: (the rows, in order), or, when some ids
+    are unknown, ([], those ids) and nothing changed. One audit entry per finding."""
+    wanted = list(dict.fromkeys(finding_ids))
+    # In id order, so two bulk requests lock rows in one order (no deadlock).
+    rows = {row.id: row for row in session.scalars(
+        sa.select(Finding).where(Finding.id.in_(wanted)).order_by(Finding.id)
+        .with_for_update())}
+    missing = [finding_id for finding_id in wanted if finding_id not in rows]
+    if missing:
+        return [], missing
+    changed = []
+    for finding_id in wanted:
+        row = set_triage(session, finding_id, state, comment, actor)
+        assert row is not None  # locked above
+        changed.append(row)
+    return changed, []
+
+
 def _triage_of(row: Finding) -> dict[str, Any]:
     return {"triage": row.triage, "triage_comment": row.triage_comment,
             "triage_by": row.triage_by,

@@ -59,6 +59,8 @@ ADMIN_API = [
     Endpoint("GET", "/api/v1/findings/{finding}", "viewer"),
     Endpoint("POST", "/api/v1/findings/{finding}/triage", "analyst",
              body={"state": "acknowledged", "comment": "matrix"}),
+    Endpoint("POST", "/api/v1/findings/triage", "analyst",
+             body={"ids": [1], "state": "false_positive", "comment": "matrix"}),
     Endpoint("GET", "/api/v1/agents", "viewer"),
     Endpoint("GET", "/api/v1/agents/{victim}", "viewer"),
     Endpoint("POST", "/api/v1/agents/{victim}/revoke", "admin"),
