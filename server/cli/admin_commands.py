@@ -142,7 +142,7 @@ def cmd_policy_list(client: WardenClient, args: argparse.Namespace) -> int:
     return show(args, client.list_policies(), "no policy versions", [
         ("VERSION", lambda p: p.version_number), ("NAME", lambda p: p.name),
         ("MODE", lambda p: p.mode), ("ACTIVE", lambda p: "*" if p.active else ""),
-        ("CREATED", lambda p: when(p.created_at)), ("BY", lambda p: p.created_by),
+        ("CREATED", lambda p: when(p.created_at)), ("BY", lambda p: p.created_by_name),
         ("HASH", lambda p: p.version[:12])])
 
 
@@ -267,7 +267,7 @@ def cmd_tokens_revoke(client: WardenClient, args: argparse.Namespace) -> int:
 
 def cmd_audit(client: WardenClient, args: argparse.Namespace) -> int:
     return show(args, client.audit(), "the audit log is empty", [
-        ("TIME", lambda e: when(e.time)), ("ACTOR", lambda e: e.actor),
+        ("TIME", lambda e: when(e.time)), ("WHO", lambda e: e.actor_name),
         ("ACTION", lambda e: e.action), ("TARGET", lambda e: e.target)])
 
 

@@ -109,7 +109,7 @@ def describe(finding: FindingDetail) -> str:
     """A finding for people: what was seen, what the agent did (outcomes), the timeline."""
     lines = [f"finding {finding.id}: {finding.app} on {finding.host or finding.agent_id}",
              f"  verdict     {finding.verdict} ({finding.status}; triage {finding.triage}"
-             + (f" by {finding.triage_by}" if finding.triage_by else "") + ")",
+             + (f" by {finding.triage_by_name}" if finding.triage_by_name else "") + ")",
              f"  sensor      {finding.sensor}",
              f"  seen        {finding.count} time(s), first {when(finding.first_seen)}, "
              f"last {when(finding.last_seen)}",

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from markupsafe import Markup
 
+from server.actors import actor_name
 from server.dashboard.throttle import VerifySlots
 from server.store.outcomes import state_of
 
@@ -164,6 +165,7 @@ def build_templates() -> jinja2.Environment:
     env.filters["duration"] = duration
     env.filters["short_path"] = short_path
     env.filters["when_short"] = format_time_short
+    env.filters["person"] = actor_name
     env.globals["with_query"] = with_query
     env.globals["outcome_label"] = outcome_label
     env.globals["now"] = lambda: dt.datetime.now(dt.UTC)

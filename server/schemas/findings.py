@@ -62,6 +62,7 @@ class Finding(Answer):
     triage: TriageState
     triage_comment: str | None
     triage_by: str | None
+    triage_by_name: str | None = Field(description="who triaged it, for people (`alice`)")
     triage_at: Timestamp | None
     evidence: StoredObject = Field(description="what the agent reported: pid, exe, package "
                                                  "id, bundle id, path, remote address, …")

@@ -16,6 +16,7 @@ class PolicySummary(Answer):
     mode: str = Field(description="audit or enforce")
     created_at: Timestamp
     created_by: str
+    created_by_name: str = Field(description="who uploaded it, for people (`alice`)")
     active: bool = Field(description="the version agents get")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from server.actors import actor_name
 from server.db import utcnow
 from server.models import TRIAGE_STATES, Agent, Event, Finding
 from server.store import audit, outcomes
@@ -186,6 +187,7 @@ def set_triage_many(
 def _triage_of(row: Finding) -> dict[str, Any]:
     return {"triage": row.triage, "triage_comment": row.triage_comment,
             "triage_by": row.triage_by,
+        "triage_by_name": actor_name(row.triage_by),
             "triage_at": row.triage_at.isoformat() if row.triage_at else None}
 
 
@@ -214,6 +216,7 @@ def as_dict(row: Finding, agent: Agent | None = None) -> dict[str, Any]:
         "triage": row.triage,
         "triage_comment": row.triage_comment,
         "triage_by": row.triage_by,
+        "triage_by_name": actor_name(row.triage_by),
         "triage_at": row.triage_at.isoformat() if row.triage_at else None,
         "evidence": row.evidence,
         "alternative": row.alternative,
