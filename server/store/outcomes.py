@@ -24,7 +24,11 @@ _LABELS: dict[str, str] = {"done": "done", "failed": "failed", "would_have": "wo
 def state_of(result: Mapping[str, Any]) -> OutcomeState:
     if result.get("ok") is True:
         return "done"
-    if result.get("mode") == "audit" or str(result.get("detail", "")).startswith(_AUDIT_DETAIL):
+    # Audit mode holds back what enforces (terminate), never the notification: a
+    # notification that failed in audit mode failed.
+    held_back = result.get("mode") == "audit" or str(result.get("detail", "")).startswith(
+        _AUDIT_DETAIL)
+    if held_back and result.get("action") != "notify":
         return "would_have"
     return "failed"
 

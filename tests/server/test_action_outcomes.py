@@ -137,7 +137,7 @@ def test_the_dashboard_pages_state_the_outcome(
 ) -> None:
     agent = enroll(hostname="desk-9")
     post_events(client, agent.headers, event(time=T0, policy=ENFORCE_TERMINATE),
-                action("notify", False, NO_NOTIFY_SEND, T0),
+                action("notify", False, NO_NOTIFY_SEND, T0, mode="audit"),
                 action("terminate", False, AUDIT_ONLY, T0, mode="audit"))
     browser = log_in_with_token(app, admin_token)
     finding = the_finding(client, admin_token)
