@@ -19,7 +19,7 @@ from policies.errors import PolicyError
 from policies.loader import load_catalog, parse_policy, policy_warnings
 from policies.vocabulary import ROLES
 from server.api_client import ApiError, WardenClient, WardenClientError
-from server.cli import findings_commands, reenroll_commands
+from server.cli import findings_commands, policy_views, reenroll_commands
 from server.cli.admin_output import EXIT_API, as_json, fail, render, show, when
 from server.cli.admin_runner import Command, connection_options, runner
 from server.schemas.agents import AgentView
@@ -60,10 +60,12 @@ def _register_policy(subparsers: SubParsers, connection: argparse.ArgumentParser
     push.add_argument("--catalog", type=Path, default=None,
                       help="catalog folder to validate against (default: the stock catalog)")
     _add(actions, "list", "policy versions on the server", connection, cmd_policy_list, True)
-    diff = _add(actions, "diff", "unified diff of two versions' sources", connection,
-                cmd_policy_diff)
+    diff = _add(actions, "diff", "what changed between two versions: rules, settings, source",
+                connection, cmd_policy_diff)
     diff.add_argument("a", type=int, metavar="N")
     diff.add_argument("b", type=int, metavar="M")
+    diff.add_argument("--unified", action="store_true",
+                      help="print a plain unified diff of the sources (for patch tools)")
     activate = _add(actions, "activate", "serve version N to agents", connection,
                     cmd_policy_activate)
     activate.add_argument("number", type=int, metavar="N")
@@ -142,15 +144,19 @@ def cmd_policy_list(client: WardenClient, args: argparse.Namespace) -> int:
     return show(args, client.list_policies(), "no policy versions", [
         ("VERSION", lambda p: p.version_number), ("NAME", lambda p: p.name),
         ("MODE", lambda p: p.mode), ("ACTIVE", lambda p: "*" if p.active else ""),
-        ("CREATED", lambda p: when(p.created_at)), ("BY", lambda p: p.created_by_name),
+        ("CREATED", lambda p: when(p.created_at)),
+        ("BY", lambda p: p.created_by_name or p.created_by),
         ("HASH", lambda p: p.version[:12])])
 
 
 def cmd_policy_diff(client: WardenClient, args: argparse.Namespace) -> int:
-    diff = client.diff_policies(args.a, args.b)
-    print(diff if diff.endswith("\n") or not diff else diff + "\n", end="")
-    if not diff:
-        print(f"versions {args.a} and {args.b} have the same source", file=sys.stderr)
+    if args.unified:
+        diff = client.diff_policies(args.a, args.b)
+        print(diff if diff.endswith("\n") or not diff else diff + "\n", end="")
+        if not diff:
+            print(f"versions {args.a} and {args.b} have the same source", file=sys.stderr)
+        return 0
+    print(policy_views.diff_text(client.get_policy(args.a), client.get_policy(args.b)))
     return 0
 
 
@@ -167,11 +173,11 @@ def cmd_policy_rollback(client: WardenClient, args: argparse.Namespace) -> int:
 
 
 def cmd_policy_impact(client: WardenClient, args: argparse.Namespace) -> int:
-    impact = as_json(client.policy_impact(args.number))
+    impact = client.policy_impact(args.number)
     if args.json:
-        print(json.dumps(impact, indent=2))
+        print(json.dumps(as_json(impact), indent=2))
     else:
-        render(impact)
+        print(policy_views.impact_text(impact))
     return 0
 
 
@@ -212,8 +218,13 @@ def cmd_agents_readmit(client: WardenClient, args: argparse.Namespace) -> int:
 
 
 def find_agent(client: WardenClient, name: str) -> AgentView:
-    """The one agent `name` is the hostname (ignoring case) or the id of; several agents
-    with that hostname is an error that lists them, so the administrator picks the id."""
+    """The agent `name` is the id of, else the one it is the hostname of (ignoring case);
+    several agents with that hostname is an error that lists them, to pick the id."""
+    try:
+        return client.get_agent(name)
+    except ApiError as exc:
+        if exc.status not in (404, 422):
+            raise
     named = [agent for agent in client.list_agents(host=name)
              if agent.hostname.lower() == name.lower()] if "*" not in name else []
     if len(named) == 1:
@@ -223,13 +234,8 @@ def find_agent(client: WardenClient, name: str) -> AgentView:
                           for agent in named)
         raise WardenClientError(f"{len(named)} agents have the hostname {name!r}: {which}; "
                                 "give the id instead")
-    try:
-        return client.get_agent(name)
-    except ApiError as exc:
-        if exc.status in (404, 422):
-            raise WardenClientError(f"no agent has the hostname or id {name!r}; see "
-                                    "`warden agents list`") from exc
-        raise
+    raise WardenClientError(f"no agent has the hostname or id {name!r}; see "
+                            "`warden agents list`")
 
 
 def cmd_secrets_create(client: WardenClient, args: argparse.Namespace) -> int:
@@ -267,7 +273,7 @@ def cmd_tokens_revoke(client: WardenClient, args: argparse.Namespace) -> int:
 
 def cmd_audit(client: WardenClient, args: argparse.Namespace) -> int:
     return show(args, client.audit(), "the audit log is empty", [
-        ("TIME", lambda e: when(e.time)), ("WHO", lambda e: e.actor_name),
+        ("TIME", lambda e: when(e.time)), ("WHO", lambda e: e.actor_name or e.actor),
         ("ACTION", lambda e: e.action), ("TARGET", lambda e: e.target)])
 
 

@@ -164,6 +164,11 @@ def cmd_findings_triage(client: WardenClient, args: argparse.Namespace) -> int:
         if not ids:
             print("no findings match; nothing was changed", file=sys.stderr)
             return 0
+    if len(ids) == 1:
+        # One finding: its own route, which any server version has.
+        result = client.triage_finding(str(ids[0]), args.state, args.comment)
+        print(f"finding {ids[0]}: {result.triage}")
+        return 0
     changed = 0
     for start in range(0, len(ids), MAX_BULK_TRIAGE):
         changed += len(client.triage_findings(ids[start:start + MAX_BULK_TRIAGE], args.state,

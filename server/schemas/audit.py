@@ -23,7 +23,7 @@ class AuditEntry(Answer):
     time: Timestamp
     actor: str = Field(description="who, precisely: `user:ID:NAME`, `token:ID:NAME`, "
                                    "`cli:LOGIN`")
-    actor_name: str = Field(description="who, for people: `alice`, `ci (API token)`")
+    actor_name: str = Field(default="", description="who, for people: `alice`, `ci (API token)`")
     action: str
     target: str
     before: Any = Field(description="the record before the change (JSON), if any")

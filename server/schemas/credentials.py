@@ -24,7 +24,7 @@ class SecretRecord(Answer):
     group: str | None
     note: str | None
     created_by: str
-    created_by_name: str = Field(description="who created it, for people (`alice`)")
+    created_by_name: str = Field(default="", description="who created it, for people (`alice`)")
     created_at: Timestamp
     revoked_at: Timestamp | None
     uses: int

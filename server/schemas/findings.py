@@ -62,7 +62,8 @@ class Finding(Answer):
     triage: TriageState
     triage_comment: str | None
     triage_by: str | None
-    triage_by_name: str | None = Field(description="who triaged it, for people (`alice`)")
+    triage_by_name: str | None = Field(default=None,
+                                       description="who triaged it, for people (`alice`)")
     triage_at: Timestamp | None
     evidence: StoredObject = Field(description="what the agent reported: pid, exe, package "
                                                  "id, bundle id, path, remote address, …")
@@ -74,11 +75,12 @@ class Finding(Answer):
     last_seen: Timestamp
     resolved_at: Timestamp | None
     count: int
+    # Defaults: an older server's answer still reads.
     outcomes: list[ActionOutcome] = Field(
-        description="each action's outcome as the agent reported it; `action` is only what "
-                    "the policy asked for")
-    outcome: str = Field(description="the outcomes in one line, e.g. `notify: failed "
-                                     "(notify-send not found)`")
+        default_factory=list, description="each action's outcome as the agent reported it; "
+                                          "`action` is only what the policy asked for")
+    outcome: str = Field(default="", description="the outcomes in one line, e.g. `notify: "
+                                                 "failed (notify-send not found)`")
 
 
 class FindingEvent(Answer):

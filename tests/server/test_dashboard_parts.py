@@ -18,9 +18,9 @@ from server.dashboard.auth import (
 )
 from server.dashboard.charts import bar_chart, nice_ticks
 from server.dashboard.policies import annotate
-from server.dashboard.policy_diff import rule_changes, setting_changes, source_diff
 from server.dashboard.throttle import LoginThrottle, ThrottleLimits
 from server.dashboard.web import safe_next, time_ago, with_query
+from server.policy_diff import rule_changes, setting_changes, source_diff
 
 
 class Clock:
