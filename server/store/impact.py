@@ -146,14 +146,15 @@ def preview(
 def _count(changes: list[dict[str, Any]], tally: _Tally, limit: int) -> None:
     for change in changes:
         tally.changes += 1
-        if change["after"] == "deny":
+        # A row may keep its verdict (only the agent's response changes).
+        if change["after"] == "deny" != change["before"]:
             tally.newly_denied += 1
-        if change["before"] == "deny":
+        if change["before"] == "deny" != change["after"]:
             tally.no_longer_denied += 1
         if change["before_response"] != change["after_response"]:
             tally.response_changes += 1
-            if (_TERMINATES in change["after_response"]
-                    and _TERMINATES not in change["before_response"]):
+            if (_terminates(change["after_response"])
+                    and not _terminates(change["before_response"])):
                 tally.newly_terminated += 1
         if len(tally.rows) < limit:
             tally.rows.append(change)
@@ -216,7 +217,9 @@ def _new_verdict(
     return None
 
 
-_TERMINATES = "terminate"
+def _terminates(response: str) -> bool:
+    # What runs comes before any "(would ...: reason)" that audit mode holds back.
+    return "terminate" in response.split(" (", 1)[0]
 
 
 def _response(found: list[EngineFinding], app: str) -> str:
