@@ -63,6 +63,10 @@ class SyncStatus:
     enrolled: bool = False
     agent_id: str | None = None
     policy_version: str | None = None
+    # The server's number for the active version (v2) and that version's hash: shown by
+    # `warden-agent status` when it is the bundle the agent runs.
+    policy_number: int | None = None
+    policy_number_of: str | None = None
     policy_error: str | None = None
     last_checkin: float | None = None
     last_upload: float | None = None
@@ -208,6 +212,9 @@ class PolicySync:
                                      public_key=self._key().public_key)
         self.status.last_checkin = time.time()
         etag = answer.get("policy_etag")
+        number = answer.get("policy_number")
+        if isinstance(number, int) and not isinstance(number, bool):
+            self.status.policy_number, self.status.policy_number_of = number, etag
         announced = answer.get("policy_public_key")
         other_key = isinstance(announced, str) and announced != pinned
         rekeyed = self._refetch or (other_key and announced != self._fetched_for_key)
@@ -329,8 +336,11 @@ class Uploader:
         batch_events: int = 500,
         idle_interval: float = 1.0,
         rng: random.Random | None = None,
+        on_uploaded: Callable[[], object] = lambda: None,
     ) -> None:
         self.client = client
+        # Told after each batch the server took, so `warden-agent status` is current.
+        self._on_uploaded = on_uploaded
         self.spool = spool
         self._token = token
         self.status = status
@@ -384,4 +394,8 @@ class Uploader:
         self.spool.ack(sent[i] for i in sent if i.lower() in committed)
         self.status.uploaded_events += len(committed)
         self.status.last_upload = time.time()
+        try:
+            self._on_uploaded()
+        except OSError as error:
+            log.warning("cannot record the upload: %s", error)
         return len(batch) >= self.batch_events

@@ -115,6 +115,7 @@ async def checkin(request: Request, token: TokenDep, context: ContextDep) -> Che
     if checked_in.new_sensor_problems and context.hooks.on_sensor_problem:
         await run_in_threadpool(_alert_sensor_problems, context, checked_in)
     return CheckinResponse(policy_etag=checked_in.policy_etag,
+                           policy_number=checked_in.policy_number,
                            policy_public_key=context.signer.public_key_b64,
                            next_checkin_seconds=next_checkin_seconds(context))
 

@@ -166,6 +166,9 @@ class CheckinResponse(BaseModel):
         description="the key the server signs with now; an agent that trusts another fetches "
                     "the policy, whose `key_rotations` lead it there")
     next_checkin_seconds: int
+    policy_number: int | None = Field(
+        default=None, description="the active version's number (v2), for people: the agent "
+                                  "shows it in `warden-agent status`")
 
 
 class FindingInfo(_Request):
