@@ -30,6 +30,9 @@ from tests.server.admin_support import (
     process,
 )
 
+# Each test starts the real CLI a dozen times: slow on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 WARDEN = Path(sys.executable).with_name("warden")
 EnrolledAgent = Any
 Cli = Callable[..., subprocess.CompletedProcess[str]]
