@@ -211,7 +211,11 @@ class ServiceEnvSource(InitSettingsSource):
     agent.service.render writes them), read only once proven an administrator's."""
 
     def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
-        content = read_trusted(path, "the service environment file") if path else None
+        try:
+            content = read_trusted(path, "the service environment file") if path else None
+        except PermissionError:
+            # Root only (0600): a user's own `warden-agent scan` goes on without it.
+            content = None
         values = parse_env_file(content.decode("utf-8")) if content else {}
         super().__init__(settings_cls, {name: value for name, value in values.items()
                                         if name in settings_cls.model_fields})

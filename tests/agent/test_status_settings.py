@@ -69,3 +69,24 @@ def test_status_names_the_policy_number_of_the_bundle_it_runs(
                                                    "policy_number_of": "cd" * 32}))
     assert main(["status"]) == 0
     assert "policy          abababababab (enforce)" in capsys.readouterr().out
+
+
+def test_a_user_who_cannot_read_the_root_only_file_still_runs(
+    shell_without_the_service_env: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import agent.settings
+
+    shell_without_the_service_env.write_text('WARDEN_AGENT_SERVER_URL="https://x"\n')
+
+    real = agent.settings.read_trusted
+
+    def refused(path: Path, what: str) -> bytes | None:
+        if path == shell_without_the_service_env:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, what)
+
+    # Not root: the 0600 file cannot be opened, and that is not an error.
+    monkeypatch.setattr(agent.settings, "read_trusted", refused)
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["server_url"] is None
