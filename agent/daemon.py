@@ -108,7 +108,7 @@ class AgentDaemon:
                                settings.resolved_enroll_secret, self._apply_bundle,
                                self._agent_status, self.status,
                                checkin_interval=settings.checkin_interval,
-                               on_reachable=lambda: self.uploader.nudge(),
+                               on_reachable=self._after_checkin,
                                on_failure=self._agent_status,
                                trusted_key=settings.policy_public_key,
                                take_exceptions=self._take_exceptions)
@@ -122,6 +122,9 @@ class AgentDaemon:
             maxlen=10_000)
         self._backlog_lock = threading.Lock()
         self._spool_failing = False
+        # The last status gathered for a check-in, and the backoff then: rewritten with the
+        # sync state after each check-in and upload (see _refresh_status_file).
+        self._last_status: tuple[dict[str, Any], float] | None = None
         self._bundle = self._initial_bundle()
         self._choice = choice or SensorChoice(
             installed=settings.installed, network=settings.network, content=settings.content,
@@ -149,7 +152,8 @@ class AgentDaemon:
             self.status.policy_version = self._bundle["version"]
         self.uploader = Uploader(self.client, self.spool, self._token, self.status,
                                  batch_events=settings.upload_batch_events,
-                                 idle_interval=settings.upload_interval)
+                                 idle_interval=settings.upload_interval,
+                                 on_uploaded=self._refresh_status_file)
         # Any local user may ask for an exception; the agent records who asked.
         self.requests = RequestServer(settings.request_socket, self._on_request,
                                       self._known_app) if settings.request_socket else None
@@ -316,7 +320,19 @@ class AgentDaemon:
             report["block"] = guard
         return report
 
+    def _after_checkin(self) -> None:
+        self.uploader.nudge()
+        self._refresh_status_file()
+
+    def _refresh_status_file(self) -> None:
+        """Rewrite the status file with the sync state as it is now: the check-in or upload
+        that just went through is in `warden-agent status` at once, not one interval later."""
+        last = self._last_status
+        if last is not None:
+            self._write_status_file(*last)
+
     def _write_status_file(self, status: dict[str, Any], backoff: float) -> None:
+        self._last_status = (status, backoff)
         report = {**status, **dataclasses.asdict(self.status), "backoff_factor": backoff,
                   "written_at": format_time(utc_now())}
         try:

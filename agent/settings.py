@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -47,6 +48,15 @@ def default_config_dir() -> Path:
 def default_config_path() -> Path:
     override = os.environ.get("WARDEN_AGENT_CONFIG")
     return Path(override) if override else default_config_dir() / "agent.toml"
+
+
+def service_env_path() -> Path | None:
+    """The environment file the systemd unit gives the service (`EnvironmentFile=`), so a
+    command run from a shell (`warden-agent status`) sees the service's settings too."""
+    override = os.environ.get("WARDEN_AGENT_ENV_FILE")
+    if override:
+        return Path(override)
+    return Path("/etc/warden/agent.env") if sys.platform.startswith("linux") else None
 
 
 def default_state_dir() -> Path:
@@ -193,7 +203,10 @@ class AgentSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TrustedTomlSource(settings_cls, default_config_path()))
+        # The process's environment wins; then the service's environment file (what the
+        # service itself runs with); then the config file.
+        return (init_settings, env_settings, ServiceEnvSource(settings_cls, service_env_path()),
+                TrustedTomlSource(settings_cls, default_config_path()))
 
 
 class TrustedTomlSource(InitSettingsSource):
@@ -203,6 +216,34 @@ class TrustedTomlSource(InitSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
         content = read_trusted(path, "the agent config file")
         super().__init__(settings_cls, tomllib.loads(content.decode("utf-8")) if content else {})
+
+
+class ServiceEnvSource(InitSettingsSource):
+    """`WARDEN_AGENT_*="value"` lines of the service's environment file (as
+    agent.service.render writes them), read only once proven an administrator's."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        try:
+            content = read_trusted(path, "the service environment file") if path else None
+        except PermissionError:
+            # Root only (0600): a user's own `warden-agent scan` goes on without it.
+            content = None
+        values = parse_env_file(content.decode("utf-8")) if content else {}
+        super().__init__(settings_cls, {name: value for name, value in values.items()
+                                        if name in settings_cls.model_fields})
+
+
+_ENV_LINE = re.compile(r'^WARDEN_AGENT_([A-Z0-9_]+)="((?:[^"\\]|\\.)*)"$')
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Settings by field name from an environment file; other variables are not ours."""
+    values = {}
+    for line in text.splitlines():
+        found = _ENV_LINE.match(line.strip())
+        if found:
+            values[found.group(1).lower()] = re.sub(r"\\(.)", r"\1", found.group(2))
+    return values
 
 
 class SettingsError(Exception):

@@ -143,12 +143,72 @@ def parse_policy(
     today: dt.date | None = None,
 ) -> Policy:
     """Parse and check a policy against the catalog; raise PolicyError with every issue."""
-    policy = parse_model(Policy, text, source)
+    try:
+        policy = parse_model(Policy, text, source)
+    except PolicyError as exc:
+        # Every problem in one pass: a typo'd app id is said beside a bad mode or date,
+        # not only once those are fixed.
+        raise PolicyError(_by_line(exc.issues + _reference_issues(text, source, catalog,
+                                                                  exc.issues))) from exc
     _, lines = load_with_lines(text)
     issues = check_policy(policy, catalog, source, lines, today or dt.date.today())
     if issues:
         raise PolicyError(issues)
     return policy
+
+
+def policy_warnings(
+    text: str, source: str, policy: Policy, today: dt.date | None = None
+) -> list[ValidationIssue]:
+    """What is worth saying about a valid policy but must not refuse it: an exception whose
+    date has passed (a policy that validates today must still validate the day one lapses;
+    agents stop honouring it by their own clock)."""
+    today = today or dt.date.today()
+    _, lines = load_with_lines(text)
+    warnings = []
+    for index, rule in enumerate(policy.rules):
+        for ex_index, exception in enumerate(rule.exceptions):
+            if exception.expires < today:
+                path: YamlPath = ("rules", index, "exceptions", ex_index, "expires")
+                warnings.append(ValidationIssue(
+                    source, line_for(lines, path), _field_name(path),
+                    f"exception lapsed on {exception.expires.isoformat()}: agents no longer "
+                    "honour it", "remove it, or set a future date if it is still needed"))
+    return warnings
+
+
+def _by_line(issues: list[ValidationIssue]) -> list[ValidationIssue]:
+    return sorted(issues, key=lambda issue: issue.line or 0)
+
+
+def _reference_issues(
+    text: str, source: str, catalog: dict[str, AppDefinition],
+    already: list[ValidationIssue],
+) -> list[ValidationIssue]:
+    """Unknown app ids in rules, read from the raw file when the model could not be built."""
+    try:
+        data, lines = load_with_lines(text)
+    except YamlSyntaxError:
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        return []
+    own = data.get("apps")
+    known = set(catalog) | {app.get("id") for app in own if isinstance(app, dict)} \
+        if isinstance(own, list) else set(catalog)
+    said = {issue.field for issue in already}
+    issues = []
+    for index, rule in enumerate(data["rules"]):
+        if not isinstance(rule, dict):
+            continue
+        for key in ("app", "alternative"):
+            value = rule.get(key)
+            path: YamlPath = ("rules", index, key)
+            if isinstance(value, str) and value not in known and _field_name(path) not in said:
+                hint = (f"use a catalog id ({', '.join(sorted(map(str, known)))}) or define "
+                        "it under `apps:`" if key == "app" else "name a catalog app id")
+                issues.append(ValidationIssue(source, line_for(lines, path), _field_name(path),
+                                              f"unknown app id {value!r}", hint))
+    return issues
 
 
 def load_policy(
@@ -169,7 +229,7 @@ def check_policy(
     lines: dict[YamlPath, int],
     today: dt.date,
 ) -> list[ValidationIssue]:
-    """The checks that need more than one field: ids, alternatives, conflicts, expiry."""
+    """The checks that need more than one field: ids, alternatives, conflicts, scopes."""
     issues: list[ValidationIssue] = []
 
     def issue(path: YamlPath, message: str, hint: str) -> None:
@@ -205,10 +265,7 @@ def check_policy(
                   f"action `block` needs verdict `deny`, not {rule.verdict!r}",
                   "set `verdict: deny`, or use action `notify`")
         for ex_index, exception in enumerate(rule.exceptions):
-            path: YamlPath = ("rules", index, "exceptions", ex_index, "expires")
-            if exception.expires < today:
-                issue(path, f"exception expired on {exception.expires.isoformat()}",
-                      "remove it, or set a future date if it is still needed")
+            # A lapsed date is a warning (policy_warnings), never an error.
             if not exception.hosts and not exception.groups:
                 issue(("rules", index, "exceptions", ex_index),
                       "an exception must name hosts or groups", "add `hosts:` or `groups:`")

@@ -50,6 +50,10 @@ EventType = Literal["finding_opened", "finding_resolved", "action", "exception_r
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 FindingStatus = Literal["open", "resolved"]
 FINDING_STATUSES: tuple[FindingStatus, ...] = get_args(FindingStatus)
+# What became of one action on an endpoint: done, failed (the detail says why), or only
+# what it would have done (audit mode: the policy asks for it, the mode holds it back).
+OutcomeState = Literal["done", "failed", "would_have"]
+OUTCOME_STATES: tuple[OutcomeState, ...] = get_args(OutcomeState)
 TriageState = Literal["new", "acknowledged", "resolved", "false_positive", "excepted"]
 TRIAGE_STATES: tuple[TriageState, ...] = get_args(TriageState)
 

@@ -38,6 +38,7 @@ from policies.vocabulary import (
     EndpointSensor,
     EventType,
     FindingVerdict,
+    Mode,
     OsName,
 )
 
@@ -183,6 +184,9 @@ class CheckinResponse(BaseModel):
         default=None, description="the exceptions this agent may honour and the answers to "
                                   "its requests, signed (policies.exceptions); the agent "
                                   "takes them only if they verify with its policy key")
+    policy_number: int | None = Field(
+        default=None, description="the active version's number (v2), for people: the agent "
+                                  "shows it in `warden-agent status`")
 
 
 MESSAGE_CHARS = 4096
@@ -227,6 +231,9 @@ class ActionResult(_Request):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     user: str | None = Field(default=None, max_length=1024)
     parent: str | None = Field(default=None, max_length=4096)
+    mode: Mode | None = Field(
+        default=None, description="the policy's mode when it ran: in `audit` a result that "
+                                  "is not ok is what enforce mode would have done")
 
 
 # What `_complete_for_type` checks, said in the JSON schema too, so a client generated
@@ -256,6 +263,10 @@ class AgentEvent(_Request):
     finding: FindingInfo | None = None
     result: ActionResult | None = None
     request: ExceptionRequestInfo | None = None
+    restated: bool = Field(
+        default=False, strict=True,
+        description="a finding_opened that restates one still open on new terms (a policy "
+                    "activated or rolled back): an update, not a new sighting to count")
 
     @model_validator(mode="after")
     def _complete_for_type(self) -> AgentEvent:

@@ -29,10 +29,12 @@ from server.schemas.credentials import (
     SecretRecord,
     TokenPage,
     TokenRecord,
+    UserPage,
+    UserRecord,
 )
 from server.schemas.exceptions import ExceptionPage, ExceptionView, GrantAnswer, RequestPage
 from server.schemas.exceptions import RequestView as ExceptionRequest
-from server.schemas.findings import Finding, FindingDetail, FindingPage
+from server.schemas.findings import BulkTriageResult, Finding, FindingDetail, FindingPage
 from server.schemas.policies import (
     ImpactPreview,
     PolicyDetail,
@@ -200,6 +202,13 @@ class WardenClient:
         return self._object(Finding, "POST", f"findings/{_segment(finding_id)}/triage",
                             json={"state": state, "comment": comment})
 
+    def triage_findings(self, finding_ids: list[int], state: str,
+                        comment: str = "") -> list[Finding]:
+        """Several findings to `state` at once: all, or (an id unknown: ApiError 404) none."""
+        return self._object(BulkTriageResult, "POST", "findings/triage",
+                            json={"ids": finding_ids, "state": state,
+                                  "comment": comment}).items
+
     def export_findings(self, format: str, **filters: str | None) -> bytes:
         with self._request("GET", "findings/export",
                            params={**filters, "format": format}) as response:
@@ -247,8 +256,9 @@ class WardenClient:
 
     # --- agents, secrets, tokens, audit -------------------------------------------
 
-    def list_agents(self) -> list[AgentView]:
-        return list(self._paged(AgentPage, "agents"))
+    def list_agents(self, host: str | None = None) -> list[AgentView]:
+        """Every agent, or those with hostname `host` (ignoring case; `desk-*` a prefix)."""
+        return list(self._paged(AgentPage, "agents", {"host": host} if host else None))
 
     def revoke_agent(self, agent_id: str) -> AgentView:
         return self._object(AgentView, "POST", f"agents/{_segment(agent_id)}/revoke")
@@ -324,6 +334,17 @@ class WardenClient:
 
     def sync_connector(self, name: str) -> SyncCounts:
         return self._object(SyncCounts, "POST", f"connectors/{_segment(name)}/sync")
+
+    def create_user(self, username: str, password: str, role: str) -> UserRecord:
+        return self._object(UserRecord, "POST", "users",
+                            json={"username": username, "password": password, "role": role})
+
+    def list_users(self) -> list[UserRecord]:
+        return list(self._paged(UserPage, "users"))
+
+    def set_user_disabled(self, user_id: int, disabled: bool) -> UserRecord:
+        verb = "disable" if disabled else "enable"
+        return self._object(UserRecord, "POST", f"users/{user_id}/{verb}")
 
     def audit(self) -> list[AuditEntry]:
         return list(self._paged(AuditPage, "audit"))

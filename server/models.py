@@ -67,6 +67,10 @@ class Agent(Base):
     source: Mapped[str | None] = mapped_column(sa.String(255), index=True)
     # When its MDM stopped listing it: kept (its findings stay), no longer counted.
     retired_at: Mapped[dt.datetime | None]
+    # Why this machine's latest notification failed (None: it worked, or none was tried),
+    # and that notification's time: the overview counts machines whose users cannot be told.
+    notify_error: Mapped[str | None] = mapped_column(sa.Text)
+    notify_checked_at: Mapped[dt.datetime | None]
 
 
 class ReenrollmentRequest(Base):
@@ -220,6 +224,9 @@ class Finding(Base):
     triage_comment: Mapped[str | None] = mapped_column(sa.Text)
     triage_by: Mapped[str | None] = mapped_column(sa.String(255))
     triage_at: Mapped[dt.datetime | None]
+    # The latest result of each action the agent ran on it, by action name:
+    # {"state": done|failed|would_have, "detail": why, "time": RFC 3339} (server.store.outcomes).
+    outcomes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class AuditEntry(Base):

@@ -16,6 +16,22 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+# The one password rule, for the API, the CLI and the store: long enough to resist
+# guessing (NIST SP 800-63B asks at least 8; passphrases are welcome), capped so that
+# nobody makes the server hash megabytes.
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+
+
+def password_problem(password: str) -> str | None:
+    """Why `password` is refused, or None."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"the password must have at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"the password must have at most {MAX_PASSWORD_LENGTH} characters"
+    return None
+
+
 AGENT_TOKEN_PREFIX = "wag_"
 ENROLL_SECRET_PREFIX = "wen_"
 API_TOKEN_PREFIX = "wat_"

@@ -42,7 +42,7 @@ def csv_cell(name: str, value: Any) -> str:
     """One finding field as a CSV cell: evidence as JSON, controls escaped, no formula."""
     if value is None:
         return ""
-    if name == "evidence" or isinstance(value, dict | list):
+    if name in ("evidence", "outcomes") or isinstance(value, dict | list):
         # JSON escapes C0 controls itself, not C1 or bidi ones: those are escaped below.
         text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     else:

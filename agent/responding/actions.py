@@ -7,6 +7,7 @@ both what happened and, in audit mode, what enforce mode would have done.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,13 +16,12 @@ from agent.prevention.blocker import Blocked
 from agent.responding.enforce import TerminateResult, terminate_tree
 from agent.responding.notify import CooldownNotifier, Notifier, notice_for
 from policies.engine import Finding
+from policies.response import planned_actions
 from policies.vocabulary import OsName
 
-Terminate = Callable[[int, float | None], TerminateResult]
+log = logging.getLogger("warden.agent.actions")
 
-# Verdicts that call for the rule's action; allow (and out_of_scope / excepted,
-# which the engine only reports when asked) never act.
-_ACTING_VERDICTS = frozenset({"deny", "alert"})
+Terminate = Callable[[int, float | None], TerminateResult]
 
 
 class ActionRunner:
@@ -48,26 +48,20 @@ class ActionRunner:
         self._terminate = terminate
 
     def handle(self, finding: Finding) -> list[dict[str, Any]]:
-        if finding.verdict not in _ACTING_VERDICTS or finding.action == "report":
-            return []
-        if finding.named_by_dns:
-            # Named only by a DNS answer: the address may be a CDN's, shared with
-            # unrelated sites. The finding goes to the server; the user is not told.
-            return []
-        events = [self._notify(finding)]
-        if finding.action not in ("terminate", "block") or finding.sensor != "process":
-            # Only a running process can be ended; an installed copy or a
-            # connection is reported and the user told.
-            return events
-        if finding.mode != "enforce":
-            events.append(self._event(finding, "terminate", False,
-                                      "audit mode: not terminated"))
-        elif finding.verdict != "deny":
-            events.append(self._event(finding, "terminate", False,
-                                      f"verdict {finding.verdict}: only denied apps are "
-                                      "terminated"))
-        else:
-            events.append(self._enforce(finding))
+        events = self._handle(finding)
+        for event in events:
+            _log_outcome(event)
+        return events
+
+    def _handle(self, finding: Finding) -> list[dict[str, Any]]:
+        events = []
+        for plan in planned_actions(finding):
+            if plan.action == "notify":
+                events.append(self._notify(finding))
+            elif plan.runs:
+                events.append(self._enforce(finding))
+            else:
+                events.append(self._event(finding, plan.action, False, plan.reason))
         return events
 
     def blocked(self, blocked: Blocked) -> tuple[Finding, list[dict[str, Any]]]:
@@ -111,3 +105,25 @@ class ActionRunner:
     def _event(finding: Finding, action: str, ok: bool, detail: str) -> dict[str, Any]:
         return {"action": action, "ok": ok, "detail": detail, "app": finding.app,
                 "key": finding.key, "mode": finding.mode, "sensor": finding.sensor}
+
+
+def _log_outcome(event: Mapping[str, Any]) -> None:
+    """One log line per action, in the agent's log format: what it did to whom, or why not.
+
+    A termination that happened, or was held back by audit mode, is INFO; a
+    notification or termination that failed is a WARNING: someone reading the
+    log must not take "notify" for "the user was told".
+    """
+    action, app, detail = event["action"], event["app"], event.get("detail") or ""
+    pid = f" pid {event['pid']}" if event.get("pid") is not None else ""
+    if event["ok"]:
+        if event.get("suppressed"):
+            log.debug("%s %s: not repeated (%s)", action, app, detail)
+        elif action == "terminate":
+            log.info("terminated %s%s: %s", app, pid, detail)
+        else:
+            log.info("notified the user about %s: %s", app, detail)
+    elif event.get("mode") == "audit" and action == "terminate":
+        log.info("would have terminated %s (audit mode): %s", app, detail)
+    else:
+        log.warning("%s %s failed: %s", action, app, detail)

@@ -115,8 +115,13 @@ class FindingTracker:
             del known[finding.key]
             events.append(finding_event("resolved", finding, moment))
         for finding in opened:
+            event = finding_event("opened", finding, moment)
+            if finding.key in known:
+                # The same sighting on new terms (a policy activated or rolled back, an
+                # exec): an update, not the user launching the app again.
+                event["restated"] = True
             known[finding.key] = finding
-            events.append(finding_event("opened", finding, moment))
+            events.append(event)
         return events
 
 

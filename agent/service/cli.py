@@ -85,6 +85,9 @@ def collect_status(settings: AgentSettings) -> dict[str, Any]:
     status_path = state_dir / "status.json"
     if status_path.exists():
         running = json.loads(status_path.read_text(encoding="utf-8"))
+        if (running.get("policy_number") is not None
+                and running.get("policy_number_of") == report.get("policy_version")):
+            report["policy_number"] = running["policy_number"]
         for name in ("last_checkin", "last_upload", "open_findings", "policy_error",
                      "last_error", "uploaded_events", "written_at", "backoff_factor",
                      "sensors"):
@@ -116,7 +119,8 @@ def status_command(args: argparse.Namespace, settings: AgentSettings) -> int:
         print(f"signing key     {report['policy_public_key']}")
     version = report.get("policy_version")
     serial = f", activation {report['policy_serial']}" if report.get("policy_serial") else ""
-    policy = (f"{version[:12]} ({report.get('policy_mode')}{serial})" if version
+    number = f"v{report['policy_number']} " if report.get("policy_number") else ""
+    policy = (f"{number}{version[:12]} ({report.get('policy_mode')}{serial})" if version
               else "none from the server yet (the embedded default is in force)")
     print(f"policy          {policy}")
     print(f"last check-in   {when(report.get('last_checkin'))}")

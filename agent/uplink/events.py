@@ -46,7 +46,9 @@ def to_server_event(event: dict[str, Any]) -> dict[str, Any]:
         "type": "finding_opened" if event["event"] == "opened" else "finding_resolved",
         "time": event["time"],
         "finding": _wire_finding(event),
-    }).model_dump(mode="json")
+        # Re-judged under a new policy while still open: an update, not a new sighting.
+        "restated": bool(event.get("restated")),
+    }).model_dump(mode="json", exclude_defaults=True)
 
 
 def action_event(finding: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +61,8 @@ def action_event(finding: dict[str, Any], result: dict[str, Any]) -> dict[str, A
         "result": ActionResult.model_validate({
             "action": result["action"], "ok": bool(result["ok"]),
             "detail": str(result.get("detail", ""))[:ACTION_DETAIL_CHARS],
+            # The policy's mode when it ran: in audit, "not ok" is what enforce would have done.
+            "mode": result.get("mode"),
             **{name: result[name] for name in _BLOCK_FIELDS if result.get(name)}}),
     }).model_dump(mode="json", exclude_none=True)
 

@@ -70,6 +70,10 @@ class SyncStatus:
     enrolled: bool = False
     agent_id: str | None = None
     policy_version: str | None = None
+    # The server's number for the active version (v2) and that version's hash: shown by
+    # `warden-agent status` when it is the bundle the agent runs.
+    policy_number: int | None = None
+    policy_number_of: str | None = None
     policy_error: str | None = None
     last_checkin: float | None = None
     last_upload: float | None = None
@@ -231,6 +235,9 @@ class PolicySync:
             public_key=self._key().public_key))
         self.status.last_checkin = time.time()
         etag = answer.policy_etag
+        if answer.policy_number is not None:
+            self.status.policy_number, self.status.policy_number_of = (
+                answer.policy_number, etag)
         announced = answer.policy_public_key
         other_key = announced != pinned
         rekeyed = self._refetch or (other_key and announced != self._fetched_for_key)

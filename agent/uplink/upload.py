@@ -36,8 +36,11 @@ class Uploader:
         batch_events: int = 500,
         idle_interval: float = 1.0,
         rng: random.Random | None = None,
+        on_uploaded: Callable[[], object] = lambda: None,
     ) -> None:
         self.client = client
+        # Told after each batch the server took, so `warden-agent status` is current.
+        self._on_uploaded = on_uploaded
         self.spool = spool
         self._token = token
         self.status = status
@@ -96,6 +99,10 @@ class Uploader:
         self.spool.ack(sent[i] for i in sent if i.lower() in committed)
         self.status.uploaded_events += len(committed)
         self.status.last_upload = time.time()
+        try:
+            self._on_uploaded()
+        except OSError as error:
+            log.warning("cannot record the upload: %s", error)
         return len(batch) >= self.batch_events
 
     def _one_by_one(self, token: str, batch: list[dict[str, Any]]) -> set[str]:

@@ -22,6 +22,9 @@ def summary_text(finding: Mapping[str, Any], app_names: Mapping[str, str] | None
         names = app_names or {}
         name = finding.get("alternative_name") or names.get(alternative) or alternative.title()
         text += f" — use {name} instead"
+    if finding.get("outcome"):
+        # What the agent did, as it happened: a failed notification is not "user told".
+        text += f" [{finding['outcome']}]"
     # Syslog and chat lines are single lines; evidence comes from the endpoint, and may
     # hold escape sequences and NULs meant for whoever reads the log.
     return one_line(text)

@@ -118,6 +118,7 @@ async def checkin(request: Request, token: TokenDep, context: ContextDep) -> Che
         await run_in_threadpool(_alert_sensor_problems, context, checked_in)
     signed = await run_in_threadpool(_signed_exceptions, context, checked_in.agent_id)
     return CheckinResponse(policy_etag=checked_in.policy_etag,
+                           policy_number=checked_in.policy_number,
                            policy_public_key=context.signer.public_key_b64,
                            next_checkin_seconds=next_checkin_seconds(context),
                            exceptions=signed)

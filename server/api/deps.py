@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,7 +44,7 @@ from server.db import utcnow
 from server.models import ROLES, Agent, ApiToken, EnrollSecret
 from server.settings import ServerSettings
 from server.signing import PolicySigner
-from server.store import agents, enroll_secrets, tokens
+from server.store import agents, audit, enroll_secrets, tokens
 from server.store.known_apps import KnownApps
 from server.throttling import EnrollThrottle
 
@@ -231,16 +232,40 @@ def _actor(row: ApiToken) -> str:
     return f"token:{row.id}:{row.name}"
 
 
-def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
+def require_role(role: str) -> Callable[..., Awaitable[Principal]]:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
 
-    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def check(request: Request,
+                    principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.has_role(role):
+            await run_in_threadpool(audit_refused_policy_change, request.app.state.context,
+                                    principal.actor, request, principal.role, role)
             raise ApiError(403, f"this needs the {role} role; the token has {principal.role}")
         return principal
 
     return check
+
+
+# Where policies change, on both doors: a refused attempt there is worth an audit entry.
+_POLICY_PATHS = ("/api/v1/policies", "/policies")
+
+
+def audit_refused_policy_change(context: ServerContext, actor: str, request: Request,
+                                held: str, needed: str) -> None:
+    """Record a refused (403) attempt to change policies: who, what, and which role it took.
+
+    Only changes (not reads), and only policies: the audit log says who tried to change
+    what agents enforce, without filling up with every refused page view.
+    """
+    path = request.url.path
+    if request.method in ("GET", "HEAD", "OPTIONS") or not any(
+            path == prefix or path.startswith(prefix + "/") for prefix in _POLICY_PATHS):
+        return
+    with context.write_sessions() as session:
+        audit.record(session, actor, "policy.refused", path,
+                     after={"method": request.method, "role": held, "needed": needed})
+        session.commit()
 
 
 ViewerDep = Annotated[Principal, Depends(require_role("viewer"))]

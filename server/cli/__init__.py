@@ -41,9 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def leaf_parser(parser: argparse.ArgumentParser,
+                args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the sub-command `args` came from (`warden agents revoke`'s)."""
+    for dest in ("area", "action"):
+        subparsers = next((action for action in parser._actions
+                           if isinstance(action, argparse._SubParsersAction)), None)
+        chosen = getattr(args, dest, None)
+        if subparsers is None or chosen not in subparsers.choices:
+            break
+        parser = subparsers.choices[chosen]
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # argparse leaves unknown options to the top parser, which would print the
+        # top-level usage: say it with the usage of the command that was given.
+        leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         result: int = args.func(args)
     except KeyboardInterrupt:

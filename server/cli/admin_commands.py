@@ -1,5 +1,5 @@
-"""`warden policy push|list|diff|activate|rollback|impact`, `findings`, `agents`,
-`secrets`, `tokens` and `audit`: the admin API from the command line.
+"""`warden policy push|list|diff|activate|rollback|impact`, `agents`, `secrets`, `tokens`
+and `audit` (and `findings`, in findings_commands): the admin API from the command line.
 
 Each command talks to a running server (`--url`, else WARDEN_URL, else the config
 file, else http://127.0.0.1:8700) with an API token (`--token`, else WARDEN_TOKEN,
@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TypeAlias
 
 from policies.errors import PolicyError
-from policies.loader import load_catalog, parse_policy
-from policies.vocabulary import FINDING_STATUSES, ROLES, SENSORS, TRIAGE_STATES
-from server.api_client import WardenClient
-from server.cli import connector_commands, exception_commands, reenroll_commands
+from policies.loader import load_catalog, parse_policy, policy_warnings
+from policies.vocabulary import ROLES
+from server.api_client import ApiError, WardenClient, WardenClientError
+from server.cli import (
+    connector_commands,
+    exception_commands,
+    findings_commands,
+    policy_views,
+    reenroll_commands,
+)
 from server.cli.admin_output import EXIT_API, as_json, fail, render, show, when
 from server.cli.admin_runner import Command, connection_options, runner
+from server.schemas.agents import AgentView
 from server.schemas.credentials import NewSecret, NewToken
 
 # argparse makes this class generic for type checkers only.
@@ -34,7 +39,7 @@ SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def register(subparsers: SubParsers) -> None:
     connection = connection_options()
     _register_policy(subparsers, connection)
-    _register_findings(subparsers, connection)
+    findings_commands.register(subparsers, connection, _add)
     _register_simple_areas(subparsers, connection)
     connector_commands.register(subparsers, connection, _add)
 
@@ -44,7 +49,7 @@ def _add(actions: SubParsers, name: str, help: str, connection: argparse.Argumen
     parser: argparse.ArgumentParser = actions.add_parser(name, help=help, parents=[connection])
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(func=runner(command))
+    parser.set_defaults(func=runner(command), usage_of=parser)
     return parser
 
 
@@ -62,10 +67,12 @@ def _register_policy(subparsers: SubParsers, connection: argparse.ArgumentParser
     push.add_argument("--catalog", type=Path, default=None,
                       help="catalog folder to validate against (default: the stock catalog)")
     _add(actions, "list", "policy versions on the server", connection, cmd_policy_list, True)
-    diff = _add(actions, "diff", "unified diff of two versions' sources", connection,
-                cmd_policy_diff)
+    diff = _add(actions, "diff", "what changed between two versions: rules, settings, source",
+                connection, cmd_policy_diff)
     diff.add_argument("a", type=int, metavar="N")
     diff.add_argument("b", type=int, metavar="M")
+    diff.add_argument("--unified", action="store_true",
+                      help="print a plain unified diff of the sources (for patch tools)")
     activate = _add(actions, "activate", "serve version N to agents", connection,
                     cmd_policy_activate)
     activate.add_argument("number", type=int, metavar="N")
@@ -76,48 +83,16 @@ def _register_policy(subparsers: SubParsers, connection: argparse.ArgumentParser
     impact.add_argument("number", type=int, metavar="N")
 
 
-def _register_findings(subparsers: SubParsers, connection: argparse.ArgumentParser) -> None:
-    findings = subparsers.add_parser("findings", help="list, triage and export findings")
-    actions = findings.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = _add(actions, "list", "findings matching the filters", connection,
-                   cmd_findings_list, True)
-    _filters(listing)
-    listing.add_argument("--limit", type=_positive, default=None,
-                         help="show at most this many (default: all)")
-    for name, state in (("ack", "acknowledged"), ("resolve", "resolved")):
-        triage = _add(actions, name, f"mark a finding {state}", connection, cmd_findings_triage)
-        triage.add_argument("finding_id", metavar="ID")
-        triage.add_argument("--comment", default="", help="why, for the audit trail")
-        triage.set_defaults(state=state)
-    export = _add(actions, "export", "every finding matching the filters as CSV or JSON",
-                  connection, cmd_findings_export)
-    export.add_argument("--format", choices=["csv", "json"], required=True)
-    _filters(export)
-    export.add_argument("-o", "--output", type=Path, metavar="FILE",
-                        help="write to FILE instead of standard output")
-
-
-def _filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--app", help="catalog app id, e.g. telegram")
-    parser.add_argument("--status", choices=FINDING_STATUSES)
-    parser.add_argument("--triage", choices=TRIAGE_STATES)
-    parser.add_argument("--host")
-    parser.add_argument("--group")
-    parser.add_argument("--sensor", choices=SENSORS)
-    parser.add_argument("--since", metavar="TIME", help="RFC 3339 time or date")
-    parser.add_argument("--until", metavar="TIME", help="RFC 3339 time or date")
-
-
 def _register_simple_areas(subparsers: SubParsers, connection: argparse.ArgumentParser) -> None:
     agents = subparsers.add_parser("agents", help="enrolled agents")
     actions = agents.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add(actions, "list", "enrolled agents and their state", connection, cmd_agents_list, True)
     revoke = _add(actions, "revoke", "stop an agent's token from working", connection,
                   cmd_agents_revoke)
-    revoke.add_argument("id", metavar="ID")
+    revoke.add_argument("id", metavar="HOST|ID", help="the agent's hostname or id")
     readmit = _add(actions, "readmit", "let a revoked agent's machine enroll again", connection,
                    cmd_agents_readmit)
-    readmit.add_argument("id", metavar="ID")
+    readmit.add_argument("id", metavar="HOST|ID", help="the agent's hostname or id")
     reenroll_commands.register(actions, connection, _add)
     exception_commands.register(subparsers, connection, _add)
 
@@ -146,13 +121,7 @@ def _register_simple_areas(subparsers: SubParsers, connection: argparse.Argument
 
     audit = subparsers.add_parser("audit", help="the admin audit log", parents=[connection])
     audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    audit.set_defaults(func=runner(cmd_audit))
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return int(text)
+    audit.set_defaults(func=runner(cmd_audit), usage_of=audit)
 
 
 # --- policies -----------------------------------------------------------------------
@@ -165,11 +134,13 @@ def cmd_policy_push(client: WardenClient, args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         return fail(f"{path}: cannot read the file: {exc}", EXIT_API)
     try:
-        parse_policy(text, str(path), load_catalog(args.catalog))
+        policy = parse_policy(text, str(path), load_catalog(args.catalog))
     except PolicyError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return fail(f"{path} is invalid; nothing was pushed", EXIT_API)
+    for warning in policy_warnings(text, str(path), policy):
+        print(f"warning: {warning}", file=sys.stderr)
     result = client.push_policy(text)
     print(f"pushed {path} as policy version {result.version_number}")
     if not result.active:
@@ -181,15 +152,19 @@ def cmd_policy_list(client: WardenClient, args: argparse.Namespace) -> int:
     return show(args, client.list_policies(), "no policy versions", [
         ("VERSION", lambda p: p.version_number), ("NAME", lambda p: p.name),
         ("MODE", lambda p: p.mode), ("ACTIVE", lambda p: "*" if p.active else ""),
-        ("CREATED", lambda p: when(p.created_at)), ("BY", lambda p: p.created_by),
+        ("CREATED", lambda p: when(p.created_at)),
+        ("BY", lambda p: p.created_by_name or p.created_by),
         ("HASH", lambda p: p.version[:12])])
 
 
 def cmd_policy_diff(client: WardenClient, args: argparse.Namespace) -> int:
-    diff = client.diff_policies(args.a, args.b)
-    print(diff if diff.endswith("\n") or not diff else diff + "\n", end="")
-    if not diff:
-        print(f"versions {args.a} and {args.b} have the same source", file=sys.stderr)
+    if args.unified:
+        diff = client.diff_policies(args.a, args.b)
+        print(diff if diff.endswith("\n") or not diff else diff + "\n", end="")
+        if not diff:
+            print(f"versions {args.a} and {args.b} have the same source", file=sys.stderr)
+        return 0
+    print(policy_views.diff_text(client.get_policy(args.a), client.get_policy(args.b)))
     return 0
 
 
@@ -206,61 +181,11 @@ def cmd_policy_rollback(client: WardenClient, args: argparse.Namespace) -> int:
 
 
 def cmd_policy_impact(client: WardenClient, args: argparse.Namespace) -> int:
-    impact = as_json(client.policy_impact(args.number))
+    impact = client.policy_impact(args.number)
     if args.json:
-        print(json.dumps(impact, indent=2))
+        print(json.dumps(as_json(impact), indent=2))
     else:
-        render(impact)
-    return 0
-
-
-# --- findings -----------------------------------------------------------------------
-
-_FILTERS = ("app", "status", "triage", "host", "group", "sensor", "since", "until")
-
-
-def _filter_values(args: argparse.Namespace) -> dict[str, str | None]:
-    return {name: getattr(args, name) for name in _FILTERS}
-
-
-def cmd_findings_list(client: WardenClient, args: argparse.Namespace) -> int:
-    findings = client.list_findings(limit=args.limit, **_filter_values(args))
-    return show(args, findings, "no findings match", [
-        ("ID", lambda f: f.id), ("APP", lambda f: f.app), ("HOST", lambda f: f.host),
-        ("SENSOR", lambda f: f.sensor), ("VERDICT", lambda f: f.verdict),
-        ("STATUS", lambda f: f.status), ("TRIAGE", lambda f: f.triage),
-        ("LAST SEEN", lambda f: when(f.last_seen)), ("COUNT", lambda f: f.count)])
-
-
-def cmd_findings_triage(client: WardenClient, args: argparse.Namespace) -> int:
-    result = client.triage_finding(args.finding_id, args.state, args.comment)
-    print(f"finding {args.finding_id}: {result.triage}")
-    return 0
-
-
-def cmd_findings_export(client: WardenClient, args: argparse.Namespace) -> int:
-    filters = _filter_values(args)
-    if args.output is None:
-        sys.stdout.flush()
-        client.stream_export(args.format, sys.stdout.buffer, **filters)
-        sys.stdout.buffer.flush()
-        return 0
-    target: Path = args.output
-    # Write beside the target and rename, so a broken export never leaves half a file.
-    try:
-        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    except OSError as exc:
-        return fail(f"cannot write {target}: {exc.strerror}", EXIT_API)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            written = client.stream_export(args.format, handle, **filters)
-        os.replace(temp_name, target)
-    except OSError as exc:
-        return fail(f"cannot write {target}: {exc.strerror}", EXIT_API)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-    print(f"exported findings to {target} ({written} bytes, {args.format})")
+        print(policy_views.impact_text(impact))
     return 0
 
 
@@ -273,20 +198,52 @@ def cmd_agents_list(client: WardenClient, args: argparse.Namespace) -> int:
         ("OS", lambda a: f"{a.os} {a.os_version}".strip()),
         ("AGENT", lambda a: a.agent_version), ("GROUP", lambda a: a.group),
         ("STATE", lambda a: a.state), ("LAST SEEN", lambda a: when(a.last_seen)),
-        ("POLICY", lambda a: (a.policy_version or "")[:12]),
+        ("POLICY", _policy_of),
         ("OPEN", lambda a: a.open_findings)])
 
 
+def _policy_of(agent: AgentView) -> str:
+    """'v2', 'v2 (current)'; an unknown bundle by its hash; '-' before the first check-in."""
+    if agent.policy_version_number is not None:
+        current = " (current)" if agent.policy_current else " (outdated)"
+        return f"v{agent.policy_version_number}{current}"
+    return (agent.policy_version or "")[:12]
+
+
 def cmd_agents_revoke(client: WardenClient, args: argparse.Namespace) -> int:
-    client.revoke_agent(args.id)
-    print(f"agent {args.id} revoked: its token no longer works")
+    agent = find_agent(client, args.id)
+    client.revoke_agent(agent.id)
+    print(f"agent {agent.hostname} ({agent.id}) revoked: its token no longer works")
     return 0
 
 
 def cmd_agents_readmit(client: WardenClient, args: argparse.Namespace) -> int:
-    client.readmit_agent(args.id)
-    print(f"agent {args.id} re-admitted: the machine can enroll again and gets a new token")
+    agent = find_agent(client, args.id)
+    client.readmit_agent(agent.id)
+    print(f"agent {agent.hostname} ({agent.id}) re-admitted: the machine can enroll again "
+          "and gets a new token")
     return 0
+
+
+def find_agent(client: WardenClient, name: str) -> AgentView:
+    """The agent `name` is the id of, else the one it is the hostname of (ignoring case);
+    several agents with that hostname is an error that lists them, to pick the id."""
+    try:
+        return client.get_agent(name)
+    except ApiError as exc:
+        if exc.status not in (404, 422):
+            raise
+    named = [agent for agent in client.list_agents(host=name)
+             if agent.hostname.lower() == name.lower()] if "*" not in name else []
+    if len(named) == 1:
+        return named[0]
+    if named:
+        which = "; ".join(f"{agent.id} ({agent.state}, last seen {when(agent.last_seen)})"
+                          for agent in named)
+        raise WardenClientError(f"{len(named)} agents have the hostname {name!r}: {which}; "
+                                "give the id instead")
+    raise WardenClientError(f"no agent has the hostname or id {name!r}; see "
+                            "`warden agents list`")
 
 
 def cmd_secrets_create(client: WardenClient, args: argparse.Namespace) -> int:
@@ -324,7 +281,7 @@ def cmd_tokens_revoke(client: WardenClient, args: argparse.Namespace) -> int:
 
 def cmd_audit(client: WardenClient, args: argparse.Namespace) -> int:
     return show(args, client.audit(), "the audit log is empty", [
-        ("TIME", lambda e: when(e.time)), ("ACTOR", lambda e: e.actor),
+        ("TIME", lambda e: when(e.time)), ("WHO", lambda e: e.actor_name or e.actor),
         ("ACTION", lambda e: e.action), ("TARGET", lambda e: e.target)])
 
 

@@ -53,8 +53,9 @@ def _detail(detail: object) -> str:
 
 
 def as_json(answer: BaseModel) -> dict[str, Any]:
-    """An answer as the server sent it (its field names, JSON values)."""
-    return answer.model_dump(mode="json", by_alias=True)
+    """An answer as the server sent it (its field names, JSON values; no field the server
+    did not send, such as one an older server does not know)."""
+    return answer.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def show(args: argparse.Namespace, items: Sequence[BaseModel], empty: str,

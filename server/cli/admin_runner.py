@@ -37,6 +37,15 @@ def connection_options() -> argparse.ArgumentParser:
 def runner(command: Command) -> Callable[[argparse.Namespace], int]:
     """`command` as an argparse `func`: connect, run it, close, and map failures to exits."""
     def run(args: argparse.Namespace) -> int:
+        status = _run(args)
+        usage_of = getattr(args, "usage_of", None)
+        if status == EXIT_USAGE and isinstance(usage_of, argparse.ArgumentParser):
+            # A usage problem found by the command: show that command's usage, as argparse
+            # does for its own.
+            usage_of.print_usage(sys.stderr)
+        return status
+
+    def _run(args: argparse.Namespace) -> int:
         try:
             credentials = resolve_credentials(args.url, args.token, args.ca_bundle)
         except WardenClientError as exc:

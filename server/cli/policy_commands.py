@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import ipaddress
 import json
 import sys
@@ -13,15 +14,22 @@ from policies.catalog_model import AppDefinition
 from policies.compiler import compile_bundle
 from policies.content_match import ContentMatcher
 from policies.engine import Engine, Finding, HostContext
-from policies.errors import PolicyError
+from policies.errors import PolicyError, ValidationIssue
 from policies.export import EXPORT_FORMATS, export
-from policies.loader import exec_time_notes, load_catalog, load_policy
+from policies.loader import (
+    exec_time_notes,
+    load_catalog,
+    load_policy,
+    parse_policy,
+    policy_warnings,
+)
 from policies.observations import (
     ConnectionObservation,
     InstalledObservation,
     Observation,
     ProcessObservation,
 )
+from policies.response import describe_response
 from policies.vocabulary import OS_NAMES, OsName
 from server.api_client import WardenClient
 from server.cli.admin_runner import connection_options, runner
@@ -75,6 +83,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       "(byte strings; e.g. your own build, to check a local rule)")
     test.add_argument("--os", choices=OS_NAMES, default="linux",
                       help="the OS the observation comes from (default: linux)")
+    test.add_argument("--host", metavar="HOSTNAME", default="",
+                      help="the machine's hostname, to try the policy's exceptions")
+    test.add_argument("--group", metavar="GROUP", action="append", default=[],
+                      help="a group the machine is in (its enrollment group); repeat for "
+                           "more; tries the scope and the exceptions")
     test.add_argument("--json", action="store_true")
     _catalog_option(test)
     test.set_defaults(func=cmd_test)
@@ -112,11 +125,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            policy = load_policy(path, catalog)
+            text = _read(path)
+            policy = parse_policy(text, str(path), catalog)
         except PolicyError as exc:
             _print_issues(exc)
             failed += 1
             continue
+        for warning in policy_warnings(text, str(path), policy):
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"ok: {path}: policy {policy.name!r}, mode {policy.mode}, {len(policy.rules)} rules")
         for note in exec_time_notes(policy, catalog):
             print(f"note: {path}: {note}")
@@ -167,6 +183,14 @@ def _write_export(args: argparse.Namespace, bundle: dict[str, Any]) -> int:
     return 0
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([ValidationIssue(str(path), None, "", f"cannot read the file: {exc}",
+                                           "check the path and that it is UTF-8 text")]) from exc
+
+
 def _compiled(args: argparse.Namespace) -> dict[str, Any] | None:
     catalog = _catalog(args)
     if catalog is None:
@@ -191,7 +215,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     for app_id, rule in sorted(bundle["rules"].items()):
         alternative = f" -> use {rule['alternative']}" if rule["alternative"] else ""
         print(f"  {app_id:<12} {rule['verdict']:<6} {rule['action']}{alternative}")
+        for exception in rule.get("exceptions", []):
+            print(f"      {_exception_text(exception)}")
     return 0
+
+
+def _exception_text(exception: dict[str, Any]) -> str:
+    """'except hosts pc-1, pc-2; groups lab until 2026-12-31 (lapsed): pilot'."""
+    who = "; ".join(f"{kind} {', '.join(exception[kind])}" for kind in ("hosts", "groups")
+                    if exception.get(kind))
+    lapsed = " (lapsed)" if dt.date.fromisoformat(exception["expires"]) < dt.date.today() else ""
+    reason = f": {exception['reason']}" if exception.get("reason") else ""
+    return f"except {who} until {exception['expires']}{lapsed}{reason}"
 
 
 def observations_for(args: argparse.Namespace) -> list[Observation]:
@@ -243,7 +278,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     bundle = _compiled(args)
     if bundle is None:
         return EXIT_INVALID
-    engine = Engine(bundle, HostContext(os=args.os))
+    engine = Engine(bundle, HostContext(os=args.os, hostname=args.host,
+                                        groups=frozenset(args.group)))
     findings: dict[str, Finding] = {}
     observations = [_content(args.content, bundle, args.os)] if args.content else \
         observations_for(args)
@@ -251,7 +287,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         for finding in engine.evaluate(observation, include_allowed=True):
             findings.setdefault(finding.app, finding)
     if args.json:
-        print(json.dumps({"findings": [f.as_dict() for f in findings.values()]}, indent=2))
+        print(json.dumps({"findings": [{**f.as_dict(), "agent_does": describe_response(f)}
+                                       for f in findings.values()]}, indent=2))
         return 0
     if not findings:
         print("no app in this policy matches: verdict none (not covered by the policy)")
@@ -260,6 +297,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"{finding.verdict}: {finding.app_name} ({finding.app})")
         print(f"  matched      {finding.matched} (confidence {finding.confidence})")
         print(f"  action       {finding.action} (policy mode {finding.mode})")
+        for index, step in enumerate(describe_response(finding)):
+            print(f"  {'agent does' if index == 0 else '':<12} {step}")
         if finding.alternative:
             alternative = bundle["apps"].get(finding.alternative, {})
             link = alternative.get("download_url") or alternative.get("homepage", "")

@@ -1,8 +1,9 @@
-"""`warden users create|list|disable|enable`: dashboard accounts, straight in the database.
+"""`warden users create|list|disable|enable`: dashboard accounts.
 
-These work on the server's data directory (like `warden server init`), not
-through the API: creating the first person who can log in to the dashboard
-must not need a running server or a token. The password is read from
+Through the API like every other area (`--url`, `--token`: an admin token), or,
+with `--data-dir` (or WARDEN_DATA_DIR), straight in the server's database: creating
+the first person who can log in to the dashboard must not need a running server or
+a token. The password is read from
 `--password-file`, else asked twice on a terminal, else read as one line
 from standard input (for scripts: `printf '%s\\n' "$PW" | warden users create …`).
 Passwords are stored as argon2 hashes only. Every change lands in the audit log.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,22 +22,27 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from policies.vocabulary import ROLES
+from server.security import password_problem
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from server.api_client import WardenClient
     from server.settings import ServerSettings
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-MIN_PASSWORD_LENGTH = 12
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from server.cli.admin_runner import connection_options
+
+    connection = connection_options()
     users = subparsers.add_parser("users", help="dashboard accounts: create, list, disable")
     actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    create = actions.add_parser("create", help="add a person who can log in to the dashboard")
+    create = actions.add_parser("create", help="add a person who can log in to the dashboard",
+                                parents=[connection])
     _data_dir_option(create)
     create.add_argument("--username", required=True)
     create.add_argument("--role", required=True, choices=ROLES,
@@ -43,23 +50,78 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--password-file", type=Path, metavar="FILE",
                         help="read the password from the first line of FILE "
                              "(default: ask, or read a line from standard input)")
-    create.set_defaults(func=cmd_create)
+    create.set_defaults(func=_either(cmd_create, api_create), usage_of=create)
 
-    listing = actions.add_parser("list", help="list dashboard accounts")
+    listing = actions.add_parser("list", help="list dashboard accounts", parents=[connection])
     _data_dir_option(listing)
-    listing.set_defaults(func=cmd_list)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=_either(cmd_list, api_list), usage_of=listing)
 
     for name, disabled in (("disable", True), ("enable", False)):
         toggle = actions.add_parser(
-            name, help=f"{name} an account ({'ends' if disabled else 'allows'} its logins)")
+            name, help=f"{name} an account ({'ends' if disabled else 'allows'} its logins)",
+            parents=[connection])
         _data_dir_option(toggle)
         toggle.add_argument("--username", required=True)
-        toggle.set_defaults(func=_toggle(disabled))
+        toggle.set_defaults(func=_either(_toggle(disabled), _api_toggle(disabled)),
+                            usage_of=toggle)
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="the server's data directory (or WARDEN_DATA_DIR)")
+                        help="work on the server's data directory (or WARDEN_DATA_DIR) "
+                             "instead of through the API; for the first account")
+
+
+def _either(local: Callable[[argparse.Namespace], int],
+            remote: Callable[[WardenClient, argparse.Namespace], int]
+            ) -> Callable[[argparse.Namespace], int]:
+    """The database when a data directory is named, else the API (an admin token)."""
+    from server.cli.admin_runner import runner
+
+    through_api = runner(remote)
+
+    def run(args: argparse.Namespace) -> int:
+        if args.data_dir is not None or os.environ.get("WARDEN_DATA_DIR"):
+            return local(args)
+        return through_api(args)
+
+    return run
+
+
+def api_create(client: WardenClient, args: argparse.Namespace) -> int:
+    if not args.username.strip() or len(args.username) > 255:
+        return _fail("the username must be 1 to 255 characters", EXIT_USAGE)
+    try:
+        password = read_password(args.password_file, sys.stdin)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    user = client.create_user(args.username.strip(), password, args.role)
+    print(f"Created {user.role} {user.username!r} (user {user.id}); they can log in now.")
+    return 0
+
+
+def api_list(client: WardenClient, args: argparse.Namespace) -> int:
+    from server.cli.admin_output import show, when
+
+    return show(args, client.list_users(), "no dashboard accounts yet; add one with "
+                "`warden users create`", [
+        ("USERNAME", lambda u: u.username), ("ROLE", lambda u: u.role),
+        ("STATE", lambda u: "disabled" if u.disabled else "active"),
+        ("CREATED", lambda u: when(u.created_at))])
+
+
+def _api_toggle(disabled: bool) -> Callable[[WardenClient, argparse.Namespace], int]:
+    def command(client: WardenClient, args: argparse.Namespace) -> int:
+        user = next((user for user in client.list_users() if user.username == args.username),
+                    None)
+        if user is None:
+            return _fail(f"there is no user named {args.username!r}")
+        changed = client.set_user_disabled(user.id, disabled)
+        print(f"{'Disabled' if disabled else 'Enabled'} {changed.username!r}.")
+        return 0
+
+    return command
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -133,8 +195,9 @@ def read_password(path: Path | None, stdin: IO[str],
             raise ValueError("the two passwords differ")
     else:
         password = stdin.readline().rstrip("\r\n")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    problem = password_problem(password)
+    if problem:
+        raise ValueError(problem)
     return password
 
 

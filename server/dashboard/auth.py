@@ -26,7 +26,9 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
+from server.api.deps import audit_refused_policy_change
 from server.dashboard.sessions import (
     ABSOLUTE_SECONDS,
     IDLE_SECONDS,
@@ -113,6 +115,9 @@ def posted_by(required: str) -> Callable[..., Any]:
 
     # Annotations here name module-level things only: they are evaluated as strings.
     async def check(request: Request, dashboard: DashboardDep, person: SignedIn) -> Person:
+        if not person.has_role(required):
+            await run_in_threadpool(audit_refused_policy_change, request.app.state.context,
+                                    person.actor, request, person.role, required)
         _with_role(person, required)
         if not same_origin(request):
             raise PageError(403, "This form was sent from another site, so it was refused.")

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Mapping
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
@@ -20,7 +21,8 @@ from server.api.params import RowId
 from server.dashboard import apps
 from server.dashboard.auth import AnalystPost, Viewer
 from server.dashboard.web import DashboardDep, DashboardRoute, PageError, redirect
-from server.store import agents, findings
+from server.schemas.common import MAX_ROW_ID
+from server.store import agents, findings, outcomes
 from server.store.findings_query import (
     CursorError,
     FilterError,
@@ -38,6 +40,7 @@ NOTICES = {"triaged": "Triage saved.",
            "exception_granted": "Exception granted: this machine takes it at its next "
                                 "check-in and reports the app as excepted.",
            "exception_extended": "The exception in force for this machine was extended."}
+MAX_BULK = 1000
 
 
 def filters_from(params: Mapping[str, str]) -> FindingFilters:
@@ -94,7 +97,22 @@ def finding_list(
         direction=direction, next_cursor=next_cursor, paged=bool(cursor), sorts=SORTS,
         names=names, app_choices=sorted(names.items(), key=lambda item: item[1].lower()),
         statuses=FINDING_STATUSES, triage_states=TRIAGE_STATES, sensors=SENSORS,
-        verdicts=VERDICTS, can_triage=person.has_role("analyst"))
+        verdicts=VERDICTS, can_triage=person.has_role("analyst"),
+        notice=_bulk_notice(params), back=_this_list(request))
+
+
+def _bulk_notice(params: Mapping[str, str]) -> str:
+    count = params.get("count", "")
+    if params.get("notice") != "triaged" or not count.isdigit():
+        return ""
+    return f"Triage saved for {count} finding{'' if count == '1' else 's'}."
+
+
+def _this_list(request: Request) -> str:
+    """This list's address without the notice, to come back to after a bulk triage."""
+    kept = [(name, value) for name, value in request.query_params.multi_items()
+            if name not in ("notice", "count")]
+    return "/findings" + (f"?{urlencode(kept)}" if kept else "")
 
 
 @router.get("/findings/{finding_id:int}")
@@ -112,6 +130,7 @@ def finding_detail(request: Request, dashboard: DashboardDep, person: Viewer,
     bundle = active[1] if active else None
     return dashboard.page(
         request, "finding.html", finding=finding, events=events,
+        told_user=outcomes.user_told(row.outcomes),
         host=agents.as_dict(agent) if agent else None,
         alternatives=_alternatives(finding, bundle, context.catalog),
         names=apps.app_names(bundle, context.catalog), triage_states=TRIAGE_STATES,
@@ -134,6 +153,35 @@ def triage_finding(
             raise PageError(404, f"There is no finding {finding_id}.")
         session.commit()
     return redirect(f"/findings/{finding_id}?notice=triaged")
+
+
+@router.post("/findings/triage")
+async def triage_selected(request: Request, person: AnalystPost) -> Response:
+    """The list's bulk triage: the ticked findings to one state, all or none."""
+    form = await request.form()
+    ids = [int(value) for value in form.getlist("ids")
+           if isinstance(value, str) and value.isdigit() and 0 < int(value) <= MAX_ROW_ID]
+    state, comment = form.get("state"), form.get("comment") or ""
+    back = form.get("back")
+    if not ids:
+        raise PageError(400, "Tick the findings to triage first.")
+    if len(ids) > MAX_BULK:
+        raise PageError(400, f"Triage at most {MAX_BULK} findings at once.")
+    if state not in TRIAGE_STATES or not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+        raise PageError(400, f"Choose a triage state ({', '.join(TRIAGE_STATES)}) and a "
+                             f"comment of at most {MAX_COMMENT} characters.")
+    with request.app.state.context.write_sessions() as session:
+        _, missing = findings.set_triage_many(session, ids, str(state),
+                                              comment.strip() or None, person.actor)
+        if missing:
+            session.rollback()
+            raise PageError(404, "Nothing was changed: there is no finding "
+                                 f"{', '.join(map(str, missing[:20]))}.")
+        session.commit()
+    # Back to the same filtered list; only a path of this dashboard.
+    target = back if isinstance(back, str) and back.startswith("/findings") else "/findings"
+    joiner = "&" if "?" in target else "?"
+    return redirect(f"{target}{joiner}notice=triaged&count={len(set(ids))}")
 
 
 def _alternatives(finding: dict[str, Any], bundle: dict[str, Any] | None,

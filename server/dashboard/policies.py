@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from policies.errors import PolicyError, ValidationIssue
 from policies.loader import parse_policy
+from server import policy_diff
 from server.api.params import RowId
-from server.dashboard import apps, policy_diff
+from server.dashboard import apps
 from server.dashboard.auth import Admin, AdminPost, Person, Viewer
 from server.dashboard.web import Dashboard, DashboardDep, DashboardRoute, PageError, redirect
 from server.db import utcnow

@@ -22,7 +22,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from markupsafe import Markup
 
+from server.actors import actor_name
 from server.dashboard.verify_slots import VerifySlots
+from server.store.outcomes import state_of
 
 if TYPE_CHECKING:
     from server.dashboard.sessions import Person, SessionKeeper
@@ -163,9 +165,16 @@ def build_templates() -> jinja2.Environment:
     env.filters["duration"] = duration
     env.filters["short_path"] = short_path
     env.filters["when_short"] = format_time_short
+    env.filters["person"] = actor_name
     env.globals["with_query"] = with_query
+    env.globals["outcome_label"] = outcome_label
     env.globals["now"] = lambda: dt.datetime.now(dt.UTC)
     return env
+
+
+def outcome_label(result: Mapping[str, Any]) -> str:
+    """An action event's result in a timeline: done, failed, or would have (audit mode)."""
+    return state_of(result).replace("_", " ")
 
 
 def format_time(value: dt.datetime | str | None) -> str:

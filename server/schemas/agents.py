@@ -39,6 +39,9 @@ class AgentView(Answer):
                                "`KIND:NAME` for a phone an MDM connector reports")
     retired_at: Timestamp | None = Field(default=None, description="when its MDM stopped "
                                          "listing it (phones only)")
+    notify_error: str | None = Field(
+        default=None, description="why this machine's latest notification failed; null when "
+                                  "it worked or none was tried (its user can be told)")
     reenrollment: Reenrollment | None = Field(
         default=None, description="a re-enrollment of this machine held for an administrator")
 

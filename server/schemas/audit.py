@@ -21,7 +21,9 @@ from server.schemas.common import (
 class AuditEntry(Answer):
     id: int
     time: Timestamp
-    actor: str
+    actor: str = Field(description="who, precisely: `user:ID:NAME`, `token:ID:NAME`, "
+                                   "`cli:LOGIN`")
+    actor_name: str = Field(default="", description="who, for people: `alice`, `ci (API token)`")
     action: str
     target: str
     before: Any = Field(description="the record before the change (JSON), if any")

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.vocabulary import Role
 from server.schemas.common import Answer, Page, Timestamp
+from server.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 
 class _Request(BaseModel):
@@ -23,6 +24,7 @@ class SecretRecord(Answer):
     group: str | None
     note: str | None
     created_by: str
+    created_by_name: str = Field(default="", description="who created it, for people (`alice`)")
     created_at: Timestamp
     revoked_at: Timestamp | None
     uses: int
@@ -59,8 +61,8 @@ TokenPage = Page[TokenRecord]
 
 class UserRequest(_Request):
     username: str = Field(min_length=1, max_length=255, pattern=r"^\S+$")
-    # Long passphrases are welcome; the cap only stops hashing megabytes.
-    password: str = Field(min_length=10, max_length=1024)
+    # One rule everywhere (server.security); long passphrases are welcome.
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
     role: Role
 
 

@@ -6,8 +6,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from policies.vocabulary import TriageState
-from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
+from policies.vocabulary import OutcomeState, TriageState
+from server.schemas.common import (
+    DEFAULT_LIMIT,
+    MAX_ROW_ID,
+    Answer,
+    Cursor,
+    Limit,
+    Page,
+    Timestamp,
+)
 from server.store.findings_query import FindingFilters, Order
 
 
@@ -20,7 +28,19 @@ def _as_object(value: Any) -> Any:
 
 
 StoredObject = Annotated[dict[str, Any], BeforeValidator(_as_object)]
+# One bulk triage request at most: one transaction, one audit entry per finding.
+MAX_BULK_TRIAGE = 1000
 
+
+
+class ActionOutcome(Answer):
+    """What became of one action the agent ran on the finding (its latest result)."""
+
+    action: str = Field(description="`notify` or `terminate`")
+    state: OutcomeState = Field(description="`done`, `failed` (`detail` says why) or "
+                                            "`would_have` (audit mode held it back)")
+    detail: str
+    time: str = Field(description="when the agent ran it (RFC 3339)")
 
 
 class Finding(Answer):
@@ -42,6 +62,8 @@ class Finding(Answer):
     triage: TriageState
     triage_comment: str | None
     triage_by: str | None
+    triage_by_name: str | None = Field(default=None,
+                                       description="who triaged it, for people (`alice`)")
     triage_at: Timestamp | None
     evidence: StoredObject = Field(description="what the agent reported: pid, exe, package "
                                                  "id, bundle id, path, remote address, …")
@@ -53,6 +75,12 @@ class Finding(Answer):
     last_seen: Timestamp
     resolved_at: Timestamp | None
     count: int
+    # Defaults: an older server's answer still reads.
+    outcomes: list[ActionOutcome] = Field(
+        default_factory=list, description="each action's outcome as the agent reported it; "
+                                          "`action` is only what the policy asked for")
+    outcome: str = Field(default="", description="the outcomes in one line, e.g. `notify: "
+                                                 "failed (notify-send not found)`")
 
 
 class FindingEvent(Answer):
@@ -76,6 +104,22 @@ class TriageRequest(BaseModel):
 
     state: TriageState
     comment: str = Field(default="", max_length=4000)
+
+
+class BulkTriageRequest(BaseModel):
+    """Several findings to one triage state at once: all of them, or (an id unknown) none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ROW_ID)]] = Field(
+        min_length=1, max_length=MAX_BULK_TRIAGE,
+        description=f"the findings' ids; at most {MAX_BULK_TRIAGE} per request")
+    state: TriageState
+    comment: str = Field(default="", max_length=4000)
+
+
+class BulkTriageResult(Answer):
+    items: list[Finding] = Field(description="the findings as they are now, in `ids` order")
 
 
 class FindingListQuery(FindingFilters):

@@ -16,6 +16,7 @@ class PolicySummary(Answer):
     mode: str = Field(description="audit or enforce")
     created_at: Timestamp
     created_by: str
+    created_by_name: str = Field(default="", description="who uploaded it, for people (`alice`)")
     active: bool = Field(description="the version agents get")
 
 
@@ -45,6 +46,11 @@ class ImpactTotals(Answer):
     changes: int
     newly_denied: int
     no_longer_denied: int
+    response_changes: int = Field(
+        default=0, description="changes in what the agent does (audit -> enforce, notify -> "
+                    "terminate), the verdict changed or not")
+    newly_terminated: int = Field(default=0, description="of those, findings whose process "
+                                                         "the agent would now terminate")
 
 
 class ImpactChange(Answer):
@@ -57,6 +63,10 @@ class ImpactChange(Answer):
     sensor: str
     before: str
     after: str = Field(description="deny, allow, alert, excepted, out_of_scope or none")
+    before_response: str = Field(
+        default="", description="what the agent does under the active version: report, "
+                                "notify, notify + terminate, …; empty when unknown")
+    after_response: str = Field(default="", description="what it would do under this one")
 
 
 class ImpactPreview(Answer):

@@ -18,6 +18,8 @@ class Compliance(Answer):
     with_open_deny: int
     silent: int
     total: int = Field(description="agents not revoked")
+    cannot_notify: int = Field(description="agents not revoked whose latest notification "
+                                           "failed: their users cannot be told")
 
 
 class DayCount(Answer):

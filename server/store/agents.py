@@ -157,7 +157,8 @@ _CHECKIN = (
             # authenticates it, and a key already bound never moves this way.
             public_key=sa.func.coalesce(_AGENTS.c.public_key,
                                         sa.bindparam("public_key", type_=sa.String)))
-    .returning(_AGENTS.c.id, sa.select(_ACTIVE.c.version).scalar_subquery())
+    .returning(_AGENTS.c.id, sa.select(_ACTIVE.c.version).scalar_subquery(),
+               sa.select(_ACTIVE.c.number).scalar_subquery())
 )
 
 _STATUS_OF = (
@@ -177,6 +178,7 @@ _POLICY_FOR = (
 class CheckedIn:
     agent_id: str
     policy_etag: str | None  # the active bundle version; None while no policy is active
+    policy_number: int | None = None  # its version number, for people (v2)
     # Sensors this check-in reports stalled or in error that the last one did not.
     new_sensor_problems: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -206,7 +208,7 @@ def checkin(
         "status": status, "public_key": public_key}).one_or_none()
     if row is None:
         return None
-    return CheckedIn(agent_id=row[0], policy_etag=row[1],
+    return CheckedIn(agent_id=row[0], policy_etag=row[1], policy_number=row[2],
                      new_sensor_problems=new_sensor_problems(previous, status))
 
 
@@ -339,4 +341,12 @@ def as_dict(agent: Agent) -> dict[str, Any]:
         "public_key": agent.public_key,
         "source": agent.source,
         "retired_at": agent.retired_at.isoformat() if agent.retired_at else None,
+        "notify_error": agent.notify_error,
     }
+
+
+def count_cannot_notify(session: Session) -> int:
+    """Agents (not revoked) whose latest notification failed: their users cannot be told."""
+    return session.scalar(
+        sa.select(sa.func.count()).select_from(Agent)
+        .where(Agent.notify_error.is_not(None), Agent.revoked_at.is_(None))) or 0

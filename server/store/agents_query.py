@@ -36,6 +36,9 @@ class AgentFilters(Query):
     host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
                                                        "ignores case")
     os: TextFilter = None
+    notify: Annotated[Literal["failing", ""] | None, AfterValidator(blank_is_any)] = Field(
+        default=None, description="`failing`: agents whose latest notification failed, so "
+                                  "their users cannot be told")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -62,6 +65,8 @@ class AgentFilters(Query):
             where.append(text_matches(Agent.hostname, self.host, caseless=True))
         if self.os is not None:
             where.append(Agent.os == self.os)
+        if self.notify == "failing":
+            where.append(Agent.notify_error.is_not(None))
         return where
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from server.actors import actor_name
 from server.db import utcnow
 from server.models import AuditEntry
 from server.store.listing import text_matches
@@ -55,6 +56,7 @@ def as_dict(entry: AuditEntry) -> dict[str, Any]:
         "id": entry.id,
         "time": entry.time.isoformat(),
         "actor": entry.actor,
+        "actor_name": actor_name(entry.actor),
         "action": entry.action,
         "target": entry.target,
         "before": entry.before,

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server import security
+from server.actors import actor_name
 from server.db import utcnow
 from server.models import EnrollSecret
 from server.store import audit
@@ -64,6 +65,7 @@ def as_dict(row: EnrollSecret) -> dict[str, Any]:
         "group": row.group,
         "note": row.note,
         "created_by": row.created_by,
+        "created_by_name": actor_name(row.created_by),
         "created_at": row.created_at.isoformat(),
         "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
         "uses": row.uses,

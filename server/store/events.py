@@ -21,7 +21,7 @@ from policies.exceptions import ExceptionRequestInfo
 from policies.vocabulary import EventType
 from server.db import utcnow
 from server.models import Agent, Event, Finding
-from server.store import exceptions, findings, violations
+from server.store import exceptions, findings, outcomes, violations
 
 
 @dataclass(frozen=True)
@@ -104,18 +104,22 @@ def _apply(
             exceptions.record_request(session, agent_id, event.id, event.request, event.time)
     changes_on = [event for event in events
                   if event.type in ("finding_opened", "finding_resolved")]
-    if not changes_on:
+    with_findings = [event for event in events if event.type != "exception_requested"]
+    if not with_findings:
         return
     known = findings.load_for_update(session, agent_id,
-                                     (event.finding["key"] for event in changes_on))
+                                     (event.finding["key"] for event in with_findings))
     changes = findings.FindingChanges()
     # In time order, so a batch holding both an open and its resolve ends resolved.
     for event in sorted(changes_on, key=lambda event: event.time):
         if event.type == "finding_opened":
-            findings.apply_opened(known, agent_id, event.time, event.finding, changes)
+            findings.apply_opened(known, agent_id, event.time, event.finding, changes,
+                                  restated=event.payload.get("restated") is True)
         else:
             findings.apply_resolved(known, agent_id, event.time, event.finding, changes)
     findings.add_created(session, changes)
+    _apply_actions(session, agent_id, known,
+                   [event for event in events if event.type == "action"])
     session.flush()
     # The violations these findings belong to, in the same transaction: the review list
     # never disagrees with its evidence.
@@ -127,6 +131,19 @@ def _apply(
     result.resolved = [row for row in _unique(changes.resolved) if row.status == "resolved"]
     result.opened_and_resolved = [row for row in _unique(changes.opened)
                                   if row.status == "resolved"]
+
+
+def _apply_actions(
+    session: Session, agent_id: str, known: dict[str, Finding], actions: list[IncomingEvent]
+) -> None:
+    # After the openings, so a batch holding a finding and its actions records both. An
+    # action on a finding the server never heard of stays in the events table only.
+    agent = session.get(Agent, agent_id) if actions else None
+    for event in sorted(actions, key=lambda event: event.time):
+        row = known.get(event.finding["key"])
+        result = event.payload.get("result")
+        if row is not None and agent is not None and isinstance(result, dict):
+            outcomes.apply_action(row, agent, event.time, result)
 
 
 def _unique(rows: list[Finding]) -> list[Finding]:

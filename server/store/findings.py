@@ -16,9 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from server.actors import actor_name
 from server.db import utcnow
 from server.models import TRIAGE_STATES, Agent, Event, Finding
-from server.store import audit
+from server.store import audit, outcomes
 
 
 @dataclass
@@ -61,7 +62,11 @@ def apply_opened(
     time: dt.datetime,
     finding: dict[str, Any],
     changes: FindingChanges,
+    *,
+    restated: bool = False,
 ) -> None:
+    """`restated`: the agent re-evaluated a finding still open (a new policy), so the terms
+    change but the count of sightings does not."""
     row = known.get(finding["key"])
     if row is None:
         row = _new_row(agent_id, time, finding, status="open")
@@ -69,7 +74,8 @@ def apply_opened(
         changes.created.append(row)
         changes.opened.append(row)
         return
-    row.count += 1
+    if not restated or row.status != "open":
+        row.count += 1
     if time >= row.last_seen:
         _describe(row, finding)
         row.last_seen = time
@@ -157,9 +163,31 @@ def set_triage(
     return row
 
 
+def set_triage_many(
+    session: Session, finding_ids: list[int], state: str, comment: str | None, actor: str
+) -> tuple[list[Finding], list[int]]:
+    """Triage several findings in one transaction: (the rows, in order), or, when some ids
+    are unknown, ([], those ids) and nothing changed. One audit entry per finding."""
+    wanted = list(dict.fromkeys(finding_ids))
+    # In id order, so two bulk requests lock rows in one order (no deadlock).
+    rows = {row.id: row for row in session.scalars(
+        sa.select(Finding).where(Finding.id.in_(wanted)).order_by(Finding.id)
+        .with_for_update())}
+    missing = [finding_id for finding_id in wanted if finding_id not in rows]
+    if missing:
+        return [], missing
+    changed = []
+    for finding_id in wanted:
+        row = set_triage(session, finding_id, state, comment, actor)
+        assert row is not None  # locked above
+        changed.append(row)
+    return changed, []
+
+
 def _triage_of(row: Finding) -> dict[str, Any]:
     return {"triage": row.triage, "triage_comment": row.triage_comment,
             "triage_by": row.triage_by,
+        "triage_by_name": actor_name(row.triage_by),
             "triage_at": row.triage_at.isoformat() if row.triage_at else None}
 
 
@@ -188,6 +216,7 @@ def as_dict(row: Finding, agent: Agent | None = None) -> dict[str, Any]:
         "triage": row.triage,
         "triage_comment": row.triage_comment,
         "triage_by": row.triage_by,
+        "triage_by_name": actor_name(row.triage_by),
         "triage_at": row.triage_at.isoformat() if row.triage_at else None,
         "evidence": row.evidence,
         "alternative": row.alternative,
@@ -198,6 +227,8 @@ def as_dict(row: Finding, agent: Agent | None = None) -> dict[str, Any]:
         "last_seen": row.last_seen.isoformat(),
         "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
         "count": row.count,
+        "outcomes": outcomes.outcome_list(row.outcomes),
+        "outcome": outcomes.outcome_text(row.action, row.outcomes),
     }
 
 

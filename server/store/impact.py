@@ -13,6 +13,11 @@ Evidence is what the agent chose to report, so it may be too thin to
 re-match (a folder's file list, say). The active policy is the control: if
 neither it nor the new version re-matches the finding's app, the finding is
 counted as `unevaluable` rather than reported as a change that is not one.
+
+A verdict that stays is still a change for the person on that machine when what
+the agent does changes: audit -> enforce with `terminate`, `notify` ->
+`terminate`. Those rows keep the verdict and say the agent's response before and
+after (policies.response, the rule the agent itself follows).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from policies.observations import (
     Observation,
     ProcessObservation,
 )
+from policies.response import planned_actions
 from policies.vocabulary import OS_NAMES
 from server.models import Agent, Finding
 
@@ -57,6 +63,8 @@ class _Tally:
     changes: int = 0
     newly_denied: int = 0
     no_longer_denied: int = 0
+    response_changes: int = 0
+    newly_terminated: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -128,7 +136,9 @@ def preview(
                    "findings_evaluated": tally.findings_evaluated,
                    "unevaluable": tally.unevaluable, "changes": tally.changes,
                    "newly_denied": tally.newly_denied,
-                   "no_longer_denied": tally.no_longer_denied},
+                   "no_longer_denied": tally.no_longer_denied,
+                   "response_changes": tally.response_changes,
+                   "newly_terminated": tally.newly_terminated},
         "changes": tally.rows,
         "truncated": tally.changes > len(tally.rows),
     }
@@ -137,10 +147,16 @@ def preview(
 def _count(changes: list[dict[str, Any]], tally: _Tally, limit: int) -> None:
     for change in changes:
         tally.changes += 1
-        if change["after"] == "deny":
+        # A row may keep its verdict (only the agent's response changes).
+        if change["after"] == "deny" != change["before"]:
             tally.newly_denied += 1
-        if change["before"] == "deny":
+        if change["before"] == "deny" != change["after"]:
             tally.no_longer_denied += 1
+        if change["before_response"] != change["after_response"]:
+            tally.response_changes += 1
+            if (_terminates(change["after_response"])
+                    and not _terminates(change["before_response"])):
+                tally.newly_terminated += 1
         if len(tally.rows) < limit:
             tally.rows.append(change)
 
@@ -163,8 +179,13 @@ def _agent_changes(
         if after is None:
             tally.unevaluable += 1
             continue
-        if after != finding.verdict:
-            changes.append(_change(agent, finding, finding.app, finding.verdict, after))
+        after_response = _response(found, finding.app)
+        before_response = _before_response(baseline, observation, finding)
+        if after != finding.verdict or (before_response is not None
+                                        and before_response != after_response):
+            changes.append(_change(agent, finding, finding.app, finding.verdict, after,
+                                   before_response=before_response or "",
+                                   after_response=after_response))
         # Apps the new version denies or alerts on that this observation also matches.
         for other in found:
             if other.verdict not in _REPORTED:
@@ -173,7 +194,8 @@ def _agent_changes(
             if key not in recorded and key not in newly_matched:
                 newly_matched.add(key)
                 changes.append(_change(agent, None, other.app, "none", other.verdict,
-                                       sensor=finding.sensor))
+                                       sensor=finding.sensor, before_response="",
+                                       after_response=_response(found, other.app)))
     return changes
 
 
@@ -196,6 +218,34 @@ def _new_verdict(
     return None
 
 
+def _terminates(response: str) -> bool:
+    # What runs comes before any "(would ...: reason)" that audit mode holds back.
+    return "terminate" in response.split(" (", 1)[0]
+
+
+def _response(found: list[EngineFinding], app: str) -> str:
+    """What the agent does about `app` here, in a few words: 'report', 'notify',
+    'notify + terminate', 'notify (would terminate: audit mode)'."""
+    for finding in found:
+        if finding.app == app:
+            plans = planned_actions(finding)
+            if not plans:
+                return "report" if finding.verdict in _REPORTED else "nothing"
+            done = " + ".join(plan.action for plan in plans if plan.runs)
+            held = [plan for plan in plans if not plan.runs]
+            return done + "".join(f" (would {plan.action}: {plan.reason.split(':')[0]})"
+                                  for plan in held)
+    return "nothing"
+
+
+def _before_response(baseline: Engine | None, observation: Observation | None,
+                     finding: Finding) -> str | None:
+    """The response under the active policy; None without one to compare with."""
+    if baseline is None or observation is None:
+        return None
+    return _response(baseline.evaluate(observation, include_allowed=True), finding.app)
+
+
 def _verdict_for(engine: Engine, observation: Observation, app: str) -> str | None:
     for finding in engine.evaluate(observation, include_allowed=True):
         if finding.app == app:
@@ -204,10 +254,12 @@ def _verdict_for(engine: Engine, observation: Observation, app: str) -> str | No
 
 
 def _change(agent: Agent, finding: Finding | None, app: str, before: str, after: str,
-            sensor: str | None = None) -> dict[str, Any]:
+            sensor: str | None = None, *, before_response: str,
+            after_response: str) -> dict[str, Any]:
     return {"agent_id": agent.id, "hostname": agent.hostname, "group": agent.group,
             "finding_id": finding.id if finding else None, "app": app,
-            "sensor": finding.sensor if finding else sensor, "before": before, "after": after}
+            "sensor": finding.sensor if finding else sensor, "before": before, "after": after,
+            "before_response": before_response, "after_response": after_response}
 
 
 def identity_of(finding: Finding) -> str:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from policies.catalog_model import AppDefinition
 from policies.compiler import canonical_json, compile_bundle
 from policies.loader import parse_policy
+from server.actors import actor_name
 from server.db import utcnow
 from server.models import PolicyVersion, ServerState
 from server.signing import (
@@ -322,7 +323,8 @@ def bundle_of(row: PolicyVersion) -> dict[str, Any]:
 def as_dict(row: PolicyVersion, active_number: int | None) -> dict[str, Any]:
     """The list shape; `GET policies/{n}` adds `source`, `bundle` and `signature`."""
     return {**_summary(row), "created_at": row.created_at.isoformat(),
-            "created_by": row.created_by, "active": row.number == active_number}
+            "created_by": row.created_by, "created_by_name": actor_name(row.created_by),
+            "active": row.number == active_number}
 
 
 def _summary(row: PolicyVersion) -> dict[str, Any]:

@@ -47,7 +47,8 @@ def compliance(session: Session, by_state: dict[AgentState, int]) -> dict[str, i
                Agent.revoked_at.is_(None))) or 0
     total = by_state["active"] + by_state["silent"]
     return {"compliant": total - with_open_deny, "with_open_deny": with_open_deny,
-            "silent": by_state["silent"], "total": total}
+            "silent": by_state["silent"], "total": total,
+            "cannot_notify": agents.count_cannot_notify(session)}
 
 
 def findings_per_day(

@@ -17,6 +17,9 @@ from server.store import audit
 def create(session: Session, *, username: str, password: str, role: str, actor: str) -> User:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+    problem = security.password_problem(password)
+    if problem:
+        raise ValueError(problem)
     user = User(username=username, password_hash=security.hash_password(password), role=role,
                 created_at=utcnow(), disabled=False)
     session.add(user)

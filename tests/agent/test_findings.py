@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agent.daemon import to_server_event
 from agent.scanning.findings import FindingTracker, format_time, identity_of
 from agent.scanning.one_scan import ScanResult, scan_once
 from agent.scanning.scanner import Watch
@@ -182,6 +183,7 @@ def test_a_new_policy_restates_a_finding_still_open(
     watch.start()
     assert [(e["event"], e["mode"], e["action"]) for e in events if e["pid"] == process.pid] \
         == [("opened", "audit", "notify")]
+    assert not any(e.get("restated") for e in events)
     events.clear()
 
     enforce = make_engine(ENFORCE)
@@ -189,6 +191,10 @@ def test_a_new_policy_restates_a_finding_still_open(
     assert [(e["event"], e["mode"], e["action"], e["message"]) for e in events
             if e["pid"] == process.pid] == [
         ("opened", "enforce", "terminate", "Telegram is closed on this machine.")]
+    # Marked as a restatement, so the server does not count the user launching it again.
+    [restated] = [e for e in events if e["pid"] == process.pid]
+    assert restated["restated"] is True
+    assert to_server_event(restated)["restated"] is True
     events.clear()
     watch.set_engine(enforce)  # the same terms again: nothing new to say
     assert [e for e in events if e["pid"] == process.pid] == []

@@ -208,7 +208,7 @@ def test_policy_list_diff_activate_rollback_impact(
 
     api.on("GET", "/api/v1/policies/diff",
            {"from": 1, "to": 2, "diff": "--- 1\n+++ 2\n-mode: audit\n+mode: enforce\n"})
-    code, out, _ = warden(capsys, *connected(api, "policy", "diff", "1", "2"))
+    code, out, _ = warden(capsys, *connected(api, "policy", "diff", "1", "2", "--unified"))
     assert (code, out) == (0, "--- 1\n+++ 2\n-mode: audit\n+mode: enforce\n")
     assert api.requests[-1].query == {"from": ["1"], "to": ["2"]}
 
@@ -229,12 +229,14 @@ def test_policy_list_diff_activate_rollback_impact(
     code, out, _ = warden(capsys, *connected(api, "policy", "impact", "2"))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "version_number: 2"
-    table_at = lines.index("changes:") + 1
-    assert lines[table_at].split() == ["AGENT_ID", "HOSTNAME", "GROUP", "FINDING_ID", "APP",
-                                       "SENSOR", "BEFORE", "AFTER"]
-    assert lines[table_at + 1].split() == ["a-1", "pc-7", "-", "-", "whatsapp", "process",
-                                           "allow", "deny"]
+    assert lines[0] == "Impact of activating v2 (compared with v1)"
+    # A table, like the dashboard's: no Python-style values.
+    table_at = next(index for index, line in enumerate(lines) if line.startswith("HOST "))
+    assert lines[table_at].split() == ["HOST", "GROUP", "APP", "SENSOR", "NOW", "AFTER",
+                                       "AGENT", "DOES", "NOW", "WOULD", "DO", "FINDING"]
+    assert lines[table_at + 1].split() == ["pc-7", "-", "whatsapp", "process", "allow",
+                                           "deny", "-", "-", "-"]
+    assert "None" not in out and "{" not in out
     assert [(r.method, r.path) for r in api.requests] == [
         ("GET", "/api/v1/policies"), ("GET", "/api/v1/policies/diff"),
         ("POST", "/api/v1/policies/2/activate"), ("POST", "/api/v1/policies/rollback"),
@@ -254,9 +256,10 @@ def test_findings_list_filters_and_follows_cursors(
         "--since", "2025-01-01"))
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "APP", "HOST", "SENSOR", "VERDICT", "STATUS", "TRIAGE",
-                                "LAST", "SEEN", "COUNT"]
-    assert lines[1].split() == ["1", "telegram", "pc-7", "process", "deny", "open", "new",
+    assert lines[0].split() == ["ID", "APP", "HOST", "SENSOR", "VERDICT", "OUTCOME", "STATUS",
+                                "TRIAGE", "LAST", "SEEN", "COUNT"]
+    # An answer without outcomes (an older server) shows none, not a guess.
+    assert lines[1].split() == ["1", "telegram", "pc-7", "process", "deny", "-", "open", "new",
                                 "2025-01-02", "03:04:05Z", "2"]
     assert lines[2].split()[:3] == ["2", "telegram", "pc-8"]
     first, second = api.requests
@@ -280,12 +283,12 @@ def test_findings_list_limit_and_json(api: FakeApi,
 @pytest.mark.parametrize(("action", "state"), [("ack", "acknowledged"), ("resolve", "resolved")])
 def test_findings_triage(api: FakeApi, capsys: pytest.CaptureFixture[str], action: str,
                          state: str) -> None:
-    api.on("POST", "/api/v1/findings/f-1/triage", {**FINDING, "triage": state})
-    code, out, _ = warden(capsys, *connected(api, "findings", action, "f-1", "--comment",
+    api.on("POST", "/api/v1/findings/7/triage", {**FINDING, "triage": state})
+    code, out, _ = warden(capsys, *connected(api, "findings", action, "7", "--comment",
                                              "talked to the user"))
-    assert (code, out) == (0, f"finding f-1: {state}\n")
+    assert (code, out) == (0, f"finding 7: {state}\n")
     [request] = api.requests
-    assert (request.method, request.path) == ("POST", "/api/v1/findings/f-1/triage")
+    assert (request.method, request.path) == ("POST", "/api/v1/findings/7/triage")
     assert request.json() == {"state": state, "comment": "talked to the user"}
 
 
@@ -327,10 +330,6 @@ def test_a_failed_export_leaves_no_file(api: FakeApi, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("argv", "method", "path", "answer", "body", "expected"),
     [
-        (["agents", "revoke", "7"], "POST", "/api/v1/agents/7/revoke", AGENT, b"",
-         "agent 7 revoked: its token no longer works\n"),
-        (["agents", "readmit", "7"], "POST", "/api/v1/agents/7/readmit", AGENT, b"",
-         "agent 7 re-admitted: the machine can enroll again and gets a new token\n"),
         (["secrets", "create", "--group", "ops"], "POST", "/api/v1/secrets",
          {**SECRET, "group": "ops", "uses": 0, "secret": "s3cr3t"}, {"group": "ops"},
          "id: 3\ngroup: ops\nnote: -\ncreated_by: admin\ncreated_at: "
@@ -362,7 +361,7 @@ def test_mutating_commands(api: FakeApi, capsys: pytest.CaptureFixture[str], arg
     [
         (["agents", "list"], "/api/v1/agents", AGENT,
          ["7", "pc-7", "linux", "12", "0.1", "ops", "silent", "2025-01-02", "03:04:05Z",
-          "abcdef012345", "1"]),
+          "v2", "(current)", "1"]),
         (["secrets", "list"], "/api/v1/secrets", SECRET,
          ["3", "-", "5", "2025-01-01", "00:00:00Z", "-"]),
         (["tokens", "list"], "/api/v1/tokens",
@@ -489,9 +488,26 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_ids_cannot_escape_their_path_segment(api: FakeApi,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    api.on("POST", "/api/v1/agents/..%2Fsecrets/revoke", AGENT)
+    api.on("POST", "/api/v1/secrets/..%2Ftokens/revoke", SECRET)
+    assert warden(capsys, *connected(api, "secrets", "revoke", "../tokens"))[0] == 0
+    assert api.requests[0].path == "/api/v1/secrets/..%2Ftokens/revoke"
+    api.on("GET", "/api/v1/agents/..%2Fsecrets", AGENT)
+    api.on("POST", "/api/v1/agents/7/revoke", AGENT)
     assert warden(capsys, *connected(api, "agents", "revoke", "../secrets"))[0] == 0
-    assert api.requests[0].path == "/api/v1/agents/..%2Fsecrets/revoke"
+    assert api.requests[1].path == "/api/v1/agents/..%2Fsecrets"
+
+
+@pytest.mark.parametrize(("action", "said"), [
+    ("revoke", "agent pc-7 (7) revoked: its token no longer works\n"),
+    ("readmit", "agent pc-7 (7) re-admitted: the machine can enroll again and gets a new "
+                "token\n")])
+def test_agents_are_named_by_id(api: FakeApi, capsys: pytest.CaptureFixture[str], action: str,
+                                said: str) -> None:
+    api.on("GET", "/api/v1/agents/7", AGENT)
+    api.on("POST", f"/api/v1/agents/7/{action}", AGENT)
+    assert warden(capsys, *connected(api, "agents", action, "7"))[:2] == (0, said)
+    assert [(r.method, r.path) for r in api.requests] == [
+        ("GET", "/api/v1/agents/7"), ("POST", f"/api/v1/agents/7/{action}")]
 
 
 def test_an_answer_outside_the_documented_shape_is_a_clear_error(

@@ -159,7 +159,8 @@ def test_stats_count_agents_compliance_and_open_findings(
     body = response.json()
     assert body["agents"] == {"active": 1, "silent": 1, "revoked": 1}
     # Revoked agents are out of the count; the silent one has no open deny finding.
-    assert body["compliance"] == {"compliant": 1, "with_open_deny": 1, "silent": 1, "total": 2}
+    assert body["compliance"] == {"compliant": 1, "with_open_deny": 1, "silent": 1, "total": 2,
+                                  "cannot_notify": 0}
     assert body["open_findings_by_app"] == {"discord": 1, "telegram": 3}
 
 

@@ -105,10 +105,12 @@ def test_an_invalid_policy_is_422_with_lines_and_nothing_is_stored(
     client: TestClient, admin_token: str, db: DB
 ) -> None:
     error = assert_error(push(client, admin_token, INVALID), 422, "invalid_policy")
-    assert error["details"] == [{"file": "upload", "line": 4, "field": "rules[0].verdict",
-                                 "message": "Input should be 'deny', 'allow' or 'alert'",
-                                 "hint": "use one of the allowed values"}]
-    # The semantic problem (unknown app, line 5) shows once the syntax is right.
+    # Every problem in one pass: the bad verdict and the unknown app (line 5) together.
+    assert error["details"][0] == {"file": "upload", "line": 4, "field": "rules[0].verdict",
+                                   "message": "Input should be 'deny', 'allow' or 'alert'",
+                                   "hint": "use one of the allowed values"}
+    assert [(d["line"], d["field"]) for d in error["details"]] == [
+        (4, "rules[0].verdict"), (5, "rules[1].app")]
     fixed_verdict = INVALID.replace("forbid", "deny")
     error = assert_error(push(client, admin_token, fixed_verdict), 422, "invalid_policy")
     assert [(d["line"], d["field"]) for d in error["details"]] == [(5, "rules[1].app")]
@@ -263,7 +265,9 @@ def test_impact_of_allowing_telegram_flips_open_deny_findings_to_allow(
     assert all(c["agent_id"] == desk.agent_id and c["finding_id"] for c in changes)
     assert body["totals"] == {"agents_evaluated": 1, "agents_affected": 1,
                               "findings_evaluated": 3, "unevaluable": 0, "changes": 3,
-                              "newly_denied": 0, "no_longer_denied": 3}
+                              "newly_denied": 0, "no_longer_denied": 3,
+                              # Allowed: the agent stops telling the user.
+                              "response_changes": 3, "newly_terminated": 0}
     assert body["truncated"] is False
     # Nothing changes until it is activated; the active version itself changes nothing.
     assert impact_of(client, admin_token, 1)["totals"]["changes"] == 0
@@ -314,10 +318,13 @@ def test_impact_reports_exceptions_new_denials_new_matches_and_thin_evidence(
     assert rows == {
         ("exempt-pc", "telegram", "deny", "excepted", False),
         ("chatty", "discord", "alert", "deny", False),
+        # Still denied, but the new rule only reports it: the user is no longer told.
+        ("chatty", "telegram", "deny", "deny", False),
         # The recorded telegram-desktop process also matches the policy's own app.
         ("chatty", "corp-chat", "none", "alert", True),
     }
-    assert [c["hostname"] for c in body["changes"]] == ["chatty", "chatty", "exempt-pc"]
+    assert [c["hostname"] for c in body["changes"]] == ["chatty", "chatty", "chatty",
+                                                        "exempt-pc"]
     assert body["totals"]["unevaluable"] == 1
     assert body["totals"]["newly_denied"] == 1
     assert body["totals"]["no_longer_denied"] == 1

@@ -70,6 +70,8 @@ ADMIN_API = [
              body={"state": "acknowledged", "comment": "matrix"}),
     Endpoint("GET", "/api/v1/compliance/history?days=7", "viewer"),
     Endpoint("GET", "/api/v1/reports/compliance?format=csv", "viewer"),
+    Endpoint("POST", "/api/v1/findings/triage", "analyst",
+             body={"ids": [1], "state": "false_positive", "comment": "matrix"}),
     Endpoint("GET", "/api/v1/agents", "viewer"),
     Endpoint("GET", "/api/v1/agents/{victim}", "viewer"),
     Endpoint("POST", "/api/v1/agents/{victim}/revoke", "admin"),

@@ -128,7 +128,16 @@ def test_an_analyst_sees_no_policy_forms_and_is_refused_when_posting(
     assert "needs the admin role" in upload.text
     assert analyst.post("/policies/1/activate", data={"csrf_token": token}).status_code == 403
     assert analyst.post("/policies/rollback", data={"csrf_token": token}).status_code == 403
-    assert (count(db, PolicyVersion), count(db, AuditEntry)) == (versions, audit_rows)
+    # Nothing changed, and each refused attempt is in the audit log, by whom and what.
+    assert (count(db, PolicyVersion), count(db, AuditEntry)) == (versions, audit_rows + 3)
+    with db() as session:
+        refused = session.scalars(sa.select(AuditEntry).where(
+            AuditEntry.action == "policy.refused").order_by(AuditEntry.id)).all()
+        assert [entry.target for entry in refused] == [
+            "/policies/upload", "/policies/1/activate", "/policies/rollback"]
+        # Signed in with an analyst's API token: the audit names that token.
+        assert all(entry.actor.startswith("token:") and entry.after == {
+            "method": "POST", "role": "analyst", "needed": "admin"} for entry in refused)
 
 
 def test_a_viewer_cannot_triage(person: PeopleFactory, finding_id: int, db: DB) -> None:

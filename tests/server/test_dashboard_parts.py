@@ -19,9 +19,9 @@ from server.dashboard.auth import (
     SessionKeeper,
 )
 from server.dashboard.policies import annotate
-from server.dashboard.policy_diff import rule_changes, setting_changes, source_diff
 from server.dashboard.sessions import LoggedOut
 from server.dashboard.web import safe_next, time_ago, with_query
+from server.policy_diff import rule_changes, setting_changes, source_diff
 from server.throttling import LoginThrottle, ThrottleLimits
 
 

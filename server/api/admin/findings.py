@@ -14,6 +14,8 @@ from server.api.deps import AnalystDep, ContextDep, SessionDep, ViewerDep
 from server.api.params import RowId
 from server.schemas.errors import error_responses
 from server.schemas.findings import (
+    BulkTriageRequest,
+    BulkTriageResult,
     Finding,
     FindingDetail,
     FindingExport,
@@ -61,6 +63,24 @@ def get_finding(principal: ViewerDep, finding_id: RowId, session: SessionDep) ->
     view = findings.as_dict(row, agents.get(session, row.agent_id))
     view["events"] = [findings.event_as_dict(event) for event in findings.timeline(session, row)]
     return FindingDetail.model_validate(view)
+
+
+@router.post("/findings/triage", responses=error_responses(404))
+def triage_findings(
+    principal: AnalystDep, body: BulkTriageRequest, session: SessionDep
+) -> BulkTriageResult:
+    """Set several findings to one triage state with one comment: all, or, if an id is
+    unknown, none (404 names the ids). Each change is in the audit log."""
+    rows, missing = findings.set_triage_many(session, body.ids, body.state,
+                                             body.comment.strip(), principal.actor)
+    if missing:
+        session.rollback()
+        shown = ", ".join(str(finding_id) for finding_id in missing[:20])
+        raise not_found(f"finding(s) {shown}; nothing was changed")
+    session.commit()
+    owners = {row.agent_id: agents.get(session, row.agent_id) for row in rows}
+    return BulkTriageResult.model_validate({"items": [
+        findings.as_dict(row, owners[row.agent_id]) for row in rows]})
 
 
 @router.post("/findings/{finding_id:int}/triage", responses=error_responses(404))

@@ -1,4 +1,5 @@
-"""What changed between two policy versions: the rules, and the source line by line.
+"""What changed between two policy versions: the rules, and the source line by line (shared
+by the dashboard and `warden policy diff`).
 
 The rule summary answers the question an administrator actually has ("does
 this now deny WhatsApp?"); the source diff shows every edit, comments included.
