@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeAlias
 
-from policies.vocabulary import TRIAGE_STATES
+from policies.vocabulary import FINDING_STATUSES, TRIAGE_STATES
 from server.api_client import WardenClient
 from server.cli.admin_output import EXIT_API, as_json, fail, render, show, when
 from server.cli.admin_runner import Command, connection_options, runner
@@ -75,7 +75,7 @@ def _add(actions: SubParsers, name: str, help: str, connection: argparse.Argumen
 
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app", help="catalog app id, e.g. telegram")
-    parser.add_argument("--status", choices=["open", "resolved"])
+    parser.add_argument("--status", choices=FINDING_STATUSES)
     parser.add_argument("--triage", choices=TRIAGE_STATES)
     parser.add_argument("--host", help="hostname, or a prefix ending in *")
     parser.add_argument("--group")
