@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from policies.errors import ValidationIssue
-from server.api_client import ApiError, config_path
+from server.api_client import ApiError
+from server.cli.credentials import config_path
 
 EXIT_API = 1
 EXIT_USAGE = 2

@@ -8,14 +8,9 @@ import os
 import sys
 from collections.abc import Callable
 
-from server.api_client import (
-    ApiError,
-    WardenClient,
-    WardenClientError,
-    config_path,
-    resolve_credentials,
-)
+from server.api_client import ApiError, WardenClient, WardenClientError
 from server.cli.admin_output import EXIT_API, EXIT_USAGE, api_failure, fail
+from server.cli.credentials import config_path, resolve_credentials
 
 Command = Callable[[WardenClient, argparse.Namespace], int]
 
