@@ -1,0 +1,60 @@
+"""The stats queries count what they say: UTC days to the microsecond, agents not findings.
+
+They were rewritten for speed (bench/hotpaths.py); these pin their answers. Runs on
+SQLite and, with WARDEN_TEST_DATABASE_URL, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.server.admin_support import API, bearer, event, post_events, process
+
+EnrolledAgent = Any
+
+
+def test_findings_per_day_counts_utc_days_to_the_microsecond(
+    client: TestClient, enroll: Callable[..., EnrolledAgent], admin_token: str
+) -> None:
+    agent = enroll(hostname="days")
+    today = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), dt.UTC)
+    tick = dt.timedelta(microseconds=1)
+    # Day edges: midnight itself counts to its day, a microsecond before to the day before;
+    # the 30th day back is in, the 31st out.
+    times = [today, today - tick, today - dt.timedelta(days=1), today - dt.timedelta(days=29),
+             today - dt.timedelta(days=29) - tick, today - dt.timedelta(days=5, hours=-3)]
+    post_events(client, agent.headers, *[event(process(n), time=at)
+                                         for n, at in enumerate(times)])
+    per_day = client.get(f"{API}/stats", headers=bearer(admin_token)).json()[
+        "findings_per_day"]
+    expected = Counter(at.date().isoformat() for at in times
+                       if at >= today - dt.timedelta(days=29))
+    assert len(per_day) == 30
+    assert per_day[0]["day"] == (today - dt.timedelta(days=29)).date().isoformat()
+    assert {item["day"]: item["opened"] for item in per_day if item["opened"]} == expected
+    assert sum(item["opened"] for item in per_day) == len(times) - 1
+
+
+def test_compliance_counts_agents_not_findings(
+    client: TestClient, enroll: Callable[..., EnrolledAgent], admin_token: str
+) -> None:
+    many = enroll(hostname="many-denies")
+    resolved = enroll(hostname="resolved-only")
+    revoked = enroll(hostname="revoked")
+    enroll(hostname="clean")
+    post_events(client, many.headers, *[event(process(n)) for n in range(5)])
+    post_events(client, resolved.headers, event(process(1)),
+                event(process(1), "finding_resolved", dt.datetime(2025, 3, 2, tzinfo=dt.UTC)))
+    post_events(client, revoked.headers, event(process(2)))
+    answer = client.post(f"{API}/agents/{revoked.agent_id}/revoke",
+                         headers=bearer(admin_token))
+    assert answer.status_code == 200, answer.text
+    stats = client.get(f"{API}/stats", headers=bearer(admin_token)).json()
+    assert stats["compliance"]["with_open_deny"] == 1
+    assert stats["compliance"]["compliant"] == stats["compliance"]["total"] - 1
+    assert stats["compliance"]["total"] == 3
