@@ -25,15 +25,12 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import logging
 import queue
 import shlex
-import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from agent.health import SelfWatchdog, lower_priority
@@ -44,12 +41,14 @@ from agent.prevention.guard import ExecGuard
 from agent.responding.actions import ActionRunner
 from agent.responding.notify import Notifier, make_notifier
 from agent.scanning.exceptions import ExceptionKeeper
-from agent.scanning.findings import format_time, utc_now
+from agent.scanning.findings import utc_now
 from agent.scanning.scanner import Watch
 from agent.scanning.sensor_health import SensorHealth
 from agent.scanning.sensor_set import SensorChoice, Sensors, WatchTiming
 from agent.settings import AgentSettings
-from agent.state import BundleRejected, Identity, StateDir, write_private
+from agent.signals import install_signal_handlers, restore_signal_handlers
+from agent.state import BundleRejected, Identity, StateDir
+from agent.status_file import StatusFile
 from agent.uplink import exceptions as signed_exceptions
 from agent.uplink.client import AgentClient
 from agent.uplink.events import (
@@ -122,9 +121,8 @@ class AgentDaemon:
             maxlen=10_000)
         self._backlog_lock = threading.Lock()
         self._spool_failing = False
-        # The last status gathered for a check-in, and the backoff then: rewritten with the
-        # sync state after each check-in and upload (see _refresh_status_file).
-        self._last_status: tuple[dict[str, Any], float] | None = None
+        # What `warden-agent status` reads, rewritten after each check-in and upload.
+        self.status_file = StatusFile(self.state.path / "status.json", self.status)
         self._bundle = self._initial_bundle()
         self._choice = choice or SensorChoice(
             installed=settings.installed, network=settings.network, content=settings.content,
@@ -153,7 +151,7 @@ class AgentDaemon:
         self.uploader = Uploader(self.client, self.spool, self._token, self.status,
                                  batch_events=settings.upload_batch_events,
                                  idle_interval=settings.upload_interval,
-                                 on_uploaded=self._refresh_status_file)
+                                 on_uploaded=self.status_file.refresh)
         # Any local user may ask for an exception; the agent records who asked.
         self.requests = RequestServer(settings.request_socket, self._on_request,
                                       self._known_app) if settings.request_socket else None
@@ -310,7 +308,7 @@ class AgentDaemon:
             "sensors": {name: health.as_status()
                         for name, health in self._sensor_health().items()},
         }
-        self._write_status_file(status, health.backoff_factor)
+        self.status_file.write(status, health.backoff_factor)
         return status
 
     def _sensor_health(self) -> dict[str, SensorHealth]:
@@ -322,25 +320,7 @@ class AgentDaemon:
 
     def _after_checkin(self) -> None:
         self.uploader.nudge()
-        self._refresh_status_file()
-
-    def _refresh_status_file(self) -> None:
-        """Rewrite the status file with the sync state as it is now: the check-in or upload
-        that just went through is in `warden-agent status` at once, not one interval later."""
-        last = self._last_status
-        if last is not None:
-            self._write_status_file(*last)
-
-    def _write_status_file(self, status: dict[str, Any], backoff: float) -> None:
-        self._last_status = (status, backoff)
-        report = {**status, **dataclasses.asdict(self.status), "backoff_factor": backoff,
-                  "written_at": format_time(utc_now())}
-        try:
-            write_private(self.state.path / "status.json", json.dumps(report, indent=2).encode())
-        except OSError as exc:
-            # A full or read-only state disk must not stop check-ins: the server
-            # still hears from the agent (and its spool depth) while `status` is stale.
-            log.warning("cannot write %s: %s", self.state.path / "status.json", exc)
+        self.status_file.refresh()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -359,7 +339,7 @@ class AgentDaemon:
         for thread in threads:
             thread.daemon = True
             thread.start()
-        previous = _install_signal_handlers(self._request_stop, self.sync.check_in_now)
+        previous = install_signal_handlers(self._request_stop, self.sync.check_in_now)
         try:
             self.guard.update(self.watch.engine)
             scanner.start()
@@ -368,7 +348,7 @@ class AgentDaemon:
             while scanner.is_alive() and not self._stop_requested:
                 scanner.join(Watch.MAX_SLEEP)
         finally:
-            _restore_signal_handlers(previous)
+            restore_signal_handlers(previous)
             self._shut_down(scanner, threads)
         return 1 if self._scanner_failed else 0
 
@@ -417,32 +397,3 @@ class AgentDaemon:
     def stop(self) -> None:
         self._stop_requested = True
         self.watch.stop()
-
-
-Handler = Callable[[int, FrameType | None], Any] | int | None
-
-
-def _install_signal_handlers(request_stop: Callable[[], None],
-                             check_in_now: Callable[[], None]) -> dict[int, Handler]:
-    """SIGTERM/SIGINT stop the agent; SIGUSR1 makes it check in now (`systemctl kill -s USR1
-    warden-agent` after pushing a policy, instead of waiting for the next check-in)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        request_stop()
-
-    def on_check_in(signum: int, frame: FrameType | None) -> None:
-        check_in_now()  # sets an Event: safe from a handler
-
-    previous: dict[int, Handler] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, on_signal)
-    if hasattr(signal, "SIGUSR1"):  # not on Windows
-        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_check_in)
-    return previous
-
-
-def _restore_signal_handlers(previous: dict[int, Handler]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)

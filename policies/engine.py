@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from policies.evidence import evidence_of
+from policies.findings import Finding, HostContext
 from policies.matching import MAX_PATH_CHARS, Pattern, command_line_text, compile_regex
 from policies.mobile_index import MobileIndex
-from policies.network_index import VIA_DNS, NetworkIndex
 from policies.network_index import Match as _Match
+from policies.network_index import NetworkIndex
 from policies.observations import (
     InstalledObservation,
     MobileAppObservation,
@@ -27,7 +27,10 @@ from policies.observations import (
     finding_key,
 )
 from policies.patterns import Glob, compile_glob, glob_is_literal, home_aliases, normalise_path
-from policies.vocabulary import Confidence, HostOsName, Sensor
+from policies.vocabulary import Sensor
+
+# Finding and HostContext live in policies.findings; importing them from here still works.
+__all__ = ["Engine", "Finding", "HostContext"]
 
 LINUX_COMM_LENGTH = 15
 
@@ -45,60 +48,6 @@ _EXACT_INSTALLED = {
     "winget": "winget",
     "homebrew": "homebrew",
 }
-
-
-@dataclass(frozen=True)
-class HostContext:
-    """Who is asking: decides scope and exceptions."""
-
-    os: HostOsName = "linux"
-    hostname: str = ""
-    groups: frozenset[str] = frozenset()
-    tags: frozenset[str] = frozenset()
-    today: dt.date = field(default_factory=dt.date.today)
-    # Users' home folders as the agent found them (/etc/passwd). Those outside the
-    # places `~` stands for (/home, /Users, C:/Users...) are matched by `~` too.
-    homes: tuple[str, ...] = ()
-    # Apps a signed exception lets this machine run now (policies.exceptions.in_force):
-    # their findings are reported as `excepted`, never acted on.
-    granted: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Finding:
-    app: str
-    app_name: str
-    verdict: str
-    action: str
-    mode: str
-    sensor: Sensor
-    key: str
-    evidence: dict[str, Any]
-    alternative: str | None
-    confidence: Confidence
-    message: str
-    matched: str  # which signature matched, e.g. "process.names: telegram-desktop"
-
-    @property
-    def named_by_dns(self) -> bool:
-        """Matched only because DNS gave this address for a listed domain (maybe a CDN's)."""
-        return self.sensor == "network" and self.matched.endswith(VIA_DNS)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "app": self.app,
-            "app_name": self.app_name,
-            "verdict": self.verdict,
-            "action": self.action,
-            "mode": self.mode,
-            "sensor": self.sensor,
-            "key": self.key,
-            "evidence": self.evidence,
-            "alternative": self.alternative,
-            "confidence": self.confidence,
-            "message": self.message,
-            "matched": self.matched,
-        }
 
 
 class Engine:

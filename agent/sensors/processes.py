@@ -19,10 +19,8 @@ Two races are handled on purpose:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import re
 import sys
 import time
 from collections import OrderedDict
@@ -33,6 +31,7 @@ from typing import BinaryIO
 
 from agent.sensors import safe_read
 from agent.sensors.content import ContentIdentifier
+from agent.sensors.loader_launch import running_program
 from agent.sensors.process_readers import ProcessInfo, ProcessReader, PsutilReader
 from policies.observations import ProcessObservation
 
@@ -313,7 +312,7 @@ class ProcessSensor:
         self._add(info, changes)
 
     def _observe(self, info: ProcessInfo) -> ProcessObservation:
-        name, exe = _running(info)
+        name, exe = running_program(info)
         return self._with_content(self._with_hash(ProcessObservation(
             pid=info.pid, name=name, create_time=info.create_time, exe=exe,
             cmdline=info.cmdline, username=info.username, ppid=info.ppid,
@@ -386,46 +385,8 @@ class ProcessSensor:
             self._add(info, changes)
 
 
-_LOADER = re.compile(r"ld-linux[\w.-]*\.so[\d.]*|ld(64)?\.so[\d.]*|ld-musl-[\w]+\.so[\d.]*")
-# Loader options that take a value (ld.so(8)); the program is the first other argument.
-_LOADER_VALUE_OPTIONS = frozenset({"--library-path", "--preload", "--audit", "--argv0",
-                                   "--inhibit-rpath", "--glibc-hwcaps-mask",
-                                   "--glibc-hwcaps-prepend"})
-
-
-def _loaded_program(info: ProcessInfo) -> str | None:
-    """The program a dynamic loader was asked to run (absolute when it can be), or None."""
-    if not info.exe or not _LOADER.fullmatch(info.exe.rsplit("/", 1)[-1]):
-        return None
-    args = list(info.cmdline[1:])
-    while args and args[0].startswith("--"):
-        option = args.pop(0)
-        if option in _LOADER_VALUE_OPTIONS and args:
-            args.pop(0)
-    if not args:
-        return None
-    program = args[0]
-    if not program.startswith("/"):
-        with contextlib.suppress(OSError):
-            program = os.path.normpath(os.path.join(os.readlink(f"/proc/{info.pid}/cwd"),
-                                                    program))
-    return program
-
-
 def _changed(entry: _Entry, info: ProcessInfo) -> bool:
     before = entry.observation
     if before is None or info.zombie:
         return (before is None) != info.zombie
-    return (before.name, before.exe, before.cmdline) != (*_running(info), info.cmdline)
-
-
-def _running(info: ProcessInfo) -> tuple[str, str | None]:
-    """The name and exe of what runs: `ld-linux.so ./Telegram` runs Telegram.
-
-    The loader maps the program without exec'ing it, so the kernel names the
-    loader; the program is what runs and what the policy judges.
-    """
-    program = _loaded_program(info)
-    if program is None:
-        return info.name, info.exe
-    return program.rsplit("/", 1)[-1], program
+    return (before.name, before.exe, before.cmdline) != (*running_program(info), info.cmdline)
