@@ -33,6 +33,7 @@ import sqlalchemy as sa
 
 from agent.uplink.backoff import Backoff
 from agent.uplink.client import AgentClient, ClientError, RetryLater
+from policies.wire import EnrollRequest
 
 
 @dataclass(frozen=True)
@@ -221,10 +222,10 @@ class SimulatedFleet:
             for index in range(self.plan.agents):
                 # Agents are spread over the servers for enrollment too.
                 client = AgentClient(urls[index % len(urls)], session=session)
-                enrollment = client.enroll(enroll_secret, {
-                    "hostname": f"sim-{index:03d}", "machine_id": f"sim-{seed}-{index}",
-                    "os": "linux", "os_version": "Debian 12", "arch": "x86_64",
-                    "agent_version": "0.1.0", "user": "sim"})
+                enrollment = client.enroll(enroll_secret, EnrollRequest(
+                    hostname=f"sim-{index:03d}", machine_id=f"sim-{seed}-{index}",
+                    os="linux", os_version="Debian 12", arch="x86_64",
+                    agent_version="0.1.0", user="sim"))
                 self.agents.append(SimulatedAgent(
                     index, enrollment.agent_token, enrollment.agent_id,
                     urls[index % len(urls):] + urls[:index % len(urls)], self.plan,

@@ -29,6 +29,7 @@ from agent.state import (
 )
 from agent.uplink.client import AgentClient, SignedBundle
 from agent.uplink.sync import PolicySync, SyncStatus
+from policies.wire import EnrollRequest
 from server import db as server_db
 from server.app import create_app
 from server.models import ServerState
@@ -48,7 +49,8 @@ class Server:
         self.url = url
         self.admin = {"Authorization": f"Bearer {admin_token}"}
         self.client = AgentClient(url, timeout=10)
-        self.enrollment = self.client.enroll(enroll_secret, make_host_facts())
+        self.enrollment = self.client.enroll(
+            enroll_secret, EnrollRequest.model_validate(make_host_facts()))
 
     def offered(self) -> tuple[dict[str, Any], Activation | None]:
         """GET policy, verified as an agent does: (bundle, activation)."""
