@@ -26,20 +26,21 @@ from fastapi.responses import JSONResponse
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from policies.loader import load_catalog
-from server import dashboard, db, security
+from server import dashboard, db
 from server.alerts import AlertDispatcher
 from server.api import admin, agent
 from server.api.bodies import BodyLimitMiddleware
 from server.api.deps import ContextDep, ServerContext, TokenDep, unauthorized
 from server.api.errors import error_response, install_error_handlers
-from server.compliance_task import ComplianceTask
 from server.connectors import runner as connector_runner
+from server.crypto import hashing
+from server.crypto.signing import PolicySigner
 from server.hsts import StrictTransportSecurityMiddleware
+from server.jobs.compliance import ComplianceTask
+from server.jobs.pruning import RetentionTask
 from server.metrics import Metrics, MetricsMiddleware, MetricsState
-from server.pruning import RetentionTask
 from server.settings import ServerSettings, is_loopback
 from server.siem.publisher import SiemPublisher, describe
-from server.signing import PolicySigner
 from server.store import agents, findings, policies
 from server.store.known_apps import KnownApps, bounded_by_app
 from server.throttling import EnrollThrottle
@@ -47,7 +48,8 @@ from server.throttling import EnrollThrottle
 log = logging.getLogger(__name__)
 
 def create_app(settings: ServerSettings) -> FastAPI:
-    """Build the app; raises server.signing.SigningKeyError if the data dir is not initialised."""
+    """Build the app; raises server.crypto.signing.SigningKeyError if the data dir is not
+    initialised."""
     signer = PolicySigner.load(settings.signing_key_path)
     engine = db.create_engine(settings.resolved_database_url)
     write_engine = db.writer(engine)
@@ -165,10 +167,10 @@ def _metrics_guard(settings: ServerSettings) -> list[Any]:
     if settings.metrics_token is None:
         return []
     # Only the digest is kept; comparing digests in constant time hides even the length.
-    expected = security.hash_token(settings.metrics_token.get_secret_value())
+    expected = hashing.hash_token(settings.metrics_token.get_secret_value())
 
     def check(token: TokenDep) -> None:
-        if not security.token_matches(token, expected):
+        if not hashing.token_matches(token, expected):
             raise unauthorized("/metrics wants the metrics token (WARDEN_METRICS_TOKEN)")
 
     return [Depends(check)]

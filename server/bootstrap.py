@@ -16,9 +16,9 @@ from sqlalchemy.engine import Engine
 
 from policies.loader import default_policy_path, load_catalog
 from server import db
+from server.crypto.signing import PolicySigner
 from server.models import ServerState
 from server.settings import ServerSettings
-from server.signing import PolicySigner
 from server.store import enroll_secrets, policies, tokens
 
 DATA_DIR_MODE = 0o700

@@ -7,7 +7,7 @@ command was given (the environment and config file they inherit do the
 rest), so every worker has exactly the parent's settings. Nothing in a
 worker's memory needs to agree with another's: rate limits and logouts live
 in the database (server.throttling, server.dashboard.sessions), pruning is
-serialised by the database (server.pruning), and each finding's alert goes
+serialised by the database (server.jobs.pruning), and each finding's alert goes
 out from the one process that stored it.
 """
 

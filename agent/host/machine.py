@@ -35,7 +35,7 @@ from agent.uplink.trust import key_b64
 from policies.compiler import canonical_json
 from policies.vocabulary import OsName
 
-# What the statement says it is (server/enrollment_proof.py checks the same words).
+# What the statement says it is (server/crypto/enrollment_proof.py checks the same words).
 ENROLLMENT_PURPOSE = "warden.agent-enrollment"
 KEY_FILE = "machine-key.pem"
 

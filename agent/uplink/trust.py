@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from policies.compiler import canonical_json
 
-# What the server's signed rotation statement says it is (server/signing.py).
+# What the server's signed rotation statement says it is (server/crypto/signing.py).
 ROTATION_PURPOSE = "warden.policy-key-rotation"
 
 

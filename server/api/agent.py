@@ -29,7 +29,6 @@ from policies.wire import (
     EventsResponse,
     KeyRotation,
 )
-from server import enrollment_proof
 from server.api.bodies import openapi_json_body
 from server.api.deps import (
     AgentDep,
@@ -45,6 +44,7 @@ from server.api.deps import (
 )
 from server.api.errors import ApiError, validation_details
 from server.api.findings_stream import stream_items
+from server.crypto import enrollment_proof
 from server.db import utcnow
 from server.models import Agent, Finding
 from server.schemas.errors import error_responses

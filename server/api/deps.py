@@ -40,10 +40,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from policies.catalog_model import AppDefinition
 from server.api.bodies import decode_json
 from server.api.errors import ApiError
+from server.crypto.signing import PolicySigner
 from server.db import utcnow
 from server.models import ROLES, Agent, ApiToken, EnrollSecret
 from server.settings import ServerSettings
-from server.signing import PolicySigner
 from server.store import agents, audit, enroll_secrets, tokens
 from server.store.known_apps import KnownApps
 from server.throttling import EnrollThrottle

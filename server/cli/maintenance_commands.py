@@ -58,7 +58,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from server import db
-    from server.pruning import prune, retention_days
+    from server.jobs.pruning import prune, retention_days
 
     settings = _settings(args)
     if settings is None:

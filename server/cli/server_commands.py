@@ -1,5 +1,5 @@
 """`warden server init|run|public-key|rotate-key`: set up a data directory, serve the API,
-hand out and rotate the policy-signing key (server.key_rotation).
+hand out and rotate the policy-signing key (server.crypto.key_rotation).
 
 Settings come from the flags, then `WARDEN_*` variables, then the config
 file (see server.settings). Exit codes: 0 done, 1 failed, 2 refused settings.
@@ -124,8 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from server import workers as app_workers
     from server.app import create_app
-    from server.key_rotation import finish_rotation
-    from server.signing import SigningKeyError
+    from server.crypto.key_rotation import finish_rotation
+    from server.crypto.signing import SigningKeyError
 
     def finish(session: Session, settings: ServerSettings) -> int:
         finished = finish_rotation(session, settings.signing_key_path)
@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_public_key(args: argparse.Namespace) -> int:
-    from server.key_rotation import key_state
+    from server.crypto.key_rotation import key_state
 
     def show(session: Session, settings: ServerSettings) -> int:
         state = key_state(session, settings.signing_key_path)
@@ -189,8 +189,8 @@ def cmd_public_key(args: argparse.Namespace) -> int:
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     from server.cli.user_commands import _actor
-    from server.key_rotation import rotate
-    from server.signing import fingerprint
+    from server.crypto.key_rotation import rotate
+    from server.crypto.signing import fingerprint
 
     def run(session: Session, settings: ServerSettings) -> int:
         report = rotate(session, settings.signing_key_path, actor=_actor())
@@ -225,7 +225,7 @@ def _on_database(settings: ServerSettings | None,
     import sqlalchemy as sa
 
     from server import db
-    from server.signing import SigningKeyError
+    from server.crypto.signing import SigningKeyError
 
     if settings is None:
         return EXIT_SETTINGS

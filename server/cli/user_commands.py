@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from policies.vocabulary import ROLES
-from server.security import password_problem
+from server.crypto.hashing import password_problem
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -25,8 +25,8 @@ from server.connectors.intune import IntuneConnector
 from server.connectors.inventory import Connector, SyncError
 from server.connectors.jamf import JamfConnector
 from server.connectors.sync import Evaluator, SyncReport, apply, read
+from server.crypto.secretbox import SecretBox, SecretBoxError
 from server.db import utcnow
-from server.secretbox import SecretBox, SecretBoxError
 from server.store import agents, connectors, findings, policies
 
 if TYPE_CHECKING:

@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 from policies.engine import Engine, HostContext
 from policies.observations import MobileAppObservation
 from policies.vocabulary import MobileOsName
-from server import security
 from server.connectors.inventory import (
     Connector,
     MobileApp,
@@ -31,6 +30,7 @@ from server.connectors.inventory import (
     MobileInstall,
     SyncError,
 )
+from server.crypto import hashing
 from server.models import Agent, Finding
 from server.store import events
 
@@ -181,7 +181,7 @@ def _machine_id(source: str, device_id: str) -> str:
 def _new_host(machine_id: str, source: str, kind: str, device: MobileDevice,
               group: str | None, now: dt.datetime) -> Agent:
     # A token nobody holds: a phone never talks to the agent API.
-    unusable = security.hash_token(security.new_token(security.AGENT_TOKEN_PREFIX))
+    unusable = hashing.hash_token(hashing.new_token(hashing.AGENT_TOKEN_PREFIX))
     return Agent(id=str(uuid.uuid4()), machine_id=machine_id, token_hash=unusable,
                  agent_version=f"{kind} connector", arch="", enrolled_at=now, source=source,
                  hostname="", os=device.os, os_version="", user="", group=group, last_seen=now)

@@ -150,7 +150,8 @@ class ServerState(Base):
     activation_signature: Mapped[str | None] = mapped_column(sa.Text)
     # Every rotation of the policy-signing key, oldest first, as canonical JSON text: a list
     # of {"statement", "signature"}, each signed by the key it retires; None before the first
-    # (see server.key_rotation). Public, and useless without the keys: it may be in the database.
+    # (see server.crypto.key_rotation). Public, and useless without the keys: it may be in
+    # the database.
     key_rotations: Mapped[str | None] = mapped_column(sa.Text)
 
 

@@ -51,7 +51,7 @@ class Connector(Base):
     # Tenant, client id, URLs, enterprise: nothing secret.
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # The client secret or service-account key, Fernet-encrypted with the key in the data
-    # directory (server.secretbox): the database alone does not give it away.
+    # directory (server.crypto.secretbox): the database alone does not give it away.
     secret: Mapped[str] = mapped_column(sa.Text)
     interval_minutes: Mapped[int] = mapped_column(default=60)
     # Phones of this connector join this group (scope, exceptions, filters).

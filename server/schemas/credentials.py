@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.vocabulary import Role
+from server.crypto.hashing import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from server.schemas.common import Answer, Page, Timestamp
-from server.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 
 class _Request(BaseModel):
@@ -61,7 +61,7 @@ TokenPage = Page[TokenRecord]
 
 class UserRequest(_Request):
     username: str = Field(min_length=1, max_length=255, pattern=r"^\S+$")
-    # One rule everywhere (server.security); long passphrases are welcome.
+    # One rule everywhere (server.crypto.hashing); long passphrases are welcome.
     password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
     role: Role
 

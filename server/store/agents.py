@@ -12,9 +12,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from policies.vocabulary import AgentState
-from server import enrollment_proof, security
+from server.crypto import enrollment_proof, hashing
+from server.crypto.enrollment_proof import Proof
 from server.db import utcnow
-from server.enrollment_proof import Proof
 from server.models import Agent, EnrollSecret, Finding
 from server.store import audit, policies, reenrollments
 
@@ -55,12 +55,12 @@ def enroll(
     becomes the agent's group.
     """
     now = now or utcnow()
-    token = security.new_token(security.AGENT_TOKEN_PREFIX)
+    token = hashing.new_token(hashing.AGENT_TOKEN_PREFIX)
     agent = _by_machine_id(session, facts.machine_id)
     created = agent is None
     if agent is None:
         agent = Agent(id=str(uuid.uuid4()), enrolled_at=now, **asdict(facts))
-        agent.token_hash = security.hash_token(token)
+        agent.token_hash = hashing.hash_token(token)
         agent.last_seen = now
         agent.group = secret.group
         _bind(agent, proof)
@@ -79,7 +79,7 @@ def enroll(
         _admit(session, agent, facts, secret, proof, address, now)
         for name, value in asdict(facts).items():
             setattr(agent, name, value)
-        agent.token_hash = security.hash_token(token)
+        agent.token_hash = hashing.hash_token(token)
         agent.group = secret.group
         agent.last_seen = now
         _bind(agent, proof)
@@ -127,14 +127,14 @@ def authenticate(session: Session, token: str) -> Agent | None:
     agent = session.scalars(sa.select(Agent).where(Agent.token_hash == digest)).one_or_none()
     if agent is None or agent.revoked_at is not None:
         return None
-    return agent if security.tokens_equal(agent.token_hash, digest) else None
+    return agent if hashing.tokens_equal(agent.token_hash, digest) else None
 
 
 def token_digest(token: str) -> str | None:
     """How an agent token is stored; None for anything else (an API token, a secret)."""
-    if not token.startswith(security.AGENT_TOKEN_PREFIX):
+    if not token.startswith(hashing.AGENT_TOKEN_PREFIX):
         return None
-    return security.hash_token(token)
+    return hashing.hash_token(token)
 
 
 # -- the agent API's hot path ----------------------------------------------------------
@@ -285,7 +285,7 @@ def readmit(session: Session, agent_id: str, actor: str) -> Agent | None:
         raise AgentNotRevokedError(agent_id)
     before = as_dict(agent)
     agent.revoked_at = None
-    agent.token_hash = security.hash_token(security.new_token(security.AGENT_TOKEN_PREFIX))
+    agent.token_hash = hashing.hash_token(hashing.new_token(hashing.AGENT_TOKEN_PREFIX))
     audit.record(session, actor, "agent.readmit", f"agent:{agent.id}", before=before,
                  after=as_dict(agent))
     return agent

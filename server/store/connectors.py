@@ -1,5 +1,5 @@
 """MDM connectors: their rows, the lease that lets one server process sync each at a time,
-and each sync's outcome. Secrets arrive sealed (server.secretbox) and never leave here."""
+and each sync's outcome. Secrets arrive sealed (server.crypto.secretbox) and never leave here."""
 
 from __future__ import annotations
 

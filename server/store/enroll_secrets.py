@@ -7,8 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server import security
 from server.actors import actor_name
+from server.crypto import hashing
 from server.db import utcnow
 from server.models import EnrollSecret
 from server.store import audit
@@ -18,8 +18,8 @@ def create(
     session: Session, *, group: str | None, actor: str, note: str | None = None
 ) -> tuple[EnrollSecret, str]:
     """A new secret: the row, and the secret in clear (shown once, never stored)."""
-    secret = security.new_token(security.ENROLL_SECRET_PREFIX)
-    row = EnrollSecret(secret_hash=security.hash_token(secret), group=group, created_by=actor,
+    secret = hashing.new_token(hashing.ENROLL_SECRET_PREFIX)
+    row = EnrollSecret(secret_hash=hashing.hash_token(secret), group=group, created_by=actor,
                        created_at=utcnow(), uses=0, note=note)
     session.add(row)
     session.flush()
@@ -29,13 +29,13 @@ def create(
 
 def find_usable(session: Session, secret: str) -> EnrollSecret | None:
     """The unrevoked secret row matching `secret`, or None."""
-    digest = security.hash_token(secret)
+    digest = hashing.hash_token(secret)
     row = session.scalars(
         sa.select(EnrollSecret).where(EnrollSecret.secret_hash == digest)
     ).one_or_none()
     if row is None or row.revoked_at is not None:
         return None
-    return row if security.tokens_equal(row.secret_hash, digest) else None
+    return row if hashing.tokens_equal(row.secret_hash, digest) else None
 
 
 def get(session: Session, secret_id: int) -> EnrollSecret | None:

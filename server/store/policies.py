@@ -30,9 +30,7 @@ from policies.catalog_model import AppDefinition
 from policies.compiler import canonical_json, compile_bundle
 from policies.loader import parse_policy
 from server.actors import actor_name
-from server.db import utcnow
-from server.models import PolicyVersion, ServerState
-from server.signing import (
+from server.crypto.signing import (
     PolicySigner,
     SigningKeyError,
     fingerprint,
@@ -40,6 +38,8 @@ from server.signing import (
     rotation_statement,
     verify_bytes,
 )
+from server.db import utcnow
+from server.models import PolicyVersion, ServerState
 from server.store import audit
 
 _STATE_ID = 1

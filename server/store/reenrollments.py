@@ -1,5 +1,5 @@
 """Re-enrollments awaiting an administrator: a known machine enrolled without proving that
-it holds the machine's key (server.enrollment_proof).
+it holds the machine's key (server.crypto.enrollment_proof).
 
 One request per agent. It is held, not refused: the caller may be the machine itself,
 reinstalled (a new key) or with an agent from before keys, or someone else holding an

@@ -6,7 +6,7 @@ always stay, however old — the app is still there — though their oldest even
 go like any others (the finding row keeps first_seen, count and evidence).
 
 Each function here does one bounded batch in the caller's session and never
-commits; server.pruning runs them one short transaction after another, so
+commits; server.jobs.pruning runs them one short transaction after another, so
 ingestion waits for one batch at most, never for a whole prune.
 """
 

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server import security
+from server.crypto import hashing
 from server.db import utcnow
 from server.models import ROLES, ApiToken, User
 from server.store import audit
@@ -23,8 +23,8 @@ def create(
     """A new token: the row, and the token in clear (shown once, never stored)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
-    token = security.new_token(security.API_TOKEN_PREFIX)
-    row = ApiToken(name=name, token_hash=security.hash_token(token), role=role,
+    token = hashing.new_token(hashing.API_TOKEN_PREFIX)
+    row = ApiToken(name=name, token_hash=hashing.hash_token(token), role=role,
                    user_id=user_id, created_at=utcnow())
     session.add(row)
     session.flush()
@@ -34,13 +34,13 @@ def create(
 
 def authenticate(session: Session, token: str) -> ApiToken | None:
     """The live token row for `token` (not revoked, owner not disabled), or None."""
-    if not token.startswith(security.API_TOKEN_PREFIX):
+    if not token.startswith(hashing.API_TOKEN_PREFIX):
         return None
-    digest = security.hash_token(token)
+    digest = hashing.hash_token(token)
     row = session.scalars(sa.select(ApiToken).where(ApiToken.token_hash == digest)).one_or_none()
     if row is None or row.revoked_at is not None:
         return None
-    if not security.tokens_equal(row.token_hash, digest):
+    if not hashing.tokens_equal(row.token_hash, digest):
         return None
     if row.user_id is not None:
         user = session.get(User, row.user_id)

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server import security
+from server.crypto import hashing
 from server.db import utcnow
 from server.models import ROLES, User
 from server.store import audit
@@ -17,10 +17,10 @@ from server.store import audit
 def create(session: Session, *, username: str, password: str, role: str, actor: str) -> User:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
-    problem = security.password_problem(password)
+    problem = hashing.password_problem(password)
     if problem:
         raise ValueError(problem)
-    user = User(username=username, password_hash=security.hash_password(password), role=role,
+    user = User(username=username, password_hash=hashing.hash_password(password), role=role,
                 created_at=utcnow(), disabled=False)
     session.add(user)
     session.flush()
@@ -36,9 +36,9 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     user = get_by_username(session, username)
     if user is None:
         # Hash anyway, so a wrong username takes as long as a wrong password.
-        security.verify_password(password, _dummy_hash())
+        hashing.verify_password(password, _dummy_hash())
         return None
-    if user.disabled or not security.verify_password(password, user.password_hash):
+    if user.disabled or not hashing.verify_password(password, user.password_hash):
         return None
     return user
 
@@ -70,4 +70,4 @@ def as_dict(user: User) -> dict[str, Any]:
 
 @functools.cache
 def _dummy_hash() -> str:
-    return security.hash_password("not a password")
+    return hashing.hash_password("not a password")

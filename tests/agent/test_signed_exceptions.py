@@ -17,7 +17,7 @@ from agent.scanning.exceptions import ExceptionKeeper
 from agent.uplink import exceptions as signed_exceptions
 from agent.uplink.exceptions import ExceptionsRejected, verify
 from policies.exceptions import ExceptionsDocument, in_force
-from server.signing import PolicySigner
+from server.crypto.signing import PolicySigner
 
 T0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 AGENT = "7c9e6679-7425-40de-944b-e07fc1f90ae7"

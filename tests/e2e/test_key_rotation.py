@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from server.signing import verify_bundle
+from server.crypto.signing import verify_bundle
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.e2e.conftest import BIN, AgentProcess, WardenServer
 from tests.e2e.test_agent_service import SYNC, finding_for

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from policies.compiler import compile_bundle
 from policies.engine import Engine
 from policies.loader import default_policy_path, load_catalog, load_policy
-from server.signing import verify_bundle
+from server.crypto.signing import verify_bundle
 from server.store import audit, impact
 from tests.server.admin_support import (
     ALLOW_TELEGRAM,

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.crypto.signing import verify_bundle
 from server.models import Agent, EnrollSecret, Event, Finding
-from server.signing import verify_bundle
 from server.store import agents, enroll_secrets
 from server.store import findings as findings_store
 

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from pypdf import PdfReader
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.compliance_task import ComplianceTask
+from server.jobs.compliance import ComplianceTask
 from server.models import ComplianceSnapshot
 from server.settings import ServerSettings
 from tests.server.admin_support import event, post_events, process

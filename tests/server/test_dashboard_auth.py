@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from server import security
+from server.crypto import hashing
 from server.dashboard.auth import RENEW_AFTER_SECONDS, SESSION_COOKIE
 from server.dashboard.web import CONTENT_SECURITY_POLICY
 from server.models import User
@@ -182,7 +182,7 @@ def test_disabling_a_user_or_changing_the_password_ends_their_sessions(
     assert log_in_with_password(second, "erin", PASSWORD).status_code == 303
     with db() as session:
         session.execute(sa.update(User).where(User.id == user_id)
-                        .values(password_hash=security.hash_password("a brand new secret")))
+                        .values(password_hash=hashing.hash_password("a brand new secret")))
         session.commit()
     assert first.get("/").status_code == 303
     assert log_in_with_password(second, "erin", "a brand new secret").status_code == 303

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from policies.compiler import canonical_json
 from policies.exceptions import ExceptionsDocument
-from server.signing import verify_bytes
+from server.crypto.signing import verify_bytes
 from tests.server.admin_support import assert_error, bearer, post_events
 
 API = "/api/v1"

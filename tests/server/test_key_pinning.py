@@ -23,8 +23,8 @@ from agent.state import Identity, StateDir
 from agent.uplink.client import AgentClient
 from agent.uplink.sync import PolicySync, SyncStatus
 from policies.compiler import canonical_json
+from server.crypto.signing import PolicySigner
 from server.settings import ServerSettings
-from server.signing import PolicySigner
 from tests.server.admin_support import ALLOW_TELEGRAM, WIDER_POLICY, default_bundle
 from tests.server.conftest import make_host_facts
 from tests.server.test_key_rotation import DB, rotate

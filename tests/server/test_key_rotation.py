@@ -18,10 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from policies.compiler import canonical_json
 from policies.loader import load_catalog
-from server import key_rotation
-from server.models import AuditEntry, PolicyVersion
-from server.settings import ServerSettings
-from server.signing import (
+from server.crypto import key_rotation
+from server.crypto.signing import (
     ROTATION_PURPOSE,
     PolicySigner,
     SigningKeyError,
@@ -29,6 +27,8 @@ from server.signing import (
     verify_bundle,
     verify_bytes,
 )
+from server.models import AuditEntry, PolicyVersion
+from server.settings import ServerSettings
 from server.store import policies
 from tests.server.admin_support import ALLOW_TELEGRAM, bearer
 from tests.server.conftest import EnrolledAgent

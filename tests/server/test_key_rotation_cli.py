@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from server.bootstrap import InitResult
 from server.cli import main
+from server.crypto.signing import PolicySigner, fingerprint
 from server.settings import ServerSettings
-from server.signing import PolicySigner, fingerprint
 from tests.server.conftest import EnrolledAgent
 from tests.server.test_key_rotation import DB, interrupted_rotation
 

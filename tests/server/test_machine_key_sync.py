@@ -24,7 +24,7 @@ from agent.host.machine import KEY_FILE, MachineKey
 from agent.state import Identity, StateDir
 from agent.uplink.client import AgentClient, ReenrollmentPending
 from agent.uplink.sync import PolicySync, SyncStatus
-from server.enrollment_proof import InvalidProof, verify
+from server.crypto.enrollment_proof import InvalidProof, verify
 from server.models import Agent
 from tests.server.conftest import make_host_facts
 

@@ -2,7 +2,7 @@
 viewer sees in `GET /api/v1/agents`) no longer takes that machine over.
 
 Re-enrolling a known machine needs a fresh statement signed by the key bound to it
-(agent.host.machine makes it, server.enrollment_proof checks it), or an administrator's
+(agent.host.machine makes it, server.crypto.enrollment_proof checks it), or an administrator's
 approval of the held request. Runs on SQLite and, with WARDEN_TEST_DATABASE_URL, on
 PostgreSQL (see conftest).
 """

@@ -27,14 +27,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.app import create_app
 from server.cli import maintenance_commands, server_commands
 from server.db import utcnow
-from server.models import Event, Finding
-from server.pruning import (
+from server.jobs.pruning import (
     DEFAULT_RETENTION_DAYS,
     PruneReport,
     RetentionTask,
     prune,
     retention_days,
 )
+from server.models import Event, Finding
 from server.settings import ServerSettings
 
 EnrolledAgent = Any

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from policies.compiler import canonical_json, compile_bundle
 from policies.loader import default_policy_path, load_catalog, load_policy
-from server.signing import PolicySigner, SigningKeyError, verify_bundle, verify_bytes
+from server.crypto.signing import PolicySigner, SigningKeyError, verify_bundle, verify_bytes
 
 
 @pytest.fixture(scope="module")

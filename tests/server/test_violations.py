@@ -234,7 +234,7 @@ def test_pruning_resolved_findings_takes_their_violation(
     client: TestClient, admin_token: str, enroll: Callable[..., EnrolledAgent], db: DB,
     days: int
 ) -> None:
-    from server.pruning import prune
+    from server.jobs.pruning import prune
 
     desk = enroll()
     post_events(client, desk.headers, event(process(1), time=later(1)), resolve(process(1), 2))

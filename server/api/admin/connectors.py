@@ -1,6 +1,6 @@
 """`/api/v1/connectors`: MDM connectors — add, list, show, remove, sync now (admin only).
 
-The secret goes in once, sealed with the data directory's key (server.secretbox);
+The secret goes in once, sealed with the data directory's key (server.crypto.secretbox);
 no answer carries it. A sync runs in the request and answers its counts, or 502
 with the reason when the MDM could not be read (nothing changed then), or 409
 while another sync of the connector runs.
@@ -20,6 +20,7 @@ from server.connectors.runner import (
     LeaseHeldError,
     UnknownConnectorError,
 )
+from server.crypto.secretbox import SecretBoxError
 from server.models import Connector
 from server.schemas.connectors import (
     CONNECTOR_NAME,
@@ -29,7 +30,6 @@ from server.schemas.connectors import (
     SyncCounts,
 )
 from server.schemas.errors import error_responses
-from server.secretbox import SecretBoxError
 from server.store import connectors
 
 router = APIRouter(prefix="/api/v1", tags=["connectors"], responses=ROUTER_ERRORS)

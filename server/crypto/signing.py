@@ -5,7 +5,7 @@ injection must not be enough to sign a policy that every agent would obey.
 Agents verify `signature` over `policies.compiler.canonical_json(bundle)` with
 the raw public key they pinned at enrollment.
 
-Rotation (server.key_rotation) replaces the key file with a new key; the old
+Rotation (server.crypto.key_rotation) replaces the key file with a new key; the old
 key signs a rotation statement naming the new one, so an agent that pins the
 old key can move on without trusting anyone new. Every key ever used is kept
 as `policy-signing.<fingerprint>.key` next to the current one.

@@ -12,7 +12,7 @@ A crash before 3 leaves an unused key file and nothing changed. A crash between
 3 and 4 leaves the database ahead of the file: `finish_rotation` (run by
 `warden server run` and by the next `rotate-key`) notices that the file holds a
 retired key and installs the current one from step 2. Running servers pick up
-the replaced file by themselves (server.signing.PolicySigner).
+the replaced file by themselves (server.crypto.signing.PolicySigner).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.signing import PolicySigner, SigningKeyError, fingerprint, retired_keys
+from server.crypto.signing import PolicySigner, SigningKeyError, fingerprint, retired_keys
 from server.store import policies
 
 
