@@ -273,7 +273,6 @@ class AgentDaemon:
             for result in self.action_runner.handle(finding_from_event(event)):
                 self._spool(action_event(event, result))
             self.uploader.wake.set()
-        self.sync.check_in_now()
 
     # -- status ---------------------------------------------------------------
 

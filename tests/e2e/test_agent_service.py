@@ -70,8 +70,10 @@ def test_a_fake_telegram_opens_a_finding_and_resolves_it(
     text = " ".join(notice)
     assert "Telegram" in text and "Signal" in text
     assert "https://signal.org/download/" in text
-    # The notification itself was reported as an action on the finding.
-    assert event_types(server, opened["id"])["action"] >= 1
+    # The notification itself was reported as an action on the finding (uploaded after the
+    # notifier returned, so it may be a moment behind the notice).
+    wait_for(lambda: event_types(server, opened["id"])["action"] >= 1, SYNC,
+             "the notification reported as an action on the finding")
 
 
 def test_an_outage_loses_nothing_and_duplicates_nothing(
