@@ -245,7 +245,6 @@ class AgentDaemon:
         else:
             self._spool(to_server_event(event), resolved=finding.key)
         self.uploader.wake.set()
-        self.sync.check_in_now()
         if event["event"] == "opened":
             try:
                 self._actions.put_nowait(event)
