@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from agent.sensors.native_log import BlockSource, Position, to_blocked
 from policies.engine import Engine
 
 MAX_WARNINGS = 20
+# Santa and AppLocker have already stopped the program: this only reports, so it may lag.
+POLL_SECONDS = 10.0
 
 
 class NativeBlockSensor:
@@ -29,6 +32,14 @@ class NativeBlockSensor:
         self._engine = engine
         self.unmapped = 0
         self.warnings: list[str] = []
+
+    def run(self, stop: threading.Event, on_blocked: Callable[[Blocked], None],
+            interval: float = POLL_SECONDS) -> None:
+        """Poll until `stop` is set, handing each block on; nothing to do without sources."""
+        while self._sources and not stop.is_set():
+            for blocked in self.poll():
+                on_blocked(blocked)
+            stop.wait(interval)
 
     def poll(self) -> list[Blocked]:
         state = self._load()

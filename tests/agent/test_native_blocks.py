@@ -8,11 +8,13 @@ runner over those samples, macOS's Santa log a real file in a fake root.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from agent.prevention.blocker import Blocked
 from agent.responding.actions import ActionRunner
 from agent.responding.notify import RecordingNotifier
 from agent.scanning.native_watch import NativeBlockSensor
@@ -34,7 +36,7 @@ from agent.sensors.native_log import (
 from agent.uplink.events import blocked_exec_events
 from policies.engine import Engine
 from policies.wire import AgentEvent
-from tests.agent.conftest import engine_from_text
+from tests.agent.conftest import DEADLINE, engine_from_text
 
 DATA = Path(__file__).parent / "data"
 TELEGRAM_SHA = "5f2d6b1c0e3a4978b6c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d"
@@ -253,3 +255,27 @@ def test_sources_only_run_where_their_blocker_is(tmp_path: Path) -> None:
     [tail] = native_sources("linux", root)
     assert isinstance(tail, LogTail) and tail.name == "fapolicyd"
     assert [b.pid for b in tail.read_new({})] == [5678, 5681]
+
+
+def test_the_sensor_thread_hands_blocks_on_and_stops_when_told(tmp_path: Path) -> None:
+    root = santa_root(tmp_path, "".join(lines("santa.log")))
+    sensor = santa_sensor(root, tmp_path / "native.json")
+    stop = threading.Event()
+    seen: list[Blocked] = []
+
+    def on_blocked(blocked: Blocked) -> None:
+        seen.append(blocked)
+        stop.set()  # the agent is stopped as soon as the first block is handed on
+
+    thread = threading.Thread(target=sensor.run, args=(stop, on_blocked, 60.0))
+    thread.start()
+    thread.join(DEADLINE)
+    assert not thread.is_alive()
+    assert seen and seen[0].finding.app == "telegram" and seen[0].native.startswith("Santa")
+
+
+def test_without_a_native_blocker_the_thread_ends_at_once(tmp_path: Path) -> None:
+    sensor = NativeBlockSensor(native_sources("linux", tmp_path), tmp_path / "n.json",
+                               lambda: engine("linux"))
+    sensor.run(threading.Event(), lambda blocked: None)
+    assert not (tmp_path / "n.json").exists()
