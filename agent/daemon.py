@@ -42,9 +42,11 @@ from agent.responding.actions import ActionRunner
 from agent.responding.notify import Notifier, make_notifier
 from agent.scanning.exceptions import ExceptionKeeper
 from agent.scanning.findings import utc_now
+from agent.scanning.native_watch import NativeBlockSensor
 from agent.scanning.scanner import Watch
 from agent.scanning.sensor_health import SensorHealth
 from agent.scanning.sensor_set import SensorChoice, Sensors, WatchTiming
+from agent.sensors.native_log import native_sources
 from agent.settings import AgentSettings
 from agent.signals import install_signal_handlers, restore_signal_handlers
 from agent.state import BundleRejected, Identity, StateDir
@@ -140,6 +142,9 @@ class AgentDaemon:
         self.watch = Watch(engine, sensors(engine, self._choice, is_privileged(), self._timing),
                            self._on_event, timing=self._timing, warn=log.warning)
         self.guard = ExecGuard(self._on_blocked, is_privileged())
+        # What Santa, AppLocker or fapolicyd blocked, reported like the guard's own blocks.
+        self.native = NativeBlockSensor(native_sources(self.os_name), self.state.path
+                                        / "native_blocks.json", lambda: self.watch.engine)
         self._stop_requested = False
         self._scanner_failed = False
         self.watch.tracker.seed(Finding(**item) for item in self.spool.open_findings())
@@ -331,6 +336,8 @@ class AgentDaemon:
             threading.Thread(target=self._run_actions, name="actions"),
             threading.Thread(target=self.exceptions.run, args=(self.stop_event,),
                              name="exceptions"),
+            threading.Thread(target=self.native.run, args=(self.stop_event, self._on_blocked),
+                             name="native-blocks"),
         ]
         if self.requests is not None:
             self.requests.start()

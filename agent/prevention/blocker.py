@@ -53,6 +53,8 @@ class Blocked:
     user: str | None
     parent: str | None  # the program that asked to exec it
     enforced: bool
+    # Set when the platform's own blocker (Santa, AppLocker, fapolicyd) decided: which, and why.
+    native: str = ""
 
 
 @dataclass

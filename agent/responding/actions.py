@@ -71,9 +71,7 @@ class ActionRunner:
             **({"username": blocked.user} if blocked.user else {}),
             **({"sha256": blocked.sha256} if blocked.sha256 else {}),
         }, key=f"{blocked.finding.app}|process|exec:{blocked.path}")
-        result = self._event(finding, "block", blocked.enforced,
-                             f"exec of {blocked.path} denied (EPERM)" if blocked.enforced
-                             else "audit mode: would block")
+        result = self._event(finding, "block", blocked.enforced, _block_detail(blocked))
         result.update({"path": blocked.path, "sha256": blocked.sha256, "user": blocked.user,
                        "parent": blocked.parent})
         return finding, [self._notify(finding), result]
@@ -105,6 +103,14 @@ class ActionRunner:
     def _event(finding: Finding, action: str, ok: bool, detail: str) -> dict[str, Any]:
         return {"action": action, "ok": ok, "detail": detail, "app": finding.app,
                 "key": finding.key, "mode": finding.mode, "sensor": finding.sensor}
+
+
+def _block_detail(blocked: Blocked) -> str:
+    if blocked.native:
+        return (f"exec of {blocked.path} denied by {blocked.native}" if blocked.enforced
+                else f"{blocked.native} in audit mode: would block")
+    return (f"exec of {blocked.path} denied (EPERM)" if blocked.enforced
+            else "audit mode: would block")
 
 
 def _log_outcome(event: Mapping[str, Any]) -> None:

@@ -26,14 +26,17 @@ from typing import Any
 
 import pytest
 
+from agent.scanning.native_watch import NativeBlockSensor
 from agent.sensors.content import ContentIdentifier
 from agent.sensors.install_watch import InstallWatcher
 from agent.sensors.installed import InstalledAppsSensor
+from agent.sensors.native_log import native_sources
 from agent.sensors.package_vouch import DpkgVouch
 from agent.sensors.processes import ExeHasher
-from policies.compiler import compact_app
+from policies.compiler import compact_app, compile_bundle
 from policies.content_match import ContentMatcher
-from policies.loader import load_catalog
+from policies.engine import Engine, HostContext
+from policies.loader import default_policy_path, load_catalog, load_policy
 from tests.agent.hostile_support import KINDS, planted
 from tests.unprivileged import fork_as
 
@@ -106,6 +109,9 @@ SITES: dict[tuple[str, str], Site] = {
     ("content_places", "places"): Site("content", (f"{HOME}/bin", "opt")),
     ("content_places", "_files"): Site("content", (f"{HOME}/Downloads/unpacked",),
                                        quiet=ALL),
+    ("native_log", "LogTail.read_new"): Site("native", ("var/db/santa/santa.log",)),
+    # No Santa folder, or a hostile one: no source, and nothing to say.
+    ("native_log", "native_sources"): Site("native", ("var/db/santa",), quiet=ALL),
 }
 # Thin ScanContext methods over safe_read: covered through the sites that call them.
 WRAPPERS = {("scan_context", f"ScanContext.{name}") for name in
@@ -195,6 +201,7 @@ def build_machine(root: Path) -> None:
         f"{HOME}/bin/tool": "\x7fELF",
         "opt/app/chat": "\x7fELF",
         "var/lib/dpkg/info/bash.list": "/usr/bin/bash\n",
+        "var/db/santa/santa.log": "[t] I santad: action=EXEC|decision=DENY|path=/x|args=\n",
     }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -228,11 +235,22 @@ def probe(kind: str, root: Path) -> list[str]:
         sensor.scan()
         sensor.watch_paths()
         return sensor.warnings
+    if kind == "native":
+        native = NativeBlockSensor(native_sources("macos", root), root / "native.json",
+                                   _stock_engine)
+        native.poll()
+        return native.warnings
     os_name = kind.partition(":")[2]
     sensor = InstalledAppsSensor(root, os_name, MARKERS, GLOBS)  # type: ignore[arg-type]
     sensor.scan()
     sensor.watch_paths()
     return sensor.warnings
+
+
+def _stock_engine() -> Engine:
+    catalog = load_catalog()
+    return Engine(compile_bundle(load_policy(default_policy_path(), catalog), catalog),
+                  HostContext(os="macos"))
 
 
 def _content_apps() -> dict[str, Any]:
