@@ -63,9 +63,8 @@ from agent.uplink.request_socket import RequestServer
 from agent.uplink.spool import Spool, SpoolError
 from agent.uplink.sync import PolicySync, SyncStatus
 from agent.uplink.upload import Uploader
-from policies.compiler import compile_bundle
 from policies.engine import Engine, Finding
-from policies.loader import default_policy_path, load_catalog, load_policy
+from policies.loader import default_bundle
 from policies.vocabulary import OsName
 
 log = logging.getLogger("warden.agent")
@@ -75,10 +74,6 @@ log = logging.getLogger("warden.agent")
 STOP_BUDGET = 7.0
 
 SensorsFactory = Callable[[Engine, SensorChoice, bool, WatchTiming], Sensors]
-def embedded_default_bundle() -> dict[str, Any]:
-    catalog = load_catalog()
-    return compile_bundle(load_policy(default_policy_path(), catalog), catalog)
-
 
 class AgentDaemon:
     def __init__(
@@ -177,7 +172,7 @@ class AgentDaemon:
             if bundle is not None:
                 self._bundle_is_signed = True
                 return bundle
-        return embedded_default_bundle()
+        return default_bundle()
 
     def _engine(self, bundle: dict[str, Any]) -> Engine:
         # The group comes with enrollment; policies may scope rules and exceptions to it.

@@ -66,3 +66,4 @@ def _prune(value: Any) -> Any:
     if isinstance(value, list):
         return [_prune(item) for item in value]
     return value
+

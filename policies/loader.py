@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from policies.catalog_model import AppDefinition
+from policies.compiler import compile_bundle
 from policies.critical import BLOCKING_ACTIONS, critical_hits, wildcard_only
 from policies.errors import PolicyError, ValidationIssue
 from policies.policy_model import Policy
@@ -329,3 +330,10 @@ def policy_source_to_json(policy: Policy) -> str:
     """A canonical JSON rendering of a validated policy (for storage and diffs)."""
     data: dict[str, Any] = policy.model_dump(mode="json", exclude_defaults=False)
     return json.dumps(data, sort_keys=True, indent=2)
+
+
+def default_bundle() -> dict[str, Any]:
+    """The stock policy (policies/default.yaml) compiled with the stock catalog: what an
+    agent enforces from its first second, before any server has sent one."""
+    catalog = load_catalog()
+    return compile_bundle(load_policy(default_policy_path(), catalog), catalog)
