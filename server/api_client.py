@@ -14,6 +14,14 @@ from urllib.parse import quote
 import requests
 from pydantic import BaseModel, ValidationError
 
+from server.client_errors import (
+    ApiError,
+    ConnectionFailed,
+    WardenClientError,
+    api_error,
+    json_body,
+    reason,
+)
 from server.schemas.agents import AgentPage, AgentView
 from server.schemas.audit import AuditEntry, AuditPage
 from server.schemas.common import Page
@@ -43,33 +51,13 @@ from server.schemas.violations import Violation, ViolationDetail, ViolationPage
 
 API_PREFIX = "/api/v1/"
 # The server's largest page; a bigger `limit` is followed through cursors.
+# The errors are defined in server.client_errors; callers import them from here.
+__all__ = ["ApiError", "ConnectionFailed", "WardenClient", "WardenClientError"]
+
 MAX_PAGE = 500
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 ItemT = TypeVar("ItemT")
-
-
-class WardenClientError(Exception):
-    """Why a call did not succeed, as one line."""
-
-
-class ApiError(WardenClientError):
-    """The server answered with an error status (its JSON body: {"error": {...}})."""
-
-    def __init__(self, status: int, message: str, details: Any = None,
-                 code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details if details is not None else []
-        self.code = code
-
-    def __str__(self) -> str:
-        return f"{self.message} (HTTP {self.status})"
-
-
-class ConnectionFailed(WardenClientError):
-    """The server could not be reached at all."""
 
 
 class WardenClient:
@@ -316,7 +304,7 @@ class WardenClient:
     def _object(self, model: type[AnswerT], method: str, path: str, **kwargs: Any) -> AnswerT:
         """The answer parsed into `model`, the same model the server answers with."""
         with self._request(method, path, **kwargs) as response:
-            body = _json_body(response)
+            body = json_body(response)
         try:
             return model.model_validate(body)
         except ValidationError as exc:
@@ -340,11 +328,11 @@ class WardenClient:
                 verify=self.ca_bundle or True, stream=stream, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise ConnectionFailed(
-                f"TLS with {self.base_url} failed ({_reason(exc)}); if the server uses a private "
+                f"TLS with {self.base_url} failed ({reason(exc)}); if the server uses a private "
                 "CA, pass --ca-bundle FILE or set WARDEN_CA_BUNDLE") from exc
         except requests.ConnectionError as exc:
             raise ConnectionFailed(
-                f"cannot reach the Warden server at {self.base_url} ({_reason(exc)}). Is it "
+                f"cannot reach the Warden server at {self.base_url} ({reason(exc)}). Is it "
                 "running (`warden server run`)? If it listens elsewhere, pass --url or set "
                 "WARDEN_URL") from exc
         except requests.Timeout as exc:
@@ -354,51 +342,10 @@ class WardenClient:
             raise WardenClientError(f"{method} {url}: {exc}") from exc
         if response.status_code >= 400:
             with response:
-                raise _api_error(response)
+                raise api_error(response)
         return response
 
 
 def _segment(value: str) -> str:
     # An id is one path segment: never let "../x" or "a/b" reach another route.
     return quote(str(value), safe="")
-
-
-def _json_body(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise WardenClientError(f"the server's answer to {response.request.method} "
-                                f"{response.url} is not JSON") from exc
-
-
-def _api_error(response: requests.Response) -> ApiError:
-    status = response.status_code
-    fallback = f"{response.reason or 'error'} from {response.url}"
-    try:
-        body = response.json()
-    except ValueError:
-        return ApiError(status, fallback)
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return ApiError(status, str(error.get("message") or fallback), error.get("details"),
-                        error.get("code"))
-    # FastAPI's own shape, should a response bypass the server's error handlers.
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if isinstance(detail, str):
-        return ApiError(status, detail)
-    if isinstance(detail, list):
-        return ApiError(status, "the request was not accepted", detail)
-    return ApiError(status, fallback)
-
-
-def _reason(exc: requests.RequestException) -> str:
-    text = str(exc)
-    lowered = text.lower()
-    if "refused" in lowered:
-        return "connection refused"
-    if "name or service not known" in lowered or "nodename nor servname" in lowered \
-            or "getaddrinfo failed" in lowered or "name resolution" in lowered:
-        return "host name not found"
-    if "certificate" in lowered:
-        return "certificate not trusted"
-    return text if len(text) <= 200 else text[:200] + "…"
