@@ -39,6 +39,8 @@ ON_THEIR_OWN = frozenset({
 })
 
 
+# First: pytest-xdist's own hook (on each worker) reads these marks to name the groups.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(item.path)
