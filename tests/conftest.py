@@ -13,13 +13,16 @@ after the rest.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.unprivileged import pytest_itemcollected, unprivileged
 
-__all__ = ["pytest_collection_modifyitems", "pytest_itemcollected", "unprivileged"]
+__all__ = ["pytest_collection_modifyitems", "pytest_itemcollected", "pytest_make_parametrize_id",
+           "unprivileged"]
 
 TESTS = Path(__file__).parent
 # Folders and files whose tests touch the machine as a whole...
@@ -48,3 +51,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if any(path == place or place in path.parents for place in MACHINE_WIDE):
             item.add_marker(pytest.mark.xdist_group("machine"))
+
+
+# Parts of a test id that differ from one collection to the next: every pytest-xdist
+# worker collects on its own and must find the same ids.
+_UNSTABLE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+                       r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?")
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: Any, argname: str) -> str | None:
+    text = val.decode("utf-8", "replace") if isinstance(val, bytes) else val
+    if isinstance(text, str) and _UNSTABLE.search(text):
+        return _UNSTABLE.sub("*", text)
+    return None
