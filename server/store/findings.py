@@ -187,7 +187,6 @@ def set_triage_many(
 def _triage_of(row: Finding) -> dict[str, Any]:
     return {"triage": row.triage, "triage_comment": row.triage_comment,
             "triage_by": row.triage_by,
-        "triage_by_name": actor_name(row.triage_by),
             "triage_at": row.triage_at.isoformat() if row.triage_at else None}
 
 

@@ -397,7 +397,10 @@ def test_recommendations_for_telegram_name_signal(
     first = body["alternatives"][0]
     assert (first["id"], first["name"]) == ("signal", "Signal")
     assert first["download_url"] == "https://signal.org/download/"
-    assert set(first["install_hints"]) == {"linux", "macos", "windows"}
+    # Desktops, and phones (issue 15): Signal's store pages.
+    assert set(first["install_hints"]) == {"linux", "macos", "windows", "ios", "android"}
     assert all(first["install_hints"].values())
+    assert "apps.apple.com" in first["install_hints"]["ios"]
+    assert "play.google.com" in first["install_hints"]["android"]
     assert_error(client.get(f"{API}/recommendations/icq", headers=bearer(viewer)), 404,
                  "unknown_app")
