@@ -77,7 +77,8 @@ def test_an_administrator_session_with_the_cli(
         impact = json.loads(warden("policy", "impact", "2", "--json"))
         assert {(c["app"], c["before"], c["after"]) for c in impact["changes"]} == {
             ("telegram", "deny", "allow")}
-        assert "+    verdict: allow" in warden("policy", "diff", "1", "2")
+        # The source hunks of the readable diff (line numbers of both versions, then +/-).
+        assert "+     verdict: allow" in warden("policy", "diff", "1", "2")
 
         listed = json.loads(warden("findings", "list", "--app", "telegram", "--json"))["items"]
         assert sorted(item["sensor"] for item in listed) == ["installed", "process"]
@@ -126,13 +127,15 @@ def test_revoke_and_readmit_a_machine_with_the_cli(
                           headers=bearer(enroll_secret))
         agent_id, old_token = first.json()["agent_id"], first.json()["agent_token"]
 
+        # Named by hostname and id, so the administrator sees which machine it was.
         assert warden("agents", "revoke", agent_id) == (
-            f"agent {agent_id} revoked: its token no longer works\n")
+            f"agent pc-rebuilt ({agent_id}) revoked: its token no longer works\n")
         refused = http.post("/api/v1/agent/enroll", json=facts, headers=bearer(enroll_secret))
         assert (refused.status_code, refused.json()["error"]["code"]) == (403, "agent_revoked")
 
         assert warden("agents", "readmit", agent_id) == (
-            f"agent {agent_id} re-admitted: the machine can enroll again and gets a new token\n")
+            f"agent pc-rebuilt ({agent_id}) re-admitted: the machine can enroll again and gets "
+            "a new token\n")
         assert "revoked" not in warden("agents", "list").splitlines()[1].split()
         # The machine proves itself with its key: re-admission keeps the bound key.
         again = http.post("/api/v1/agent/enroll", json=signed(facts, key),
