@@ -194,7 +194,10 @@ def _reference_issues(
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         return []
     own = data.get("apps")
-    known = set(catalog) | {app.get("id") for app in own if isinstance(app, dict)} \
+    # Only text ids: the raw file may hold anything there (a list, a mapping), which the
+    # model has reported already.
+    known = set(catalog) | {app["id"] for app in own
+                            if isinstance(app, dict) and isinstance(app.get("id"), str)} \
         if isinstance(own, list) else set(catalog)
     said = {issue.field for issue in already}
     issues = []

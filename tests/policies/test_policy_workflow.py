@@ -136,3 +136,13 @@ def test_policy_test_tries_hosts_groups_and_os(
         assert said.startswith(expected), finding["agent_does"]
     text = _warden("policy", "test", str(path), *options).stdout
     assert f"agent does   {agent_does[0]}" in text
+
+
+@pytest.mark.parametrize("bad_id", ["[null, null]", "{}", "7"])
+def test_a_local_app_whose_id_is_not_text_is_an_error_not_a_crash(bad_id: str) -> None:
+    """Found by the API fuzz run: the one-pass reference check read any id as a set member."""
+    text = (f"name: x\napps:\n- id: {bad_id}\n  name: x\nrules:\n- app: ''\n"
+            "  verdict: deny\n")
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, "x.yaml", load_catalog())
+    assert any(issue.field.startswith("apps[0].id") for issue in caught.value.issues)
