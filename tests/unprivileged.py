@@ -31,6 +31,7 @@ import sysconfig
 import tempfile
 import time
 import tomllib
+import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -225,6 +226,11 @@ def fork_as(run: Callable[[], object], what: str, deadline: float) -> None:
             os.setuid(uid)
             run()
             status = 0
+        except BaseException:
+            # The parent only sees the exit status; the traceback goes to the captured
+            # stderr, which pytest shows with the failure.
+            traceback.print_exc()
+            sys.stderr.flush()
         finally:
             os._exit(status)
     end = time.monotonic() + deadline

@@ -17,6 +17,7 @@ reads everything.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -247,12 +248,16 @@ def probe(kind: str, root: Path) -> list[str]:
     return sensor.warnings
 
 
+# Both read the catalog from this checkout, which `nobody` may not be able to read (CI
+# clones into a private temporary folder): built once, by root, before any child forks.
+@functools.cache
 def _stock_engine() -> Engine:
     catalog = load_catalog()
     return Engine(compile_bundle(load_policy(default_policy_path(), catalog), catalog),
                   HostContext(os="macos"))
 
 
+@functools.cache
 def _content_apps() -> dict[str, Any]:
     return {app_id: compact_app(app) for app_id, app in load_catalog().items()}
 
