@@ -25,14 +25,16 @@ demo: $(STAMP)
 WORKERS ?= 4
 
 # The whole suite: independent tests on several processes (tests/conftest.py says which
-# stay together), then, alone, the few that stop a service the others share.
+# stay together), then, alone, the few that stop a service the others share or must see
+# the machine's own processes.
+ALONE := exclusive or whole_machine
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not exclusive" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m exclusive $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not ($(ALONE))" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "$(ALONE)" $(PYTEST_ARGS)
 
 # The inner loop: everything but the slow tests (fault injection, load, soaks).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not slow and not exclusive" \
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not slow and not ($(ALONE))" \
 		$(PYTEST_ARGS)
 
 lint: $(STAMP)

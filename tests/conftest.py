@@ -3,26 +3,35 @@
 `make test` runs the suite on several pytest-xdist workers (`--dist loadgroup`).
 Server and policy tests are independent of each other and of the machine: each
 gets its own SQLite file or PostgreSQL schema, its own data dir and ports the
-kernel picks. Agent and whole-system tests are not: they start processes named
-like banned apps and scan the machine's whole process table, so two of them
-side by side would see each other's processes. Those all go to one worker, in
-their usual order (the xdist group "machine"). Tests marked `exclusive` stop a
-service every other test shares (PostgreSQL), so `make test` runs them alone
-after the rest.
+kernel picks. Agent and whole-system tests are not by themselves: they start
+processes named like banned apps and scan the machine's whole process table, so
+two of them side by side would see (and end) each other's processes. As root,
+each worker therefore runs in a PID namespace of its own, with its own /proc
+(tests/pidns_init.py): its agents see only its processes, and those tests spread
+over the workers like the rest. Where that is not possible (not root, no
+`unshare`, or WARDEN_TEST_SHARED_PIDS=1) they all go to one worker, in their usual
+order (the xdist group "machine"). Tests marked `exclusive` stop a service every
+other test shares (PostgreSQL), so `make test` runs them alone after the rest.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.pidns_init import MARKER as IN_PRIVATE_PID_NAMESPACE
 from tests.unprivileged import pytest_itemcollected, unprivileged
 
-__all__ = ["pytest_collection_modifyitems", "pytest_itemcollected", "pytest_make_parametrize_id",
-           "unprivileged"]
+__all__ = ["pytest_collection_modifyitems", "pytest_configure", "pytest_itemcollected",
+           "pytest_make_parametrize_id", "unprivileged"]
 
 TESTS = Path(__file__).parent
 # Folders and files whose tests touch the machine as a whole...
@@ -42,9 +51,35 @@ ON_THEIR_OWN = frozenset({
 })
 
 
+UNSHARE = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On the controller of `pytest -n N`: start each worker in a PID namespace of its own
+    (module docstring), when this machine allows it."""
+    workers = getattr(config.option, "tx", None)
+    if hasattr(config, "workerinput") or not workers or set(workers) != {"popen"}:
+        return  # a worker itself, no xdist, or a --tx the caller chose
+    if not _private_pid_namespaces():
+        return
+    python = shlex.join([*UNSHARE, sys.executable, str(TESTS / "pidns_init.py")])
+    config.option.tx = [f"popen//python={python}"] * len(workers)
+
+
+def _private_pid_namespaces() -> bool:
+    if os.environ.get("WARDEN_TEST_SHARED_PIDS") == "1" or os.geteuid() != 0:
+        return False
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run([*UNSHARE, "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
 # First: pytest-xdist's own hook (on each worker) reads these marks to name the groups.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get(IN_PRIVATE_PID_NAMESPACE) == "1":
+        return  # this worker's processes are its own: no group needed
     for item in items:
         path = Path(item.path)
         if path.relative_to(TESTS).as_posix() in ON_THEIR_OWN:

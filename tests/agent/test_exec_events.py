@@ -56,9 +56,15 @@ def _connector_works() -> bool:
         events.stop()
 
 
-needs_connector = pytest.mark.skipif(
+_connector = pytest.mark.skipif(
     not LINUX or os.geteuid() != 0 or not _connector_works(),
     reason="the kernel sends no process events here (needs Linux, root, init namespaces)")
+
+
+def needs_connector(test: Callable[..., None]) -> Callable[..., None]:
+    """The kernel's process events reach the initial PID namespace only, so these run with
+    the machine's own processes (the `whole_machine` mark: tests/conftest.py)."""
+    return pytest.mark.whole_machine(_connector(test))
 
 
 class Running:
