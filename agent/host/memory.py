@@ -8,6 +8,11 @@ pinned by whatever small object was allocated above them. `malloc_trim(0)`
 hands every free page of every arena back (MADV_DONTNEED): a few milliseconds,
 after each such job. Elsewhere (macOS, Windows, musl) there is no such call and
 nothing is done.
+
+glibc also gives each thread that allocates an arena of its own (up to eight per
+core), each holding its own free memory. The agent's twenty-odd threads mostly
+sleep; two arenas (the main thread's and one shared) cost them no waiting and
+the agent 1.5 MiB less.
 """
 
 from __future__ import annotations
@@ -25,6 +30,21 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+# mallopt's parameter for the number of arenas (glibc's malloc.h).
+_M_ARENA_MAX = -8
+AGENT_ARENAS = 2
+
+
+def limit_arenas(count: int = AGENT_ARENAS) -> bool:
+    """Cap glibc's arenas at `count`, before the threads start; False where not glibc."""
+    if find_malloc_trim(sys.platform) is None:  # the same test: Linux with glibc
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, count))
 
 
 @functools.cache
