@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 LOG_FILE_BYTES = 10 * 1024 * 1024
@@ -24,6 +23,9 @@ def configure_logging(level: str, log_format: str, log_file: Path | None) -> Non
     handler: logging.Handler = logging.StreamHandler(sys.stderr)
     problem = None
     if log_file is not None:
+        # Here: logging.handlers brings pickle and sockets, for the Windows service only.
+        from logging.handlers import RotatingFileHandler
+
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             handler = RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES,

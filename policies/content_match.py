@@ -126,7 +126,7 @@ class ContentMatcher:
             and (not meta.team_id or meta.team_id == team_id)
             and (not meta.signing_id or meta.signing_id == signing_id))
 
-    def _found(self, data: bytes) -> list[int] | None:
+    def _found(self, data: bytes | memoryview) -> list[int] | None:
         result: list[int] | None = self._set.Match(data)
         return result
 
@@ -139,15 +139,26 @@ class ContentScan:
         self._seen: list[set[int]] = [set() for _ in matcher._strings]
         self._tail = b""
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview) -> None:
+        """The next bytes of the file; `chunk` is searched where it is, never copied whole
+        (the reader hands in a view of its buffer, and reuses the buffer afterwards)."""
         if not self._matcher.has_strings or not chunk:
             return
-        data = self._tail + chunk
+        overlap = self._matcher.overlap
+        if self._tail:
+            # A string cut by the boundary starts in the tail and is at most `overlap` + 1
+            # long, so it ends within the chunk's first `overlap` bytes.
+            self._mark(self._tail + bytes(chunk[:overlap]))
+        self._mark(chunk)
+        if len(chunk) >= overlap:
+            self._tail = bytes(chunk[len(chunk) - overlap:]) if overlap else b""
+        else:
+            self._tail = (self._tail + bytes(chunk))[-overlap:]
+
+    def _mark(self, data: bytes | memoryview) -> None:
         for pattern in self._matcher._found(data) or ():
             signature, position = self._matcher._patterns[pattern]
             self._seen[signature].add(position)
-        overlap = self._matcher.overlap
-        self._tail = data[-overlap:] if overlap else b""
 
     def gap(self) -> None:
         """The next chunk does not follow the last one in the file."""

@@ -26,9 +26,12 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from agent.host.ownership_windows import ADMIN_SIDS, Role, WindowsSecurity, judge_sddl
+if TYPE_CHECKING:
+    # The Windows half is imported where it runs: its ctypes plumbing is memory every
+    # Linux and macOS agent would otherwise carry.
+    from agent.host.ownership_windows import Role
 
 # Symbolic links followed before the path counts as a loop (Linux's own limit).
 _MAX_LINKS = 40
@@ -92,6 +95,8 @@ class WindowsInspector:
     trusted_sids: frozenset[str]
 
     def problem(self, path: Path, lstat: os.stat_result, role: Role) -> str | None:
+        from agent.host.ownership_windows import judge_sddl
+
         sddl = self.read_sddl(str(path))
         try:
             return judge_sddl(sddl, role, self.trusted_sids)
@@ -114,6 +119,8 @@ def this_machine() -> Inspector:
 
 @functools.cache
 def _windows_inspector() -> WindowsInspector:
+    from agent.host.ownership_windows import ADMIN_SIDS, WindowsSecurity
+
     security = WindowsSecurity.load()
     return WindowsInspector(security.sddl, ADMIN_SIDS | {security.user_sid()})
 

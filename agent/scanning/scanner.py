@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.host.memory import release_free_memory
 from agent.scanning.findings import FindingTracker
 from agent.scanning.one_scan import matcher
 from agent.scanning.sensor_health import ScanRecord, SensorHealth, SensorWorker, describe_error
@@ -231,6 +232,7 @@ class Watch:
         self._want_installed = self.sensors.installed is not None
         self._want_network = self.sensors.network is not None
         self._start_slow_scans(self._clock())
+        release_free_memory()  # the old policy's engine, matcher and their build
 
     def health(self) -> dict[str, SensorHealth]:
         """Each running sensor's health now; callable from any thread."""
@@ -320,6 +322,10 @@ class Watch:
                 self._publish(self.tracker.replace(
                     "installed", self.engine.evaluate_all(done.value)))
                 self._report(self.sensors.installed.warnings)
+            if done is not None:
+                # The scan read files and listed folders: what it freed goes back now,
+                # not when the allocator next happens to reach the top of its heap.
+                release_free_memory()
         if self._network is not None and self.sensors.network is not None:
             listed = self._network.take()
             # None is "could not list": keep what was known rather than resolve it all.

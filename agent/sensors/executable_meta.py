@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 import struct
 import warnings
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import pkcs7
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
 
 _MACHO = {b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe",
           b"\xca\xfe\xba\xbe"}
@@ -74,6 +74,10 @@ def _signer(pe: object, data: bytes) -> str | None:
     if cert_type != _WIN_CERT_PKCS_SIGNED_DATA or not 8 < length <= size:
         return None
     blob = _der_sequence(data[start + 8:start + length])
+    # Imported here: only signed PE files need X.509, and it is 1 MiB more of the agent's
+    # memory on every machine otherwise (Linux and macOS meet PE files only in homes).
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
     try:
         with warnings.catch_warnings():
             # A BER-encoded blob (indefinite lengths) is parsed all the same, with a warning.
@@ -98,6 +102,8 @@ def _der_sequence(blob: bytes) -> bytes:
 
 
 def _leaf_subject(certificates: list[x509.Certificate]) -> str | None:
+    from cryptography.x509.oid import NameOID
+
     issuers = {cert.issuer for cert in certificates if cert.issuer != cert.subject}
     leaves = [cert for cert in certificates if cert.subject not in issuers]
     for cert in leaves or certificates:

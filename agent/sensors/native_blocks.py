@@ -8,7 +8,6 @@ lines), so nothing here raises on any input, and every kept text is bounded.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from typing import Literal
 
@@ -114,6 +113,9 @@ def parse_applocker_event(event_xml: str) -> NativeBlock | None:
     # Entities are refused outright: no real event declares any, a hostile one expands.
     if len(event_xml) > MAX_EVENT_CHARS or "<!" in event_xml:
         return None
+    # Here: only AppLocker's events are XML, and its parser is memory every agent would carry.
+    import xml.etree.ElementTree as ElementTree
+
     try:
         root = ElementTree.fromstring(event_xml)
     except (ElementTree.ParseError, ValueError):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import stat
 from collections import deque
@@ -81,7 +82,7 @@ def read_file(path: Path, limit: int, *, beneath: Path | None = None) -> bytes:
 
 @contextlib.contextmanager
 def open_file(path: Path | str, *, beneath: Path | None = None, follow: bool = False
-              ) -> Iterator[tuple[BinaryIO, os.stat_result]]:
+              ) -> Iterator[tuple[io.FileIO, os.stat_result]]:
     """A regular file opened for reading, with its fstat.
 
     `beneath`: the anchor the path must stay in (see the module text). Without
@@ -95,7 +96,7 @@ def open_file(path: Path | str, *, beneath: Path | None = None, follow: bool = F
         if not stat.S_ISREG(info.st_mode):
             raise UnsafePath(errno.EINVAL, f"is {_describe(info.st_mode)}, not a regular file; "
                              "not read", str(path))
-        handle = os.fdopen(fd, "rb", buffering=0)
+        handle = io.FileIO(fd, "rb")
     except BaseException:
         os.close(fd)
         raise

@@ -43,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_command(args: argparse.Namespace, settings: AgentSettings) -> int:
     from agent.daemon import AgentDaemon  # the service's imports are not needed by `scan`
+    from agent.host.memory import limit_arenas
 
     configure_logging(settings.log_level, settings.log_format, settings.log_file)
+    limit_arenas()  # before the service's threads start
     try:
         daemon = AgentDaemon(settings)
     except (ValueError, SpoolError, OSError) as exc:

@@ -7,7 +7,6 @@ setting can never break out of its string. Installing is agent/service/install.p
 
 from __future__ import annotations
 
-import plistlib
 import re
 import site
 import subprocess
@@ -91,6 +90,8 @@ def render_launchd_plist(
     exe_path: str, state_dir: str, env: Mapping[str, str], log_path: str = MACOS_LOG_PATH
 ) -> str:
     """The LaunchDaemon plist, from the template, through plistlib (so always valid XML)."""
+    import plistlib  # here: its XML parser is memory every running agent would carry
+
     plist = plistlib.loads(_template("com.warden.agent.plist").encode("utf-8"))
     plist["ProgramArguments"] = [absolute_path(exe_path, "macos"), "run"]
     plist["EnvironmentVariables"] = {**dict(sorted(env.items())),

@@ -39,7 +39,6 @@ from agent.service.install import (
     under_root,
 )
 from agent.service.render import SYSTEMD_ENV_FILE, WINDOWS_SCRIPT_NAME, absolute_path
-from agent.service.windows import SERVICE_NAME as WINDOWS_SERVICE_NAME
 from policies.vocabulary import OsName
 
 if TYPE_CHECKING:
@@ -78,6 +77,9 @@ def plan_uninstall(os_name: OsName, exe_path: str, state_dir: str, purge: bool,
             files=(LAUNCHD_PLIST_PATH, f"{MACOS_CONFIG_DIR}/enroll-secret"),
             after=(),
             purge=purged)
+    # Here: the Windows service host is memory every running agent would carry.
+    from agent.service.windows import SERVICE_NAME as WINDOWS_SERVICE_NAME
+
     folder = PureWindowsPath(absolute_path(exe_path, "windows")).parent
     config = windows_config_dir or str(
         PureWindowsPath(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Warden")

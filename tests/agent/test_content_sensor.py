@@ -121,6 +121,26 @@ def test_a_file_that_is_no_program_stops_after_its_first_bytes(
     assert content.stats.bytes_read <= 64 * 1024
 
 
+def test_the_files_known_stay_bounded_the_least_recently_seen_read_again(
+        tmp_path: Path, default_engine: Engine) -> None:
+    # An ELF that is no messenger: read to its end, then known by its identity.
+    files = []
+    for index in range(5):
+        files.append(tmp_path / f"tool-{index}")
+        files[-1].write_bytes(b"\x7fELF" + bytes(range(256)) * 300 + bytes([index]))
+    content = _identifier(default_engine, max_entries=3)
+    for path in files:
+        assert content.identify_file(path, beneath=tmp_path) == ()
+    assert content.stats.files_read == 5
+    # The three last seen are known; the first two were forgotten, and are read again.
+    for path in files[2:]:
+        content.identify_file(path, beneath=tmp_path)
+    assert (content.stats.files_read, content.stats.cache_hits) == (5, 3)
+    content.identify_file(files[0], beneath=tmp_path)
+    assert content.stats.files_read == 6
+    assert len(content._cache) == 3
+
+
 @needs_telegram
 def test_a_process_the_policy_already_names_is_not_read(default_engine: Engine) -> None:
     content = _identifier(default_engine)

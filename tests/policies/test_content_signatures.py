@@ -70,6 +70,25 @@ def test_a_string_cut_by_a_chunk_boundary_is_found() -> None:
     assert scan.matches() == ("telegram/tdesktop-app-identity",)
 
 
+@pytest.mark.parametrize("size", [1, 7, 40, 41, 42, 43, 64, 1000])
+def test_chunks_read_into_one_reused_buffer_find_what_the_whole_file_holds(size: int) -> None:
+    # The agent reads a file into one buffer, hands the scan a view of it, then overwrites
+    # it with the next chunk: nothing the scan keeps may point into it. Chunk sizes around
+    # the longest form (TelegramForcePortable in UTF-16: 42 bytes) cut it every way.
+    whole = (b"x" * 333 + "TelegramForcePortable".encode("utf-16-le") + b"y" * 50
+             + b"TelegramDesktop" + b"z" * 77)
+    scan = _matcher().scan()
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    for cut in range(0, len(whole), size):
+        piece = whole[cut:cut + size]
+        buffer[:len(piece)] = piece
+        scan.feed(view[:len(piece)])
+        buffer[:] = b"\0" * size  # the next read overwrites it
+    assert scan.matches() == ("telegram/tdesktop-app-identity",)
+    assert match_bytes(_matcher(), whole) == ("telegram/tdesktop-app-identity",)
+
+
 def test_pe_and_code_signatures_apply_on_their_os_only() -> None:
     windows, macos, linux = _matcher("windows"), _matcher("macos"), _matcher("linux")
     fields = {"CompanyName": "Telegram FZ-LLC", "ProductName": "telegram desktop",
