@@ -1,5 +1,6 @@
-"""The database side of bench/server_load.py: a schema per run, agent-like event rows,
-the raw DB-API executemany baseline, and seeding many findings at once."""
+"""The database side of bench/server_load.py and bench/fleet.py: a schema per run,
+agent-like event rows, the raw DB-API executemany baseline, and seeding many agents or
+findings at once."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from server import db
-from server.models import Finding
+from server.crypto import hashing
+from server.models import Agent, Finding
 
 BATCH_EVENTS = 50
+# The Ed25519 public key (base64) simulated agents send in each check-in.
+MACHINE_KEY = "A" * 42 + "E="
 
 
 @contextmanager
@@ -49,6 +53,20 @@ def finding(pid: int, kind: str = "finding_opened") -> dict[str, Any]:
                     "alternative": "signal", "confidence": "high",
                     "message": "Telegram is not allowed", "matched": "process.names"},
     }
+
+
+def finding_batch(pids: range) -> list[dict[str, Any]]:
+    """Events as an agent's batch: mostly new findings, a fifth resolving an earlier one."""
+    return [finding(pid) if pid % 5 else finding(pid - 1, "finding_resolved") for pid in pids]
+
+
+def checkin_body(etag: str) -> bytes:
+    """A healthy agent's check-in, on the policy `etag` names, with its machine key (bound
+    at the first check-in, then kept)."""
+    status = {"spool_depth": 0, "dropped_events": 0, "open_findings": 1,
+              "cpu_percent": 0.3, "rss_bytes": 40_000_000, "uptime_seconds": 3600}
+    return json.dumps({"policy_version": etag.strip('"'), "status": status,
+                       "public_key": MACHINE_KEY}).encode()
 
 
 def raw_executemany(database_url: str, agent_id: str, events: int) -> float:
@@ -109,3 +127,25 @@ def seed_findings(database_url: str, agent_ids: list[str], count: int) -> float:
     seconds = time.perf_counter() - began
     engine.dispose()
     return seconds
+
+
+def seed_agents(database_url: str, count: int) -> list[str]:
+    """`count` enrolled agents stored as enrollment stores them (the token's SHA-256, a
+    machine key already bound); their tokens, in clear. Enrolling this many over HTTP
+    would take longer than the run that uses them."""
+    engine = db.create_engine(database_url)
+    now = dt.datetime.now(dt.UTC)
+    tokens = [hashing.new_token(hashing.AGENT_TOKEN_PREFIX) for _ in range(count)]
+    rows = [{"id": str(uuid.uuid4()), "hostname": f"fleet-{n:06d}",
+             "machine_id": f"fleet-{uuid.uuid4().hex}", "os": "linux",
+             "os_version": "Debian 12", "arch": "x86_64", "agent_version": "0.1.0",
+             "user": "bench", "group": None, "token_hash": hashing.hash_token(token),
+             "enrolled_at": now, "last_seen": now, "public_key": MACHINE_KEY,
+             "key_proven_at": now}
+            for n, token in enumerate(tokens)]
+    with db.session_factory(db.writer(engine))() as session:
+        for start in range(0, count, 5000):
+            session.execute(sa.insert(Agent), rows[start:start + 5000])
+        session.commit()
+    engine.dispose()
+    return tokens

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -42,7 +43,8 @@ import psutil
 import sqlalchemy as sa
 from load_database import (
     BATCH_EVENTS,
-    finding,
+    checkin_body,
+    finding_batch,
     postgres_schema,
     raw_executemany,
     seed_findings,
@@ -71,10 +73,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, int]]:
-    """`warden server run` in its own process; yields (base URL, pid)."""
+def running_server(data_dir: Path, database_url: str | None,
+                   settings: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """`warden server run` in its own process, with `settings` as WARDEN_* variables;
+    yields (base URL, pid)."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("WARDEN_")}
+    env.update(settings or {})
     if database_url:
         env["WARDEN_DATABASE_URL"] = database_url
     warden = Path(sys.executable).with_name("warden")
@@ -194,17 +199,12 @@ async def agent_load(base_url: str, secret: str, args: argparse.Namespace,
         agents = await enroll_all(pool, secret, args.agents)
         async with httpx.AsyncClient(base_url=base_url) as http:
             etag = (await http.get("/api/v1/agent/policy", headers=agents[0])).headers["etag"]
-        status = {"spool_depth": 0, "dropped_events": 0, "open_findings": 1,
-                  "cpu_percent": 0.3, "rss_bytes": 40_000_000, "uptime_seconds": 3600}
-        # As agents send it since machine keys: bound at the first check-in, then kept.
-        machine_key = "A" * 42 + "E="
-        checkin_body = json.dumps({"policy_version": etag.strip('"'), "status": status,
-                                   "public_key": machine_key}).encode()
-        next_pid = iter(range(1, 10**9))
+        body = checkin_body(etag)
+        batches = itertools.count()
 
         async def checkin(index: int) -> tuple[bool, int]:
             code, _ = await pool.request("POST", "/api/v1/agent/checkin",
-                                         agents[index % len(agents)], checkin_body)
+                                         agents[index % len(agents)], body)
             return code == 200, 0
 
         async def poll(index: int) -> tuple[bool, int]:
@@ -213,11 +213,8 @@ async def agent_load(base_url: str, secret: str, args: argparse.Namespace,
             return code == 304, 0
 
         async def post_batch(index: int) -> tuple[bool, int]:
-            # Mostly new findings, a fifth of them resolving an earlier one.
-            events = []
-            for _ in range(BATCH_EVENTS):
-                pid = next(next_pid)
-                events.append(finding(pid) if pid % 5 else finding(pid - 1, "finding_resolved"))
+            first = next(batches) * BATCH_EVENTS + 1
+            events = finding_batch(range(first, first + BATCH_EVENTS))
             code, _ = await pool.request("POST", "/api/v1/agent/events",
                                          agents[index % len(agents)],
                                          json.dumps({"events": events}).encode())

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.agent.conftest import wait_for
-from tests.e2e.conftest import WardenServer, free_port
+from tests.e2e.conftest import free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
 STARTUP = 30.0
@@ -32,25 +32,26 @@ def haproxy_binary() -> str | None:
         "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
 
 
-def loopback_config(port: int, servers: list[WardenServer]) -> str:
-    """The shipped configuration, bound to 127.0.0.1:`port`, in front of `servers`."""
+def loopback_config(port: int, server_ports: list[int]) -> str:
+    """The shipped configuration, bound to 127.0.0.1:`port`, in front of the servers
+    listening on 127.0.0.1 at `server_ports`."""
     text = CONFIG.read_text(encoding="utf-8")
     text, binds = re.subn(r"(?m)^    bind .*$", f"    bind 127.0.0.1:{port}", text)
     assert binds == 1, "deploy/haproxy.cfg should have one bind line"
     text = re.sub(r"(?m)^    server warden\d+ .*\n", "", text)
-    lines = "".join(f"    server warden{index} 127.0.0.1:{server.port}\n"
-                    for index, server in enumerate(servers, 1))
+    lines = "".join(f"    server warden{index} 127.0.0.1:{server_port}\n"
+                    for index, server_port in enumerate(server_ports, 1))
     return text.rstrip("\n") + "\n" + lines
 
 
 class HAProxy:
     """`haproxy -db` (foreground) as a child process on a loopback port."""
 
-    def __init__(self, binary: str, servers: list[WardenServer], directory: Path) -> None:
+    def __init__(self, binary: str, server_ports: list[int], directory: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = directory / "haproxy.cfg"
-        self.config.write_text(loopback_config(self.port, servers), encoding="utf-8")
+        self.config.write_text(loopback_config(self.port, server_ports), encoding="utf-8")
         self.log = directory / "haproxy.log"
         self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None

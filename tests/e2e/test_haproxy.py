@@ -56,7 +56,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         first.startup_timeout = 120.0  # three servers on a busy 2-core machine
         servers = [first] + [SecondServer(first, tmp_path / f"s{n}", tmp_path / f"s{n}.log")
                              for n in (2, 3)]
-        proxy = HAProxy(binary, servers, tmp_path)
+        proxy = HAProxy(binary, [server.port for server in servers], tmp_path)
         try:
             for server in servers:
                 server.start()
