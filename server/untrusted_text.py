@@ -20,12 +20,17 @@ from typing import Any
 # and isolates (the "Trojan Source" characters).
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # Spreadsheets run a cell starting with one of these as a formula.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _escape(match: re.Match[str]) -> str:
     # JSON's form, so an escaped JSON text is still JSON (and reads the same elsewhere).
     return f"\\u{ord(match.group()):04x}"
+
+
+def has_controls(text: str) -> bool:
+    """Whether `escape_controls` would change `text`."""
+    return _CONTROLS.search(text) is not None
 
 
 def escape_controls(text: str) -> str:
@@ -48,7 +53,7 @@ def csv_cell(name: str, value: Any) -> str:
     else:
         text = str(value)
     text = escape_controls(text)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def replace_controls(text: str, replace: Callable[[str], str]) -> str:
