@@ -103,26 +103,32 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def measure_exports(name: str, http: httpx.Client, server: psutil.Process,
+                    rounds: int) -> None:
+    print(f"\n{name}: exports, {rounds} rounds each (median wall to the last "
+          f"byte; target <= {EXPORT_TARGET_S:.0f} s)")
+    print(f"  {'export':<28} {'bytes':>12} {'median':>8} {'worst':>8} {'server CPU':>11}")
+    runs: dict[str, list[tuple[int, float, float]]] = {path: [] for path in EXPORTS.values()}
+    for _ in range(rounds):  # interleaved, so a busy minute hits them all
+        for path in EXPORTS.values():
+            runs[path].append(download(http, path, server))
+    for label, path in EXPORTS.items():
+        sizes = {size for size, _, _ in runs[path]}
+        assert len(sizes) == 1, f"{label}: sizes differ between rounds: {sizes}"
+        wall = [seconds for _, seconds, _ in runs[path]]
+        cpu = statistics.median(used for _, _, used in runs[path])
+        print(f"  {label:<28} {sizes.pop():>12,} {statistics.median(wall):>7.2f}s "
+              f"{max(wall):>7.2f}s {cpu:>10.2f}s  "
+              f"{'ok' if statistics.median(wall) <= EXPORT_TARGET_S else 'SLOW'}")
+
+
 def measure(name: str, base_url: str, token: str, server: psutil.Process,
             args: argparse.Namespace) -> None:
     with httpx.Client(base_url=base_url, timeout=600) as http:
         log_in(http, token)
         http.headers["Authorization"] = f"Bearer {token}"
-        print(f"\n{name}: exports, {args.export_rounds} rounds each (median wall to the last "
-              f"byte; target <= {EXPORT_TARGET_S:.0f} s)")
-        print(f"  {'export':<28} {'bytes':>12} {'median':>8} {'worst':>8} {'server CPU':>11}")
-        runs: dict[str, list[tuple[int, float, float]]] = {path: [] for path in EXPORTS.values()}
-        for _ in range(args.export_rounds):  # interleaved, so a busy minute hits them all
-            for path in EXPORTS.values():
-                runs[path].append(download(http, path, server))
-        for label, path in EXPORTS.items():
-            sizes = {size for size, _, _ in runs[path]}
-            assert len(sizes) == 1, f"{label}: sizes differ between rounds: {sizes}"
-            wall = [seconds for _, seconds, _ in runs[path]]
-            cpu = statistics.median(used for _, _, used in runs[path])
-            print(f"  {label:<28} {sizes.pop():>12,} {statistics.median(wall):>7.2f}s "
-                  f"{max(wall):>7.2f}s {cpu:>10.2f}s  "
-                  f"{'ok' if statistics.median(wall) <= EXPORT_TARGET_S else 'SLOW'}")
+        if args.export_rounds:
+            measure_exports(name, http, server, args.export_rounds)
         print(f"\n{name}: reads, {args.rounds} rounds each (target < {READ_TARGET_MS:.0f} ms)")
         print(f"  {'request':<28} {'median':>9} {'p95':>9} {'worst':>9} {'CPU/req':>9}")
         times: dict[str, list[float]] = {path: [] for path in READS.values()}
