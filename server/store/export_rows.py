@@ -4,7 +4,8 @@ An export reads every matching row (120,000 findings in a big fleet). Read as
 ORM objects in keyset pages and turned into one dict per row, that took 9 s;
 so here each export is one plain Core statement whose rows are fetched
 `batch_size` at a time (a server-side cursor on PostgreSQL; SQLite steps its
-own cursor), in one read transaction: one snapshot, flat memory. Each chunk
+own cursor), in one read transaction: one snapshot, and memory bounded by a
+chunk plus the hostname and group of each agent seen. Each chunk
 is shaped column by column into the API's values (one call mapped over a
 column instead of a dict per row), for server.export_format to write.
 
@@ -36,6 +37,7 @@ Chunk = dict[str, list[Any]]
 # Rows per fetch and per chunk written: big enough to amortise a round trip and the
 # per-column calls, small enough to stream steadily.
 EXPORT_BATCH = 1000
+
 
 def _as_text(column: Any) -> Any:
     # JSON columns read as their text, decoded a chunk at a time (see `_json_values`).
