@@ -20,12 +20,19 @@ from typing import Any
 # and isolates (the "Trojan Source" characters).
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # Spreadsheets run a cell starting with one of these as a formula.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Cells written as JSON text whatever their value.
+JSON_CELLS = frozenset({"evidence", "outcomes"})
 
 
 def _escape(match: re.Match[str]) -> str:
     # JSON's form, so an escaped JSON text is still JSON (and reads the same elsewhere).
     return f"\\u{ord(match.group()):04x}"
+
+
+def has_controls(text: str) -> bool:
+    """Whether `escape_controls` would change `text`."""
+    return _CONTROLS.search(text) is not None
 
 
 def escape_controls(text: str) -> str:
@@ -42,13 +49,19 @@ def csv_cell(name: str, value: Any) -> str:
     """One finding field as a CSV cell: evidence as JSON, controls escaped, no formula."""
     if value is None:
         return ""
-    if name in ("evidence", "outcomes") or isinstance(value, dict | list):
+    if name in JSON_CELLS or isinstance(value, dict | list):
         # JSON escapes C0 controls itself, not C1 or bidi ones: those are escaped below.
         text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     else:
         text = str(value)
+    return csv_text(text)
+
+
+def csv_text(text: str) -> str:
+    """Text as a CSV cell: controls escaped, and a leading quote if a spreadsheet would
+    take it for a formula."""
     text = escape_controls(text)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def replace_controls(text: str, replace: Callable[[str], str]) -> str:

@@ -13,8 +13,8 @@ from server.dashboard.auth import Viewer
 from server.dashboard.hosts import silent_after
 from server.dashboard.web import DashboardDep, DashboardRoute
 from server.db import utcnow
-from server.store import agents, findings, stats
 from server.store import compliance as history_store
+from server.store import findings, stats
 from server.store.findings_query import FindingFilters, query_findings
 from server.store.known_apps import bounded_by_app
 
@@ -30,8 +30,7 @@ def overview(request: Request, dashboard: DashboardDep, person: Viewer) -> Respo
     now = utcnow()
     quiet = silent_after(context.settings)
     with context.read_sessions() as session:
-        by_state = agents.count_by_state(session, now, quiet)
-        compliance = stats.compliance(session, by_state)
+        by_state, compliance = stats.fleet(session, now, quiet)
         counts = bounded_by_app(findings.open_counts_by_app(session),
                                 context.known_apps.ids(session))
         by_app = sorted(counts.items(), key=lambda item: (-item[1], item[0]))

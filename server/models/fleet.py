@@ -15,7 +15,11 @@ from server.models.base import Base, JSONType
 
 class Agent(Base):
     __tablename__ = "agents"
-    __table_args__ = (sa.Index("ix_agents_hostname_id", "hostname", "id"),)
+    __table_args__ = (
+        sa.Index("ix_agents_hostname_id", "hostname", "id"),
+        # The overview's list of groups (migration 0011).
+        sa.Index("ix_agents_group", "group"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     hostname: Mapped[str] = mapped_column(sa.String(255))

@@ -25,6 +25,9 @@ class Violation(Base):
         sa.Index("ix_violations_status_app", "status", "app"),
         # "Open ones, most recent first" without sorting: the list's commonest question.
         sa.Index("ix_violations_status_last_seen_id", "status", "last_seen", "id"),
+        # Time to remediate, from the index alone (migration 0011).
+        sa.Index("ix_violations_status_resolved_at", "status", "resolved_at", "opened_at",
+                 "agent_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)

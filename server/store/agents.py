@@ -343,10 +343,3 @@ def as_dict(agent: Agent) -> dict[str, Any]:
         "retired_at": agent.retired_at.isoformat() if agent.retired_at else None,
         "notify_error": agent.notify_error,
     }
-
-
-def count_cannot_notify(session: Session) -> int:
-    """Agents (not revoked) whose latest notification failed: their users cannot be told."""
-    return session.scalar(
-        sa.select(sa.func.count()).select_from(Agent)
-        .where(Agent.notify_error.is_not(None), Agent.revoked_at.is_(None))) or 0

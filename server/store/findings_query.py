@@ -29,7 +29,8 @@ from server.schemas.common import (
     blank_is_any,
     parse_time,
 )
-from server.store import findings
+from server.store import export_rows, findings
+from server.store.export_rows import EXPORT_BATCH
 from server.store.listing import (
     CursorError,
     FilterError,
@@ -39,13 +40,11 @@ from server.store.listing import (
     text_matches,
 )
 
-__all__ = ["CursorError", "FilterError", "FindingFilters", "count_findings", "iter_findings",
-           "parse_time", "query_findings"]
+__all__ = ["EXPORT_BATCH", "CursorError", "FilterError", "FindingFilters", "count_findings",
+           "iter_findings", "parse_time", "query_findings"]
 
 Order = Literal["last_seen", "first_seen", "app", "host", "id"]
 ORDERS: tuple[str, ...] = get_args(Order)
-# Export pages: big enough to amortise a query, small enough to stream steadily.
-EXPORT_BATCH = 1000
 
 _SORT_COLUMNS: dict[str, Any] = {
     "last_seen": Finding.last_seen,
@@ -199,15 +198,7 @@ def count_findings(session: Session, filters: FindingFilters) -> int:
 def iter_findings(
     session: Session, filters: FindingFilters, batch_size: int = EXPORT_BATCH
 ) -> Iterator[dict[str, Any]]:
-    """Every matching finding, newest id first, read `batch_size` rows at a time.
-
-    Keyset on the id, which never changes, so a finding updated while the
-    export runs is neither repeated nor skipped; within one transaction the
-    whole export is one snapshot.
-    """
-    cursor: str | None = None
-    while True:
-        page, cursor = query_findings(session, filters, batch_size, cursor, order="id")
-        yield from page
-        if cursor is None:
-            return
+    """Every matching finding (API shape), newest id first, fetched `batch_size` rows at a
+    time by one statement in the session's transaction: one snapshot, however long it takes
+    (server.store.export_rows; the exports read its columns directly)."""
+    return export_rows.as_dicts(export_rows.finding_chunks(session, filters, batch_size))

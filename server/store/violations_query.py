@@ -25,7 +25,8 @@ from server.schemas.common import (
     TimeFilter,
     blank_is_any,
 )
-from server.store import violations
+from server.store import export_rows, violations
+from server.store.export_rows import EXPORT_BATCH
 from server.store.listing import (
     CursorError,
     FilterError,
@@ -40,7 +41,6 @@ __all__ = ["CursorError", "FilterError", "ViolationFilters", "count_violations",
 
 ViolationOrder = Literal["last_seen", "first_seen", "id"]
 ORDERS: tuple[str, ...] = get_args(ViolationOrder)
-EXPORT_BATCH = 1000
 
 _SORT_COLUMNS: dict[str, Any] = {"last_seen": Violation.last_seen,
                                  "first_seen": Violation.first_seen}
@@ -175,10 +175,6 @@ def count_violations(session: Session, filters: ViolationFilters) -> int:
 def iter_violations(
     session: Session, filters: ViolationFilters, batch_size: int = EXPORT_BATCH
 ) -> Iterator[dict[str, Any]]:
-    """Every matching violation, newest id first, `batch_size` rows a query."""
-    cursor: str | None = None
-    while True:
-        page, cursor = query_violations(session, filters, batch_size, cursor, order="id")
-        yield from page
-        if cursor is None:
-            return
+    """Every matching violation (API shape), newest id first, `batch_size` rows a fetch of one
+    statement (server.store.export_rows)."""
+    return export_rows.as_dicts(export_rows.violation_chunks(session, filters, batch_size))

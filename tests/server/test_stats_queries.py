@@ -7,12 +7,16 @@ SQLite and, with WARDEN_TEST_DATABASE_URL, on PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from server.db import utcnow
+from server.models import Agent, Finding
+from server.store import stats
 from tests.server.admin_support import API, bearer, event, post_events, process
 
 EnrolledAgent = Any
@@ -58,3 +62,37 @@ def test_compliance_counts_agents_not_findings(
     assert stats["compliance"]["with_open_deny"] == 1
     assert stats["compliance"]["compliant"] == stats["compliance"]["total"] - 1
     assert stats["compliance"]["total"] == 3
+
+
+def test_fleet_counts_each_agent_once_by_its_state(db: Any) -> None:
+    # One pass over the agents and one over the open deny findings must agree with the
+    # definitions: revoked agents are out of compliance (even with an open deny finding or a
+    # failed notification), a silent one counts by its last report, an alert or a resolved
+    # finding is not an open deny.
+    now = utcnow()
+    fleet = [  # (hostname, last seen, revoked, notify error, findings as (verdict, status))
+        ("denies", now, False, None, [("deny", "open"), ("deny", "open")]),
+        ("silent-denies", now - dt.timedelta(days=2), False, "no display",
+         [("deny", "open")]),
+        ("revoked-denies", now, True, "no display", [("deny", "open")]),
+        ("alerts", now, False, None, [("alert", "open"), ("deny", "resolved")]),
+        ("clean", now, False, None, []),
+    ]
+    with db() as session:
+        for index, (name, seen, revoked, error, rows) in enumerate(fleet):
+            agent = Agent(id=str(uuid.uuid4()), hostname=name, machine_id=name, os="linux",
+                          os_version="12", arch="x86_64", agent_version="0.1", user="u",
+                          token_hash=uuid.uuid4().hex, last_seen=seen,
+                          revoked_at=now if revoked else None, notify_error=error)
+            session.add(agent)
+            session.flush()
+            for number, (verdict, status) in enumerate(rows):
+                session.add(Finding(agent_id=agent.id, key=f"{index}|{number}", app="telegram",
+                                    sensor="process", verdict=verdict, action="notify",
+                                    status=status, first_seen=now, last_seen=now, count=1,
+                                    evidence={}, message="", matched=""))
+        session.commit()
+        by_state, compliance = stats.fleet(session, now, dt.timedelta(minutes=5))
+    assert by_state == {"active": 3, "silent": 1, "revoked": 1}
+    assert compliance == {"compliant": 2, "with_open_deny": 2, "silent": 1, "total": 4,
+                          "cannot_notify": 1}
