@@ -132,14 +132,15 @@ Request = Callable[[int], Awaitable[tuple[bool, int]]]
 
 
 async def closed_loop(name: str, seconds: float, concurrency: int, request: Request,
-                      server: psutil.Process) -> Phase:
-    """`concurrency` workers, each sending its next request as soon as one is answered."""
+                      server: psutil.Process, until: Callable[[], bool] | None = None) -> Phase:
+    """`concurrency` workers, each sending its next request as soon as one is answered,
+    for `seconds` or until `until()` is true."""
     phase = Phase(name)
     deadline = time.perf_counter() + seconds
 
     async def worker(start: int) -> None:
         index = start
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not (until and until()):
             began = time.perf_counter()
             ok, events = await request(index)
             phase.latencies_ms.append((time.perf_counter() - began) * 1000)
