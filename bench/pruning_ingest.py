@@ -25,23 +25,19 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 from load_database import BATCH_EVENTS, finding, postgres_schema
 from load_http import Pool
 from load_report import Phase
-from server_load import START_TIMEOUT_S, _run, closed_loop, enroll_all, free_port
+from server_load import _run, closed_loop, enroll_all, running_server
 
 from server import db
 from server.bootstrap import initialize
@@ -86,38 +82,6 @@ def serve(data_dir: Path, port: int) -> None:
 
     threading.Thread(target=prune_when_asked, name="bench-prune", daemon=True).start()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
-
-
-@contextmanager
-def child_server(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WARDEN_")}
-    if database_url:
-        env["WARDEN_DATABASE_URL"] = database_url
-    process = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), str(port)],
-                               env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.1)
-        yield base_url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- the old events -------------------------------------------------------------------------
@@ -223,7 +187,9 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
         settings = ServerSettings(data_dir=data_dir, database_url=database_url)
         init = initialize(settings)
         assert init.enroll_secret
-        with child_server(data_dir, database_url) as (base_url, pid):
+        serving = [sys.executable, __file__, "--serve", str(data_dir)]
+        with running_server(data_dir, database_url,
+                            lambda port: [*serving, str(port)]) as (base_url, pid):
             return _run(ingest_phases(base_url, init.enroll_secret, data_dir,
                                       settings.resolved_database_url, args,
                                       psutil.Process(pid)))

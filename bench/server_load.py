@@ -71,16 +71,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, int]]:
-    """`warden server run` in its own process; yields (base URL, pid)."""
+def running_server(data_dir: Path, database_url: str | None,
+                   command: Callable[[int], list[str]] | None = None
+                   ) -> Iterator[tuple[str, int]]:
+    """`warden server run` (or `command(port)`) in its own process; yields (base URL, pid)."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("WARDEN_")}
     if database_url:
         env["WARDEN_DATABASE_URL"] = database_url
     warden = Path(sys.executable).with_name("warden")
-    command = [str(warden), "server", "run", "--data-dir", str(data_dir), "--host",
-               "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, env=env)
+    argv = command(port) if command else [
+        str(warden), "server", "run", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+        "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(argv, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
