@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import sqlalchemy as sa
 from load_database import BATCH_EVENTS, finding, postgres_schema
 from load_http import Pool
 from load_report import Phase
@@ -41,9 +42,12 @@ from server_load import _run, closed_loop, enroll_all, running_server
 
 from server import db
 from server.bootstrap import initialize
+from server.jobs.pruning import DEFAULT_RETENTION_DAYS
+from server.models import Event
 from server.settings import ServerSettings
 
-OLD_DAYS = 400  # beyond the default retention (180 days): every seeded event goes
+# Beyond the default retention (180 days), a second apart: every seeded event goes.
+OLD_DAYS = 400
 SEED_BATCH = 20_000
 PRUNE_NOW = "prune-now"
 PRUNE_REPORT = "prune-report.json"
@@ -133,6 +137,18 @@ def _old_event(number: int, agent_ids: list[str], oldest: dt.datetime,
             f"telegram|process|pid:{number}:1000.00", payload)
 
 
+def old_events_left(database_url: str) -> int:
+    engine = db.create_engine(database_url)
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=DEFAULT_RETENTION_DAYS)
+    try:
+        with engine.connect() as connection:
+            return int(connection.scalar(
+                sa.select(sa.func.count()).select_from(Event)
+                .where(Event.received_at < cutoff)) or 0)
+    finally:
+        engine.dispose()
+
+
 # -- the load -------------------------------------------------------------------------------
 
 
@@ -170,8 +186,9 @@ async def ingest_phases(base_url: str, secret: str, data_dir: Path, database_url
         pruning = await closed_loop("ingest while pruning", args.max_prune_seconds,
                                     args.concurrency, post_batch, server, until=report.exists)
         if not report.exists():
-            print(f"  the prune was still running after {args.max_prune_seconds:g} s",
-                  file=sys.stderr)
+            left = old_events_left(database_url)
+            pruning.name += (f" (unfinished: {args.events - left:,} of {args.events:,} events "
+                             f"deleted in {pruning.seconds:.0f} s)")
         else:
             done = json.loads(report.read_text())
             pruning.name += (f" ({done['events']:,} events in {done['seconds']:.1f} s, "
