@@ -56,7 +56,8 @@ from server import db
 from server.bootstrap import initialize
 from server.settings import ServerSettings
 
-START_TIMEOUT_S = 60
+# Generous: on this shared 2-core machine under a load of 30+, a start took over a minute.
+START_TIMEOUT_S = 180
 # Enrollment is not what this measures (it hashes, audits and writes several rows):
 # a few at a time gets the agents enrolled without queueing behind one another.
 ENROLL_CONCURRENCY = 8
@@ -74,18 +75,21 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(data_dir: Path, database_url: str | None,
-                   settings: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """`warden server run` in its own process, with `settings` as WARDEN_* variables;
-    yields (base URL, pid)."""
+                   settings: dict[str, str] | None = None,
+                   command: Callable[[int], list[str]] | None = None
+                   ) -> Iterator[tuple[str, int]]:
+    """`warden server run` (or `command(port)`) in its own process, with `settings` as
+    WARDEN_* variables; yields (base URL, pid)."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("WARDEN_")}
     env.update(settings or {})
     if database_url:
         env["WARDEN_DATABASE_URL"] = database_url
     warden = Path(sys.executable).with_name("warden")
-    command = [str(warden), "server", "run", "--data-dir", str(data_dir), "--host",
-               "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, env=env)
+    argv = command(port) if command else [
+        str(warden), "server", "run", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+        "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(argv, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -137,14 +141,15 @@ Request = Callable[[int], Awaitable[tuple[bool, int]]]
 
 
 async def closed_loop(name: str, seconds: float, concurrency: int, request: Request,
-                      server: psutil.Process) -> Phase:
-    """`concurrency` workers, each sending its next request as soon as one is answered."""
+                      server: psutil.Process, until: Callable[[], bool] | None = None) -> Phase:
+    """`concurrency` workers, each sending its next request as soon as one is answered,
+    for `seconds` or until `until()` is true."""
     phase = Phase(name)
     deadline = time.perf_counter() + seconds
 
     async def worker(start: int) -> None:
         index = start
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not (until and until()):
             began = time.perf_counter()
             ok, events = await request(index)
             phase.latencies_ms.append((time.perf_counter() - began) * 1000)

@@ -40,8 +40,7 @@ def overview(request: Request, dashboard: DashboardDep, person: Viewer) -> Respo
                                    order="last_seen", descending=True)
         active = apps.active_bundle(session)
         trend = history_store.history(session, now.date(), CHART_DAYS)
-        remediation = history_store.time_to_remediate(
-            session, now - dt.timedelta(days=CHART_DAYS))
+        remediation = history_store.time_to_remediate(session, now.date(), CHART_DAYS)
         groups = history_store.groups(session)
     bundle = active[1] if active else None
     return dashboard.page(

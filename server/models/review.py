@@ -68,7 +68,13 @@ class ComplianceSnapshot(Base):
     total: Mapped[int]
     # Open violations by app: {"telegram": 12}.
     open_by_app: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # The moment measured; the next snapshot's remediation figures start here.
     taken_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Violations of the group resolved since the previous snapshot, and their median days
+    # from opening to resolution (None when none was): the history's time to remediate
+    # without reading the violations again (server.store.compliance).
+    resolved: Mapped[int] = mapped_column(default=0, server_default="0")
+    median_days_to_remediate: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class AppException(Base):

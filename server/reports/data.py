@@ -26,7 +26,6 @@ def build_report(session: Session, now: dt.datetime, silent_after: dt.timedelta,
         standings = [row for row in standings if (row["group"] or "") == group]
     filters = ViolationFilters(status="open", group=group)
     open_rows, _ = query_violations(session, filters, limit=OPEN_VIOLATIONS_SHOWN)
-    since = now - dt.timedelta(days=days)
     wanted_exceptions = [item for item in exceptions or []
                          if group is None or group in item["groups"] or item["hosts"]]
     return ComplianceReport.model_validate({
@@ -36,7 +35,7 @@ def build_report(session: Session, now: dt.datetime, silent_after: dt.timedelta,
         "now": _total(standings, group),
         "trend": compliance.history(session, now.date(), days, group),
         "worst_groups": standings[:WORST_GROUPS_SHOWN] if group is None else [],
-        "time_to_remediate": compliance.time_to_remediate(session, since, group),
+        "time_to_remediate": compliance.time_to_remediate(session, now.date(), days, group),
         "open_violations": open_rows,
         "open_violations_total": count_violations(session, filters),
         "exceptions": wanted_exceptions,

@@ -28,8 +28,11 @@ class CompliancePoint(Answer):
 
 class RemediationTime(Answer):
     group: str | None = Field(description="null: machines in no group")
-    resolved: int = Field(description="violations resolved in the period")
-    median_days: float = Field(description="median days from opening to resolution")
+    resolved: int = Field(description="violations resolved in the period, as the daily "
+                                      "snapshots recorded them")
+    median_days: float = Field(description="median days from opening to resolution: the "
+                                           "median of the daily medians, each counted once "
+                                           "per violation it stands for")
 
 
 class ComplianceHistory(Answer):

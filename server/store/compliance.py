@@ -18,23 +18,32 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server.db import utcnow
 from server.models import Agent, ComplianceSnapshot, Violation
 
 NO_GROUP = ""
 
 
 def take_snapshot(session: Session, now: dt.datetime, silent_after: dt.timedelta) -> int:
-    """Record (or re-record) today's snapshot of every group; how many groups it holds."""
+    """Record (or re-record) today's snapshot of every group; how many groups it holds.
+
+    Each group's row also says how many of its violations were resolved since the
+    previous snapshot (of an earlier day) was taken, or since midnight for the first one,
+    and their median days to remediate: consecutive snapshots cover every resolution once,
+    whatever days the server was down, and the history never reads violations."""
     day = now.astimezone(dt.UTC).date()
     rows = measure(session, now, silent_after)
+    previous = session.scalar(sa.select(sa.func.max(ComplianceSnapshot.taken_at))
+                              .where(ComplianceSnapshot.day < day))
+    since = previous or dt.datetime.combine(day, dt.time(), dt.UTC)
+    remediated = _remediation_spans(session, since, now)
     session.execute(sa.delete(ComplianceSnapshot).where(ComplianceSnapshot.day == day))
-    taken = utcnow()
     for group, facts in sorted(rows.items()):
+        spans = remediated.get(group, [])
         session.add(ComplianceSnapshot(
             day=day, group=group, total=facts["total"], silent=facts["silent"],
             with_open_violation=facts["with_open_violation"], compliant=facts["compliant"],
-            open_by_app=facts["open_by_app"], taken_at=taken))
+            open_by_app=facts["open_by_app"], taken_at=now, resolved=len(spans),
+            median_days_to_remediate=statistics.median(spans) if spans else None))
     session.flush()
     return len(rows)
 
@@ -110,10 +119,10 @@ def groups(session: Session) -> list[str]:
         sa.select(Agent.group).distinct().where(Agent.group.is_not(None))) if group)
 
 
-def time_to_remediate(session: Session, since: dt.datetime,
-                      group: str | None = None) -> list[dict[str, Any]]:
-    """Per group: the median days from a violation's opening to its resolution, over the
-    violations resolved since `since`, and how many there were; worst (slowest) first."""
+def _remediation_spans(session: Session, since: dt.datetime,
+                       until: dt.datetime) -> dict[str, list[float]]:
+    """Per group ("" for none): the days from opening to resolution of each violation
+    resolved in [since, until)."""
     # The span in days computed by the database: converting two timestamps per row in Python
     # cost more than the query at 20,000 machines.
     if session.get_bind().dialect.name == "postgresql":
@@ -122,17 +131,56 @@ def time_to_remediate(session: Session, since: dt.datetime,
         span = sa.func.julianday(Violation.resolved_at) - sa.func.julianday(Violation.opened_at)
     query = (sa.select(Agent.group, span)
              .join(Agent, Agent.id == Violation.agent_id)
-             .where(Violation.status == "resolved", Violation.resolved_at >= since))
-    if group is not None:
-        query = query.where(sa.func.coalesce(Agent.group, NO_GROUP) == group)
+             .where(Violation.status == "resolved", Violation.resolved_at >= since,
+                    Violation.resolved_at < until))
     spans: dict[str, list[float]] = defaultdict(list)
     for owner, days in session.execute(query):
         if days is not None:
             spans[owner or NO_GROUP].append(max(float(days), 0.0))
-    rows = [{"group": name or None, "resolved": len(values),
-             "median_days": round(statistics.median(values), 2)}
-            for name, values in spans.items()]
+    return spans
+
+
+def time_to_remediate(session: Session, today: dt.date, days: int,
+                      group: str | None = None) -> list[dict[str, Any]]:
+    """Per group: the median days from a violation's opening to its resolution over the
+    snapshots of the last `days` days, and how many were resolved; worst (slowest) first.
+
+    Read from the snapshots, a few rows a day: the median is that of the daily medians,
+    each counted once per violation it stands for — the exact median when one day holds
+    them all, and close to it otherwise (days are not mixed within a median)."""
+    first = today - dt.timedelta(days=days - 1)
+    query = (sa.select(ComplianceSnapshot.group, ComplianceSnapshot.resolved,
+                       ComplianceSnapshot.median_days_to_remediate)
+             .where(ComplianceSnapshot.day >= first, ComplianceSnapshot.day <= today,
+                    ComplianceSnapshot.resolved > 0))
+    if group is not None:
+        query = query.where(ComplianceSnapshot.group == group)
+    daily: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for owner, resolved, median in session.execute(query):
+        if median is not None:  # a figure is recorded whenever one was resolved
+            daily[owner].append((float(median), int(resolved)))
+    rows = [{"group": name or None, "resolved": sum(count for _, count in medians),
+             "median_days": round(weighted_median(medians), 2)}
+            for name, medians in daily.items()]
     return sorted(rows, key=lambda row: (-row["median_days"], row["group"] or ""))
+
+
+def weighted_median(values: list[tuple[float, int]]) -> float:
+    """The median of the values, each (value, weight) counted `weight` times (weights > 0)."""
+    ordered = sorted(values)
+    total = sum(weight for _, weight in ordered)
+    if not total:
+        raise ValueError("no weight to take a median of")
+    # The two middle positions (the same one when the total is odd), found by running sums.
+    wanted = [(total - 1) // 2, total // 2]
+    found: list[float] = []
+    seen = 0
+    for value, weight in ordered:
+        seen += weight
+        while wanted and wanted[0] < seen:
+            found.append(value)
+            wanted.pop(0)
+    return (found[0] + found[1]) / 2
 
 
 def current_by_group(session: Session, now: dt.datetime,

@@ -16,13 +16,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.db import utcnow
-from server.models import TRIAGE_STATES, Agent, Finding, Violation
+from server.models import TRIAGE_STATES, Finding, Violation
 from server.store import audit
 
 
@@ -194,7 +194,17 @@ def _triage_of(row: Violation) -> dict[str, Any]:
             "triage_at": row.triage_at.isoformat() if row.triage_at else None}
 
 
-def as_dict(row: Violation, agent: Agent | None = None) -> dict[str, Any]:
+class Owner(Protocol):
+    """What a violation's API shape shows of its machine: an Agent, or just these two."""
+
+    @property
+    def hostname(self) -> str: ...
+
+    @property
+    def group(self) -> str | None: ...
+
+
+def as_dict(row: Violation, agent: Owner | None = None) -> dict[str, Any]:
     """The API shape of a violation; pass the agent to fill `host` and `group`."""
     return {
         "id": row.id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
 import sqlalchemy as sa
@@ -146,8 +147,11 @@ def query_violations(
         query = query.where(bound < start if descending else bound > start)
     query = query.order_by(*(key.desc() if descending else key.asc() for key in keys))
     rows = list(session.scalars(query.limit(limit + 1)))
-    owners = {agent.id: agent for agent in session.scalars(
-        sa.select(Agent).where(Agent.id.in_({row.agent_id for row in rows[:limit]})))}
+    # Two columns, not whole agents: at 500 a page, loading Agent objects (and their JSON
+    # columns) cost as much as the violations themselves.
+    owners = {agent_id: _Owner(hostname, group) for agent_id, hostname, group in session.execute(
+        sa.select(Agent.id, Agent.hostname, Agent.group)
+        .where(Agent.id.in_({row.agent_id for row in rows[:limit]})))}
     page = [violations.as_dict(row, owners.get(row.agent_id)) for row in rows[:limit]]
     if len(rows) <= limit:
         return page, None
@@ -155,6 +159,12 @@ def query_violations(
     key: list[str | int] = [last.id] if order == "id" else [
         (last.last_seen if order == "last_seen" else last.first_seen).isoformat(), last.id]
     return page, encode_cursor(kind, key)
+
+
+@dataclass(frozen=True)
+class _Owner:
+    hostname: str
+    group: str | None
 
 
 def _cursor_key(cursor: str, kind: str, order: str) -> list[Any]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -31,12 +30,12 @@ def compliance_history(
 ) -> ComplianceHistory:
     """One point per UTC day that has a snapshot (taken daily by the server), oldest first,
     for one group or the whole fleet; and the median days to remediate per group."""
-    now = utcnow()
-    since = now - dt.timedelta(days=query.days)
+    today = utcnow().date()
     return ComplianceHistory.model_validate({
         "days": query.days, "group": query.group,
-        "points": compliance.history(session, now.date(), query.days, query.group),
-        "time_to_remediate": compliance.time_to_remediate(session, since, query.group)})
+        "points": compliance.history(session, today, query.days, query.group),
+        "time_to_remediate": compliance.time_to_remediate(session, today, query.days,
+                                                          query.group)})
 
 
 _DOCUMENTS = {"application/pdf": {"schema": {"type": "string", "format": "binary"}},
