@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.models import Event, Finding, Violation
+from tests.server.admin_support import post_events
 
 EVENTS = "/api/v1/agent/events"
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -57,9 +58,7 @@ def test_findings_without_action_results_store_none_as_sql_null(
     # Written as the ORM wrote them: no outcome is SQL NULL (not the JSON text `null`), on
     # insert and on a later update, until an action result arrives.
     def post(*events: dict[str, Any]) -> None:
-        response = client.post(EVENTS, json={"events": list(events)},
-                               headers=enrolled_agent.headers)
-        assert response.status_code == 200, response.text
+        post_events(client, enrolled_agent.headers, *events)
 
     def without_outcomes() -> int:
         with db() as session:
