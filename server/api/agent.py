@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -31,7 +31,6 @@ from policies.wire import (
 )
 from server.api.bodies import openapi_json_body
 from server.api.deps import (
-    AgentDep,
     ContextDep,
     EnrollSecretDep,
     ServerContext,
@@ -231,7 +230,7 @@ def etag_matches(if_none_match: str | None, version: str) -> bool:
     return False
 
 
-async def event_batch(request: Request, context: ContextDep) -> list[events.IncomingEvent]:
+async def event_batch(request: Request, context: ServerContext) -> list[events.IncomingEvent]:
     """The body of POST events: gzip-aware, at most `max_events_per_batch`, each validated."""
     data = await read_json(request, context, allow_gzip=True)
     limit = context.settings.max_events_per_batch
@@ -247,45 +246,63 @@ async def event_batch(request: Request, context: ContextDep) -> list[events.Inco
                        code="validation_error",
                        details=validation_details(exc.errors())) from exc
     now = utcnow()
-    return [_incoming(event, now) for event in batch.events]
+    # Serialised once for the whole batch: one call instead of two per event.
+    payloads = batch.model_dump(mode="json")["events"]
+    return [_incoming(event, payload, now)
+            for event, payload in zip(batch.events, payloads, strict=True)]
 
 
-def _incoming(event: AgentEvent, now: dt.datetime) -> events.IncomingEvent:
+def _incoming(event: AgentEvent, payload: dict[str, Any], now: dt.datetime) -> events.IncomingEvent:
     # A machine with its clock in the future must not pin a finding "seen" past today.
     time = min(event.time.astimezone(dt.UTC), now)
+    if event.request is None:
+        del payload["request"]  # stored as sent: only an exception request carries one
     return events.IncomingEvent(id=str(event.id), type=event.type, time=time,
-                                finding=event.finding.model_dump(mode="json")
-                                if event.finding else {},
-                                payload=event.model_dump(
-                                    mode="json",
-                                    exclude={"request"} if event.request is None else None),
-                                request=event.request)
+                                finding=dict(payload["finding"]) if event.finding else {},
+                                payload=payload, request=event.request)
 
 
 @router.post("/events", response_model=EventsResponse,
              openapi_extra=openapi_json_body(EventBatch))
-def post_events(
-    agent: AgentDep,
-    batch: Annotated[list[events.IncomingEvent], Depends(event_batch)],
-    session: SessionDep,
-    context: ContextDep,
+async def post_events(request: Request, token: TokenDep, context: ContextDep) -> EventsResponse:
+    # One worker-thread hop for the whole batch, as for a check-in: the token is checked by
+    # the transaction that stores the events (a revoked agent's batch is never stored).
+    batch = await _events_body(request, context, token)
+    return await run_in_threadpool(_store_events, context, token, batch)
+
+
+async def _events_body(
+    request: Request, context: ServerContext, token: str
+) -> list[events.IncomingEvent]:
+    try:
+        return await event_batch(request, context)
+    except ApiError:
+        # A caller proves who it is (401) before learning anything about its body.
+        await run_in_threadpool(current_agent, context, token)
+        raise
+
+
+def _store_events(
+    context: ServerContext, token: str, batch: list[events.IncomingEvent]
 ) -> EventsResponse:
-    result = _ingest_committed(session, agent.id, batch)
-    # Only now, with the batch durable, tell anyone: alerts, metrics — and the agent.
     hooks = context.hooks
-    by_type = Counter(event.type for event in result.accepted_events)
-    hooks.fire(hooks.on_events_ingested, dict(by_type), len(result.duplicates))
-    if hooks.on_deny_opened:
-        opened_deny = [row for row in result.opened if row.verdict == "deny"]
-        if opened_deny:
-            owner = agents.get(session, agent.id)
-            for row in opened_deny:
-                hooks.fire(hooks.on_deny_opened, _alert_view(context, row, owner))
-    if hooks.on_findings_stream and (result.opened or result.resolved or any(
-            event.type == "action" for event in result.accepted_events)):
-        items = stream_items(session, agents.get(session, agent.id), result,
-                             lambda row, owner: _alert_view(context, row, owner))
-        hooks.fire(hooks.on_findings_stream, items)
+    with context.write_sessions() as session:
+        # Alerts and the SIEM stream show findings as the API does: only they need ORM rows.
+        result, owner = _ingest_committed(
+            session, token, batch, load_rows=bool(hooks.on_deny_opened or hooks.on_findings_stream))
+        # Only now, with the batch durable, tell anyone: alerts, metrics — and the agent.
+        by_type = Counter(event.type for event in result.accepted_events)
+        hooks.fire(hooks.on_events_ingested, dict(by_type), len(result.duplicates))
+        if hooks.on_deny_opened:
+            for row in result.opened:
+                if row.verdict == "deny" and row.id is not None:
+                    hooks.fire(hooks.on_deny_opened,
+                               _alert_view(context, result.rows[row.id], owner))
+        if hooks.on_findings_stream and (result.opened or result.resolved or any(
+                event.type == "action" for event in result.accepted_events)):
+            items = stream_items(session, owner, result,
+                                 lambda row, owner: _alert_view(context, row, owner))
+            hooks.fire(hooks.on_findings_stream, items)
     return EventsResponse(accepted=result.accepted, duplicates=result.duplicates)
 
 
@@ -299,16 +316,18 @@ def _alert_view(context: ServerContext, row: Finding, owner: Agent | None) -> di
 
 
 def _ingest_committed(
-    session: Session, agent_id: str, batch: list[events.IncomingEvent]
-) -> events.IngestResult:
+    session: Session, token: str, batch: list[events.IncomingEvent], *, load_rows: bool
+) -> tuple[events.IngestResult, Agent | None]:
+    """The batch stored and committed, and (with `load_rows`) the agent that sent it."""
     for attempt in range(1, _INGEST_ATTEMPTS + 1):
         try:
-            agent = agents.get(session, agent_id)
-            if agent is None or agent.revoked_at is not None:
+            agent_id = agents.live_agent_id(session, token)
+            if agent_id is None:
                 raise unauthorized("unknown or revoked agent token; enroll again")
-            result = events.ingest(session, agent, batch)
+            result = events.ingest(session, agent_id, batch, load_rows=load_rows)
+            owner = session.get(Agent, agent_id) if load_rows else None
             session.commit()
-            return result
+            return result, owner
         except sa.exc.DBAPIError as exc:
             session.rollback()
             if attempt == _INGEST_ATTEMPTS or not _retryable(exc):

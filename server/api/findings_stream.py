@@ -33,12 +33,13 @@ def stream_items(
     items: list[dict[str, Any]] = []
     changes = (("finding_opened", [*result.opened, *result.opened_and_resolved]),
                ("finding_resolved", result.resolved))
-    for kind, rows in changes:
-        for row in rows:
-            found = latest.get((kind, row.key))
+    for kind, states in changes:
+        for state in states:
+            found = latest.get((kind, state.key))
+            assert state.id is not None  # written, and loaded (`ingest(.., load_rows=True)`)
             items.append({"type": kind, "event_id": found.id if found else None,
                           "time": found.time if found else None,
-                          "finding": view(row, owner), "result": None})
+                          "finding": view(result.rows[state.id], owner), "result": None})
     actions = [event for event in result.accepted_events if event.type == "action"]
     if actions and owner is not None:
         keys = sorted({str(event.finding.get("key")) for event in actions})

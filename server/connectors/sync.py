@@ -144,11 +144,11 @@ def apply(session: Session, *, source: str, kind: str, group: str | None,
                   for key in sorted(current - wanted.keys())]
         if not batch:
             continue
-        result = events.ingest(session, row, batch, now)
+        result = events.ingest(session, row.id, batch, now)
         report.findings_opened += len(result.opened)
         report.findings_resolved += len(result.resolved)
         report.opened_deny += [finding.id for finding in result.opened
-                               if finding.verdict == "deny"]
+                               if finding.verdict == "deny" and finding.id is not None]
 
 
 def _open_mdm_findings(session: Session, agent_ids: list[str]) -> dict[str, set[str]]:

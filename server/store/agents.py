@@ -174,6 +174,22 @@ _POLICY_FOR = (
 )
 
 
+_LIVE_ID = (
+    sa.select(_AGENTS.c.id)
+    .where(_AGENTS.c.token_hash == sa.bindparam("digest"), _AGENTS.c.revoked_at.is_(None))
+)
+
+
+def live_agent_id(session: Session, token: str) -> str | None:
+    """The id of the live agent owning `token`, or None: for a route that authenticates in
+    the transaction that does its work (an event batch)."""
+    digest = token_digest(token)
+    if digest is None:
+        return None
+    agent_id: str | None = session.execute(_LIVE_ID, {"digest": digest}).scalar_one_or_none()
+    return agent_id
+
+
 @dataclass(frozen=True)
 class CheckedIn:
     agent_id: str

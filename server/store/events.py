@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from policies.exceptions import ExceptionRequestInfo
 from policies.vocabulary import EventType
 from server.db import utcnow
 from server.models import Agent, Event, Finding
-from server.store import exceptions, findings, outcomes, violations
+from server.store import bulk, exceptions, findings, outcomes, violations
 
 
 @dataclass(frozen=True)
@@ -44,19 +43,24 @@ class IngestResult:
     accepted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     accepted_events: list[IncomingEvent] = field(default_factory=list)
-    # Findings this batch opened or reopened, and resolved (after flush: ids are set).
-    opened: list[Finding] = field(default_factory=list)
-    resolved: list[Finding] = field(default_factory=list)
+    # Findings this batch opened or reopened, and resolved (written: ids are set).
+    opened: list[findings.FindingState] = field(default_factory=list)
+    resolved: list[findings.FindingState] = field(default_factory=list)
     # Opened (or reopened) and resolved again within this batch: in `resolved`, not in
     # `opened`; the SIEM stream still reports that they opened (an app run briefly).
-    opened_and_resolved: list[Finding] = field(default_factory=list)
+    opened_and_resolved: list[findings.FindingState] = field(default_factory=list)
+    # With `ingest(.., load_rows=True)`: those findings as ORM rows, by id, read in the
+    # batch's transaction (alerts and the SIEM stream show them as the API does).
+    rows: dict[int, Finding] = field(default_factory=dict)
 
 
 def ingest(
     session: Session,
-    agent: Agent,
+    agent_id: str,
     events: Sequence[IncomingEvent],
     now: dt.datetime | None = None,
+    *,
+    load_rows: bool = False,
 ) -> IngestResult:
     """Store new events and apply them to findings; the caller commits."""
     now = now or utcnow()
@@ -64,7 +68,7 @@ def ingest(
     unique: dict[str, IncomingEvent] = {}
     for incoming in events:
         unique.setdefault(incoming.id, incoming)
-    inserted = _insert_new(session, agent.id, list(unique.values()), now)
+    inserted = _insert_new(session, agent_id, list(unique.values()), now)
     for incoming in events:
         if incoming.id in inserted:
             result.accepted.append(incoming.id)
@@ -72,8 +76,12 @@ def ingest(
         else:
             result.duplicates.append(incoming.id)
     result.accepted_events = [unique[event_id] for event_id in result.accepted]
-    _apply(session, agent.id, result.accepted_events, result)
+    _apply(session, agent_id, result.accepted_events, result)
     session.flush()
+    if load_rows:
+        result.rows = findings.by_ids(session, (
+            row.id for row in (*result.opened, *result.resolved, *result.opened_and_resolved)
+            if row.id is not None))
     return result
 
 
@@ -88,12 +96,13 @@ def _insert_new(
          "received_at": now, "finding_key": event.finding.get("key"), "payload": event.payload}
         for event in sorted(events, key=lambda event: event.id)
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = cast(sa.Table, Event.__table__)
-    statement = insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(
-        table.c.id)
-    return set(session.execute(statement, rows).scalars())
+    return {event_id for event_id, in _INSERT_NEW.run(session, rows)}
+
+
+_INSERT_NEW = bulk.BulkInsert(
+    cast(sa.Table, Event.__table__),
+    ("id", "agent_id", "type", "time", "received_at", "finding_key", "payload"),
+    returning=("id",), skip_existing=("id",))
 
 
 def _apply(
@@ -113,13 +122,13 @@ def _apply(
     # In time order, so a batch holding both an open and its resolve ends resolved.
     for event in sorted(changes_on, key=lambda event: event.time):
         if event.type == "finding_opened":
-            findings.apply_opened(known, agent_id, event.time, event.finding, changes,
+            findings.apply_opened(known, event.time, event.finding, changes,
                                   restated=event.payload.get("restated") is True)
         else:
-            findings.apply_resolved(known, agent_id, event.time, event.finding, changes)
-    findings.add_created(session, changes)
+            findings.apply_resolved(known, event.time, event.finding, changes)
     _apply_actions(session, agent_id, known,
                    [event for event in events if event.type == "action"])
+    findings.save(session, agent_id, known)
     session.flush()
     # The violations these findings belong to, in the same transaction: the review list
     # never disagrees with its evidence.
@@ -134,7 +143,8 @@ def _apply(
 
 
 def _apply_actions(
-    session: Session, agent_id: str, known: dict[str, Finding], actions: list[IncomingEvent]
+    session: Session, agent_id: str, known: dict[str, findings.FindingState],
+    actions: list[IncomingEvent],
 ) -> None:
     # After the openings, so a batch holding a finding and its actions records both. An
     # action on a finding the server never heard of stays in the events table only.
@@ -146,11 +156,6 @@ def _apply_actions(
             outcomes.apply_action(row, agent, event.time, result)
 
 
-def _unique(rows: list[Finding]) -> list[Finding]:
-    seen: set[int] = set()
-    unique = []
-    for row in rows:
-        if row.id not in seen:
-            seen.add(row.id)
-            unique.append(row)
-    return unique
+def _unique(rows: list[findings.FindingState]) -> list[findings.FindingState]:
+    # One state per key, so by key; in the order each first appears.
+    return list({row.key: row for row in rows}.values())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -19,46 +19,121 @@ from sqlalchemy.orm import Session
 from server.actors import actor_name
 from server.db import utcnow
 from server.models import TRIAGE_STATES, Agent, Event, Finding
-from server.store import audit, outcomes
+from server.store import audit, bulk, outcomes
+
+
+@dataclass(eq=False, slots=True)
+class FindingState:
+    """The columns of one finding that events change, as plain values.
+
+    Ingest works on these rather than on ORM rows: building and flushing ORM objects
+    one by one was most of a batch's cost, while a batch's findings are read with one
+    SELECT and written with one INSERT and one executemany UPDATE (see `save`).
+    """
+
+    id: int | None
+    key: str
+    app: str
+    sensor: str
+    verdict: str
+    action: str
+    status: str
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    resolved_at: dt.datetime | None
+    count: int
+    evidence: dict[str, Any]
+    alternative: str | None
+    confidence: str | None
+    message: str
+    matched: str
+    triage: str
+    outcomes: dict[str, Any] | None
+    # The stored values, to write only the rows a batch changed (None: a new row).
+    loaded: tuple[Any, ...] | None = None
+
+
+_STATE_FIELDS = tuple(name for name in FindingState.__dataclass_fields__ if name != "loaded")
+_WRITTEN = tuple(name for name in _STATE_FIELDS if name != "id")
+_TABLE = cast(sa.Table, Finding.__table__)
+_LOAD_COLUMNS = tuple(_TABLE.c[name] for name in _STATE_FIELDS)
+# Built once, as every statement of a batch: building one costs about what running it does.
+_LOAD = (sa.select(*_LOAD_COLUMNS)
+         .where(_TABLE.c.agent_id == sa.bindparam("agent_id"),
+                _TABLE.c.key.in_(sa.bindparam("keys", expanding=True)))
+         .order_by(_TABLE.c.key)
+         .with_for_update())
+# Updates bind the row's id under another name: `id` would be taken for the SET clause.
+_UPDATE = (sa.update(_TABLE).where(_TABLE.c.id == sa.bindparam("row_id"))
+           .values({name: bulk.bound(_TABLE, name) for name in _WRITTEN}))
+_INSERT = bulk.BulkInsert(_TABLE, ("agent_id", *_WRITTEN), returning=("id", "key"))
+
+
+def _values(row: FindingState) -> tuple[Any, ...]:
+    return tuple(getattr(row, name) for name in _WRITTEN)
 
 
 @dataclass
 class FindingChanges:
     """What one batch did to findings, for alerts and metrics after commit."""
 
-    opened: list[Finding] = field(default_factory=list)
-    resolved: list[Finding] = field(default_factory=list)
-    # New rows, not yet added to the session (see `add_created`).
-    created: list[Finding] = field(default_factory=list)
+    opened: list[FindingState] = field(default_factory=list)
+    resolved: list[FindingState] = field(default_factory=list)
 
 
-def add_created(session: Session, changes: FindingChanges) -> None:
-    """Add new rows in key order: racing batches then insert (and wait) in one order."""
-    ordered: list[Finding] = sorted(changes.created, key=_key_of)
-    session.add_all(ordered)
-
-
-def _key_of(row: Finding) -> str:
-    return row.key
-
-
-def load_for_update(session: Session, agent_id: str, keys: Iterable[str]) -> dict[str, Finding]:
+def load_for_update(
+    session: Session, agent_id: str, keys: Iterable[str]
+) -> dict[str, FindingState]:
     # Sorted keys and ORDER BY: concurrent batches lock rows in one order, so never deadlock.
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    rows = session.scalars(
-        sa.select(Finding)
-        .where(Finding.agent_id == agent_id, Finding.key.in_(wanted))
-        .order_by(Finding.key)
-        .with_for_update()
-    )
-    return {row.key: row for row in rows}
+    rows = session.execute(_LOAD, {"agent_id": agent_id, "keys": wanted})
+    known = {}
+    for values in rows:
+        row = FindingState(*values)
+        row.loaded = _values(row)
+        known[row.key] = row
+    return known
+
+
+def save(session: Session, agent_id: str, known: dict[str, FindingState]) -> None:
+    """Write what a batch changed: new rows in one INSERT (their ids set on the states),
+    changed rows in one executemany UPDATE; unchanged rows are not written."""
+    # Key order, the order rows are locked in: racing batches insert (and wait) alike.
+    created = [row for key, row in sorted(known.items()) if row.loaded is None]
+    changed = [row for row in known.values()
+               if row.loaded is not None and _values(row) != row.loaded]
+    if created:
+        inserted = _INSERT.run(session, [
+            {"agent_id": agent_id, **dict(zip(_WRITTEN, _values(row), strict=True))}
+            for row in created])
+        ids = {key: row_id for row_id, key in inserted}
+        for row in created:
+            row.id = ids[row.key]
+    if changed:
+        session.execute(_UPDATE, [
+            {"row_id": row.id, **dict(zip(_WRITTEN, _values(row), strict=True))}
+            for row in sorted(changed, key=_key_of)])
+    for row in (*created, *changed):
+        row.loaded = _values(row)
+
+
+def _key_of(row: FindingState) -> str:
+    return row.key
+
+
+def by_ids(session: Session, ids: Iterable[int]) -> dict[int, Finding]:
+    """ORM rows by id, for views of what a batch changed (alerts, the SIEM stream)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return {row.id: row for row in session.scalars(
+        sa.select(Finding).where(Finding.id.in_(wanted)))}
 
 
 def apply_opened(
-    known: dict[str, Finding],
-    agent_id: str,
+    known: dict[str, FindingState],
     time: dt.datetime,
     finding: dict[str, Any],
     changes: FindingChanges,
@@ -69,9 +144,8 @@ def apply_opened(
     change but the count of sightings does not."""
     row = known.get(finding["key"])
     if row is None:
-        row = _new_row(agent_id, time, finding, status="open")
+        row = _new_row(time, finding, status="open")
         known[row.key] = row
-        changes.created.append(row)
         changes.opened.append(row)
         return
     if not restated or row.status != "open":
@@ -90,8 +164,7 @@ def apply_opened(
 
 
 def apply_resolved(
-    known: dict[str, Finding],
-    agent_id: str,
+    known: dict[str, FindingState],
     time: dt.datetime,
     finding: dict[str, Any],
     changes: FindingChanges,
@@ -100,10 +173,9 @@ def apply_resolved(
     if row is None:
         # Its "opened" is still on the way (or was never sent); record what we can.
         if all(finding.get(name) for name in ("app", "sensor", "verdict")):
-            row = _new_row(agent_id, time, finding, status="resolved")
+            row = _new_row(time, finding, status="resolved")
             row.resolved_at = time
             known[row.key] = row
-            changes.created.append(row)
         return
     if row.status == "open" and time >= row.last_seen:
         row.status = "resolved"
@@ -111,15 +183,17 @@ def apply_resolved(
         changes.resolved.append(row)
 
 
-def _new_row(agent_id: str, time: dt.datetime, finding: dict[str, Any], status: str) -> Finding:
-    row = Finding(agent_id=agent_id, key=finding["key"], app=finding["app"],
-                  sensor=finding["sensor"], status=status, first_seen=time, last_seen=time,
-                  count=1, triage="new")
+def _new_row(time: dt.datetime, finding: dict[str, Any], status: str) -> FindingState:
+    row = FindingState(id=None, key=finding["key"], app=finding["app"],
+                       sensor=finding["sensor"], verdict="", action="", status=status,
+                       first_seen=time, last_seen=time, resolved_at=None, count=1,
+                       evidence={}, alternative=None, confidence=None, message="",
+                       matched="", triage="new", outcomes=None)
     _describe(row, finding)
     return row
 
 
-def _describe(row: Finding, finding: dict[str, Any]) -> None:
+def _describe(row: FindingState, finding: dict[str, Any]) -> None:
     row.verdict = finding["verdict"]
     row.action = finding.get("action") or "report"
     row.evidence = finding.get("evidence") or {}

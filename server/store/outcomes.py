@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from policies.vocabulary import OutcomeState
-from server.models import Agent, Finding
+from server.models import Agent
 
 # An agent from before results carried their mode says so in the detail.
 _AUDIT_DETAIL = "audit mode"
 _LABELS: dict[str, str] = {"done": "done", "failed": "failed", "would_have": "would have"}
+
+
+class HasOutcomes(Protocol):
+    """A finding as ingest holds it (`findings.FindingState`): only its outcomes matter here."""
+
+    outcomes: dict[str, Any] | None
 
 
 def state_of(result: Mapping[str, Any]) -> OutcomeState:
@@ -33,7 +39,7 @@ def state_of(result: Mapping[str, Any]) -> OutcomeState:
     return "failed"
 
 
-def apply_action(row: Finding, agent: Agent, time: dt.datetime,
+def apply_action(row: HasOutcomes, agent: Agent, time: dt.datetime,
                  result: Mapping[str, Any]) -> None:
     """Record one action result on its finding (and, for a notification, its machine),
     unless a later result for the same action is already there (events arrive out of order)."""
