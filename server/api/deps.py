@@ -163,9 +163,6 @@ def current_agent(context: ContextDep, token: TokenDep) -> Agent:
     return agent
 
 
-AgentDep = Annotated[Agent, Depends(current_agent)]
-
-
 def enroll_secret(request: Request, context: ContextDep, token: TokenDep) -> EnrollSecret:
     # Failures are limited per address, and checked before the secret is looked up: past
     # the limit even the right secret is refused, or the limit would not slow guessing.
