@@ -40,7 +40,8 @@ def findings_download(
     context: ServerContext, filters: FindingFilters, format: ExportFormat
 ) -> StreamingResponse:
     """Every finding matching `filters`, newest id first, as an attachment."""
-    return _download(context, lambda session: export_rows.finding_chunks(session, filters),
+    where = filters.conditions()
+    return _download(context, lambda session: export_rows.finding_chunks(session, where),
                      CSV_COLUMNS, "findings", format)
 
 
@@ -48,7 +49,8 @@ def violations_download(
     context: ServerContext, filters: ViolationFilters, format: ExportFormat
 ) -> StreamingResponse:
     """Every violation matching `filters`, newest id first, as an attachment."""
-    return _download(context, lambda session: export_rows.violation_chunks(session, filters),
+    where = filters.conditions(paging=False)
+    return _download(context, lambda session: export_rows.violation_chunks(session, where),
                      VIOLATION_COLUMNS, "violations", format)
 
 

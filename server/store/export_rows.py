@@ -20,7 +20,7 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -28,10 +28,6 @@ from sqlalchemy.orm import Session
 from server.actors import actor_name
 from server.models import Agent, Finding, Violation
 from server.store import outcomes
-
-if TYPE_CHECKING:  # the query modules hand their iterators over to this one
-    from server.store.findings_query import FindingFilters
-    from server.store.violations_query import ViolationFilters
 
 Chunk = dict[str, list[Any]]
 # Rows per fetch and per chunk written: big enough to amortise a round trip and the
@@ -65,20 +61,25 @@ _VIOLATION_SELECT = (
     Violation.triage_comment, Violation.triage_by, _raw_time(Violation.triage_at))
 
 
-def finding_chunks(session: Session, filters: FindingFilters,
+# The filters come in as their SQL conditions (`FindingFilters.conditions()`, ...): the query
+# modules hand their iterators over to this one, so it cannot import them.
+Where = Sequence[sa.ColumnElement[bool]]
+
+
+def finding_chunks(session: Session, where: Where,
                    batch_size: int = EXPORT_BATCH) -> Iterator[Chunk]:
-    """Every finding matching `filters`, newest id first, a chunk of columns at a time."""
-    query = (sa.select(*_FINDING_SELECT).where(*filters.conditions())
+    """Every finding matching `where`, newest id first, a chunk of columns at a time."""
+    query = (sa.select(*_FINDING_SELECT).where(*where)
              .order_by(Finding.id.desc()))
     owners = _Owners(session)
     for rows in _stream(session, query, batch_size):
         yield _finding_columns(rows, owners)
 
 
-def violation_chunks(session: Session, filters: ViolationFilters,
+def violation_chunks(session: Session, where: Where,
                      batch_size: int = EXPORT_BATCH) -> Iterator[Chunk]:
-    """Every violation matching `filters`, newest id first, a chunk of columns at a time."""
-    query = (sa.select(*_VIOLATION_SELECT).where(*filters.conditions(paging=False))
+    """Every violation matching `where`, newest id first, a chunk of columns at a time."""
+    query = (sa.select(*_VIOLATION_SELECT).where(*where)
              .order_by(Violation.id.desc()))
     owners = _Owners(session)
     for rows in _stream(session, query, batch_size):

@@ -201,4 +201,5 @@ def iter_findings(
     """Every matching finding (API shape), newest id first, fetched `batch_size` rows at a
     time by one statement in the session's transaction: one snapshot, however long it takes
     (server.store.export_rows; the exports read its columns directly)."""
-    return export_rows.as_dicts(export_rows.finding_chunks(session, filters, batch_size))
+    return export_rows.as_dicts(export_rows.finding_chunks(session, filters.conditions(),
+                                                           batch_size))

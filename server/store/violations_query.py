@@ -187,4 +187,5 @@ def iter_violations(
 ) -> Iterator[dict[str, Any]]:
     """Every matching violation (API shape), newest id first, `batch_size` rows a fetch of one
     statement (server.store.export_rows)."""
-    return export_rows.as_dicts(export_rows.violation_chunks(session, filters, batch_size))
+    return export_rows.as_dicts(export_rows.violation_chunks(
+        session, filters.conditions(paging=False), batch_size))
