@@ -3,7 +3,7 @@
 One place answers "which findings match", so the API, the dashboard and the
 export agree: `FindingFilters.from_query` turns query parameters into filters
 (or a FilterError naming every bad one), and `query_findings`,
-`count_findings` and `iter_findings` run them. Pages follow a keyset cursor
+`count_findings` runs them (and server.store.export_rows, the exports). Pages follow a keyset cursor
 (see server.store.listing), in (sort key, id) order so ties never repeat or
 skip a row across pages.
 """
@@ -11,7 +11,7 @@ skip a row across pages.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
 import sqlalchemy as sa
@@ -29,8 +29,7 @@ from server.schemas.common import (
     blank_is_any,
     parse_time,
 )
-from server.store import export_rows, findings
-from server.store.export_rows import EXPORT_BATCH
+from server.store import findings
 from server.store.listing import (
     CursorError,
     FilterError,
@@ -40,8 +39,8 @@ from server.store.listing import (
     text_matches,
 )
 
-__all__ = ["EXPORT_BATCH", "CursorError", "FilterError", "FindingFilters", "count_findings",
-           "iter_findings", "parse_time", "query_findings"]
+__all__ = ["CursorError", "FilterError", "FindingFilters", "count_findings",
+           "parse_time", "query_findings"]
 
 Order = Literal["last_seen", "first_seen", "app", "host", "id"]
 ORDERS: tuple[str, ...] = get_args(Order)
@@ -194,12 +193,3 @@ def count_findings(session: Session, filters: FindingFilters) -> int:
     query = sa.select(sa.func.count()).select_from(Finding)
     return session.scalar(query.where(*filters.conditions())) or 0
 
-
-def iter_findings(
-    session: Session, filters: FindingFilters, batch_size: int = EXPORT_BATCH
-) -> Iterator[dict[str, Any]]:
-    """Every matching finding (API shape), newest id first, fetched `batch_size` rows at a
-    time by one statement in the session's transaction: one snapshot, however long it takes
-    (server.store.export_rows; the exports read its columns directly)."""
-    return export_rows.as_dicts(export_rows.finding_chunks(session, filters.conditions(),
-                                                           batch_size))

@@ -8,7 +8,7 @@ query parameters and the dashboard's form, pages follow a keyset cursor in
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
@@ -26,8 +26,7 @@ from server.schemas.common import (
     TimeFilter,
     blank_is_any,
 )
-from server.store import export_rows, violations
-from server.store.export_rows import EXPORT_BATCH
+from server.store import violations
 from server.store.listing import (
     CursorError,
     FilterError,
@@ -38,7 +37,7 @@ from server.store.listing import (
 )
 
 __all__ = ["CursorError", "FilterError", "ViolationFilters", "count_violations",
-           "iter_violations", "query_violations"]
+           "query_violations"]
 
 ViolationOrder = Literal["last_seen", "first_seen", "id"]
 ORDERS: tuple[str, ...] = get_args(ViolationOrder)
@@ -181,11 +180,3 @@ def count_violations(session: Session, filters: ViolationFilters) -> int:
     query = sa.select(sa.func.count()).select_from(Violation)
     return session.scalar(query.where(*filters.conditions(paging=False))) or 0
 
-
-def iter_violations(
-    session: Session, filters: ViolationFilters, batch_size: int = EXPORT_BATCH
-) -> Iterator[dict[str, Any]]:
-    """Every matching violation (API shape), newest id first, `batch_size` rows a fetch of one
-    statement (server.store.export_rows)."""
-    return export_rows.as_dicts(export_rows.violation_chunks(
-        session, filters.conditions(paging=False), batch_size))

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.exports import CSV_COLUMNS
-from server.store import audit, findings_query
+from server.store import audit, export_rows, findings_query
 from server.store.findings_query import FindingFilters
 from server.store.listing import CursorError, FilterError
 from tests.server.admin_support import (
@@ -220,7 +220,8 @@ def test_the_store_queries_the_dashboard_uses(db: DB, many: int) -> None:
         assert findings_query.count_findings(session, FindingFilters()) == many
         assert findings_query.count_findings(session, FindingFilters(app="discord")) == 2
         assert findings_query.count_findings(session, FindingFilters(host="a-*")) == 7
-        exported = list(findings_query.iter_findings(session, FindingFilters(), batch_size=4))
+        exported = list(export_rows.as_dicts(export_rows.finding_chunks(
+            session, FindingFilters().conditions(), batch_size=4)))
         assert [item["id"] for item in exported] == sorted(
             (item["id"] for item in exported), reverse=True)
         assert len(exported) == many
@@ -355,7 +356,7 @@ def test_json_export_streams_the_whole_filter_across_batches(
     client: TestClient, admin_token: str, enroll: Callable[..., EnrolledAgent]
 ) -> None:
     agent = enroll(hostname="busy")
-    total = findings_query.EXPORT_BATCH + 150
+    total = export_rows.EXPORT_BATCH + 150
     for start in range(0, total, 600):
         post_events(client, agent.headers, *[
             event(process(n), time=T0 + dt.timedelta(seconds=n))
