@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from agent.host.ownership import require_trusted
 from agent.uplink.trust import UntrustedKey, follow, key_b64, key_path
 from policies.compiler import bundle_version, canonical_json
 from policies.engine import Engine
+from policies.private_files import write_private
 
 # What the server's signed activation document says it is (server/store/policies.py).
 ACTIVATION_PURPOSE = "warden.policy-activation"
@@ -75,21 +75,6 @@ class Identity:
             return self.policy_public_key in key_path(configured, self.key_rotations)
         except UntrustedKey:
             return False
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, readable by the owner only (mkstemp makes 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class StateDir:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.scanning.findings import format_time, utc_now
-from agent.state import write_private
 from agent.uplink.sync import SyncStatus
+from policies.private_files import write_private
 
 log = logging.getLogger("warden.agent")
 

@@ -30,9 +30,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.host.platform import hostname
-from agent.state import StateDir, write_private
+from agent.state import StateDir
 from agent.uplink.trust import key_b64
 from policies.compiler import canonical_json
+from policies.private_files import write_private
 from policies.vocabulary import OsName
 
 # What the statement says it is (server/crypto/enrollment_proof.py checks the same words).

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.responding.notify_types import Notice, Notifier
-from agent.state import write_private
 from policies.exceptions import WARN_BEFORE, ExceptionsDocument, in_force, next_change
+from policies.private_files import write_private
 
 log = logging.getLogger("warden.agent.exceptions")
 TOLD_FILE = "exceptions-told.json"

@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from agent.scanning.exceptions import ExceptionKeeper
-from agent.state import Identity, StateDir, write_private
+from agent.state import Identity, StateDir
 from policies.compiler import canonical_json
 from policies.exceptions import EXCEPTIONS_PURPOSE, ExceptionsDocument
+from policies.private_files import write_private
 
 log = logging.getLogger("warden.agent.exceptions")
 FILE_NAME = "exceptions.json"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from policies.compiler import canonical_json
+from policies.private_files import write_private
 
 KEY_FILE_MODE = 0o600
 # What a signed rotation statement says it is, so it can never pass for a bundle or an
@@ -88,16 +88,7 @@ class PolicySigner:
 
     def install(self, path: Path) -> None:
         """Replace `path` with this key in one step: a reader sees the old key or the new."""
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(self._pem())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(path, self._pem())
 
     def _pem(self) -> bytes:
         return self._current().private_bytes(
