@@ -11,10 +11,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from server import exports
+from server.dashboard import listing
 from server.dashboard.auth import Viewer
-from server.dashboard.findings import filters_from
-from server.dashboard.web import DashboardRoute, PageError, problem_text
-from server.store.findings_query import FilterError, FindingFilters
+from server.dashboard.web import DashboardRoute
+from server.store.findings_query import FindingFilters
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
@@ -30,7 +30,4 @@ def export_json(request: Request, person: Viewer) -> Response:
 
 
 def _filters(request: Request) -> FindingFilters:
-    try:
-        return filters_from(request.query_params)
-    except FilterError as exc:
-        raise PageError(400, problem_text(exc)) from exc
+    return listing.download_filters(FindingFilters.from_query, request)

@@ -2,13 +2,11 @@
 
 Which findings match is answered by `server.store.findings_query`, the same
 code behind the API's list and export, so the table, its CSV and the API
-agree. The dashboard only adds what a form needs: an inclusive "to" date.
+agree. The dashboard only adds what a form needs (server.dashboard.listing).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -18,22 +16,15 @@ from fastapi.responses import Response
 
 from policies.vocabulary import FINDING_STATUSES, SENSORS, TRIAGE_STATES, VERDICTS
 from server.api.params import RowId
-from server.dashboard import apps
+from server.dashboard import apps, listing
 from server.dashboard.auth import AnalystPost, Viewer
 from server.dashboard.web import DashboardDep, DashboardRoute, PageError, redirect
 from server.schemas.common import MAX_ROW_ID
 from server.store import agents, findings, outcomes
-from server.store.findings_query import (
-    CursorError,
-    FilterError,
-    FindingFilters,
-    count_findings,
-    query_findings,
-)
+from server.store.findings_query import FindingFilters, count_findings, query_findings
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
-PAGE_SIZE = 50
 SORTS = {"last_seen": "Last seen", "first_seen": "First seen", "app": "App", "host": "Host"}
 MAX_COMMENT = 4000
 NOTICES = {"triaged": "Triage saved.",
@@ -41,23 +32,6 @@ NOTICES = {"triaged": "Triage saved.",
                                 "check-in and reports the app as excepted.",
            "exception_extended": "The exception in force for this machine was extended."}
 MAX_BULK = 1000
-
-
-def filters_from(params: Mapping[str, str]) -> FindingFilters:
-    """FindingFilters from the form; `until` given as a date includes that whole day."""
-    values = dict(params)
-    until = values.get("until", "").strip()
-    if len(until) == 10:
-        # A bad date is left as typed: from_query then names it.
-        with contextlib.suppress(ValueError):
-            values["until"] = (dt.date.fromisoformat(until) + dt.timedelta(days=1)).isoformat()
-    return FindingFilters.from_query(values)
-
-
-def form_values(params: Mapping[str, str]) -> dict[str, str]:
-    """The filter fields as the person typed them, to fill the form and build links."""
-    return {name: params.get(name, "").strip() for name in FindingFilters.names()
-            if name != "agent_id"}
 
 
 @router.get("/findings")
@@ -70,31 +44,21 @@ def finding_list(
     cursor: str = Query("", max_length=2048),
 ) -> Response:
     params = request.query_params
-    shown = form_values(params)
     if order not in SORTS or direction not in ("asc", "desc"):
         raise PageError(400, f"Sort by one of {', '.join(SORTS)}, ascending or descending.")
     context = request.app.state.context
-    problems: list[tuple[str, str]] = []
-    rows: list[dict[str, Any]] = []
-    next_cursor: str | None = None
-    total = 0
     with context.read_sessions() as session:
         active = apps.active_bundle(session)
-        try:
-            filters = filters_from(params)
-            rows, next_cursor = query_findings(session, filters, limit=PAGE_SIZE,
-                                               cursor=cursor or None, order=order,
-                                               descending=direction == "desc")
-            total = count_findings(session, filters)
-        except FilterError as exc:
-            problems = exc.problems
-        except CursorError:
-            problems = [("cursor", "that page link is out of date; start from the first page")]
+        page = listing.read_page(
+            session, lambda: listing.filters_from(FindingFilters.from_query, params),
+            query_findings, count_findings, order=order, descending=direction == "desc",
+            cursor=cursor)
     names = apps.app_names(active[1] if active else None, context.catalog)
     return dashboard.page(
-        request, "findings.html", status=400 if problems else 200,
-        rows=rows, total=total, filters=shown, problems=dict(problems), order=order,
-        direction=direction, next_cursor=next_cursor, paged=bool(cursor), sorts=SORTS,
+        request, "findings.html", status=400 if page.problems else 200,
+        rows=page.rows, total=page.total, filters=listing.form_values(FindingFilters, params),
+        problems=page.problems, order=order, direction=direction,
+        next_cursor=page.next_cursor, paged=bool(cursor), sorts=SORTS,
         names=names, app_choices=sorted(names.items(), key=lambda item: item[1].lower()),
         statuses=FINDING_STATUSES, triage_states=TRIAGE_STATES, sensors=SENSORS,
         verdicts=VERDICTS, can_triage=person.has_role("analyst"),

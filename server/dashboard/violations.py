@@ -7,56 +7,30 @@ same code behind the API's list and export.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from server import exports
 from server.api.params import RowId
-from server.dashboard import apps
+from server.dashboard import apps, listing
 from server.dashboard.auth import AnalystPost, Viewer
 from server.dashboard.web import (
     DashboardDep,
     DashboardRoute,
     PageError,
-    problem_text,
     redirect,
 )
 from server.models import TRIAGE_STATES
 from server.store import agents, findings, violations
-from server.store.violations_query import (
-    CursorError,
-    FilterError,
-    ViolationFilters,
-    count_violations,
-    query_violations,
-)
+from server.store.violations_query import ViolationFilters, count_violations, query_violations
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
-PAGE_SIZE = 50
 SORTS = {"last_seen": "Last seen", "first_seen": "First seen"}
 MAX_COMMENT = 4000
 NOTICES = {"triaged": "Triage saved, on the violation and each of its findings."}
-
-
-def filters_from(params: Mapping[str, str]) -> ViolationFilters:
-    """ViolationFilters from the form; `until` given as a date includes that whole day."""
-    values = dict(params)
-    until = values.get("until", "").strip()
-    if len(until) == 10:
-        with contextlib.suppress(ValueError):
-            values["until"] = (dt.date.fromisoformat(until) + dt.timedelta(days=1)).isoformat()
-    return ViolationFilters.from_query(values)
-
-
-def form_values(params: Mapping[str, str]) -> dict[str, str]:
-    return {name: params.get(name, "").strip() for name in ViolationFilters.names()
-            if name != "agent_id"}
 
 
 @router.get("/violations")
@@ -69,31 +43,22 @@ def violation_list(
     cursor: str = Query("", max_length=2048),
 ) -> Response:
     params = request.query_params
-    shown = form_values(params)
     if order not in SORTS or direction not in ("asc", "desc"):
         raise PageError(400, f"Sort by one of {', '.join(SORTS)}, ascending or descending.")
     context = request.app.state.context
-    problems: list[tuple[str, str]] = []
-    rows: list[dict[str, Any]] = []
-    next_cursor: str | None = None
-    total = 0
     with context.read_sessions() as session:
         active = apps.active_bundle(session)
-        try:
-            filters = filters_from(params)
-            rows, next_cursor = query_violations(session, filters, limit=PAGE_SIZE,
-                                                 cursor=cursor or None, order=order,
-                                                 descending=direction == "desc")
-            total = count_violations(session, filters)
-        except FilterError as exc:
-            problems = exc.problems
-        except CursorError:
-            problems = [("cursor", "that page link is out of date; start from the first page")]
+        page = listing.read_page(
+            session, lambda: listing.filters_from(ViolationFilters.from_query, params),
+            query_violations, count_violations, order=order, descending=direction == "desc",
+            cursor=cursor)
     names = apps.app_names(active[1] if active else None, context.catalog)
     return dashboard.page(
-        request, "violations.html", status=400 if problems else 200,
-        rows=rows, total=total, filters=shown, problems=dict(problems), order=order,
-        direction=direction, next_cursor=next_cursor, paged=bool(cursor), sorts=SORTS,
+        request, "violations.html", status=400 if page.problems else 200,
+        rows=page.rows, total=page.total,
+        filters=listing.form_values(ViolationFilters, params), problems=page.problems,
+        order=order, direction=direction, next_cursor=page.next_cursor, paged=bool(cursor),
+        sorts=SORTS,
         names=names, app_choices=sorted(names.items(), key=lambda item: item[1].lower()),
         statuses=("open", "resolved"), triage_states=TRIAGE_STATES)
 
@@ -109,10 +74,7 @@ def export_json(request: Request, person: Viewer) -> Response:
 
 
 def _filters(request: Request) -> ViolationFilters:
-    try:
-        return filters_from(request.query_params)
-    except FilterError as exc:
-        raise PageError(400, problem_text(exc)) from exc
+    return listing.download_filters(ViolationFilters.from_query, request)
 
 
 @router.get("/violations/{violation_id:int}")
