@@ -16,6 +16,7 @@ from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from policies.vocabulary import AgentState
@@ -84,8 +85,11 @@ def _fleet_statement() -> sa.Select[Any]:
         sa.func.count().filter(live, Agent.notify_error.is_not(None)),
         # Revoked machines are few: the EXISTS runs for those alone.
         sa.func.count().filter(Agent.revoked_at.is_not(None), open_deny),
-        # Uncorrelated, so run once, in the same round trip.
-        sa.select(sa.func.count(sa.distinct(Finding.agent_id))).where(*is_open_deny)
+        # Uncorrelated, so run once, in the same round trip. DISTINCT in a subquery rather
+        # than COUNT(DISTINCT): PostgreSQL then reads the agents in index order instead of
+        # sorting them again (8 -> 6.5 ms at 36,000 open deny findings).
+        sa.select(sa.func.count()).select_from(
+            sa.select(Finding.agent_id).where(*is_open_deny).distinct().subquery())
         .scalar_subquery())
 
 
@@ -99,11 +103,12 @@ def findings_per_day(
     bounds = [dt.datetime.combine(first_day + dt.timedelta(days=offset), dt.time(), dt.UTC)
               for offset in range(days + 1)]
     if session.get_bind().dialect.name == "postgresql":
-        found: dict[dt.date, int] = {
-            found_day: count for found_day, count in session.execute(
-                _days_grouped_statement(), {"start": bounds[0], "end": bounds[-1]})}
-        counts = [found.get(first_day + dt.timedelta(days=offset), 0)
-                  for offset in range(days)]
+        found = dict.fromkeys(range(1, days + 1), 0)
+        for bucket, count in session.execute(
+                _days_bucketed_statement(),
+                {"bounds": bounds, "start": bounds[0], "end": bounds[-1]}):
+            found[bucket] = count
+        counts = [found[bucket] for bucket in range(1, days + 1)]
     else:
         counts = list(session.execute(
             _days_counted_statement(days),
@@ -113,14 +118,17 @@ def findings_per_day(
 
 
 @functools.cache
-def _days_grouped_statement() -> sa.Select[dt.date, int]:
-    # PostgreSQL groups in C (a hash aggregate) but plans 30 range counts as scans until
-    # VACUUM has marked the pages; a date cast costs less than to_char did.
-    day = sa.cast(sa.func.timezone("UTC", Finding.first_seen), sa.Date)
-    return (sa.select(day, sa.func.count())
+def _days_bucketed_statement() -> sa.Select[int, int]:
+    # PostgreSQL: one pass over the first_seen index, each time placed among the day bounds
+    # by width_bucket (bucket 1 is the first day), grouped in a hash. The UTC date of each
+    # time (timezone() and a cast) cost 3x as much; 30 range counts cost less on a freshly
+    # vacuumed table but 3x more where the visibility map is stale (heap fetches).
+    bucket = sa.func.width_bucket(Finding.first_seen,
+                                  sa.bindparam("bounds", type_=postgresql.ARRAY(_TIME)))
+    return (sa.select(bucket, sa.func.count())
             .where(Finding.first_seen >= sa.bindparam("start", type_=_TIME),
                    Finding.first_seen < sa.bindparam("end", type_=_TIME))
-            .group_by(day))
+            .group_by(bucket))
 
 
 @functools.lru_cache(maxsize=4)
