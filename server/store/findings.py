@@ -9,6 +9,7 @@ after a timeout), so each change is guarded by event time: an old
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -204,10 +205,14 @@ def _describe(row: FindingState, finding: dict[str, Any]) -> None:
 
 
 def open_counts_by_app(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        sa.select(Finding.app, sa.func.count()).where(Finding.status == "open")
-        .group_by(Finding.app))
-    return {app: count for app, count in rows}
+    return {app: count for app, count in session.execute(_open_counts_by_app())}
+
+
+@functools.cache
+def _open_counts_by_app() -> sa.Select[str, int]:
+    # Built once: the stats and the overview ask on every request.
+    return (sa.select(Finding.app, sa.func.count()).where(Finding.status == "open")
+            .group_by(Finding.app))
 
 
 def get(session: Session, finding_id: int) -> Finding | None:

@@ -96,3 +96,33 @@ def test_fleet_counts_each_agent_once_by_its_state(db: Any) -> None:
     assert by_state == {"active": 3, "silent": 1, "revoked": 1}
     assert compliance == {"compliant": 2, "with_open_deny": 2, "silent": 1, "total": 4,
                           "cannot_notify": 1}
+
+
+def test_findings_per_day_over_shorter_windows_agrees_with_the_30_days(db: Any) -> None:
+    # Each window length has a statement of its own (built once, then reused): a 1-day and a
+    # 7-day window must be the tail of the 30-day one, midnights included, on both databases.
+    now = utcnow()
+    today = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
+    times = [today, today - dt.timedelta(microseconds=1), today - dt.timedelta(days=6),
+             today - dt.timedelta(days=6, microseconds=1), today - dt.timedelta(days=20),
+             today + dt.timedelta(seconds=1)]
+    with db() as session:
+        agent = Agent(id=str(uuid.uuid4()), hostname="windows", machine_id="windows",
+                      os="linux", os_version="12", arch="x86_64", agent_version="0.1", user="u",
+                      token_hash=uuid.uuid4().hex, last_seen=now)
+        session.add(agent)
+        session.flush()
+        for number, at in enumerate(times):
+            session.add(Finding(agent_id=agent.id, key=f"window|{number}", app="telegram",
+                                sensor="process", verdict="deny", action="notify",
+                                status="open", first_seen=at, last_seen=at, count=1,
+                                evidence={}, message="", matched=""))
+        session.commit()
+        month = stats.findings_per_day(session, now, 30)
+        week = stats.findings_per_day(session, now, 7)
+        day = stats.findings_per_day(session, now, 1)
+        assert stats.findings_per_day(session, now, 7) == week  # the reused statement
+    assert week == month[-7:]
+    assert day == month[-1:] == [{"day": today.date().isoformat(), "opened": 2}]
+    assert sum(item["opened"] for item in week) == 4
+    assert sum(item["opened"] for item in month) == 6
