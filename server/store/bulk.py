@@ -23,6 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
+from server.db import UTCDateTime
+
 
 class BulkInsert:
     """`INSERT` of many rows into `table`'s `columns`, answering each new row's `returning`
@@ -47,8 +49,10 @@ class BulkInsert:
         dialect = sqlite.dialect()
         # What each column's type binds on SQLite (a time: SQLAlchemy's text for it, which
         # compares in time order), a JSON column's None as SQL NULL.
-        self._sqlite_binds = [bound(table, name).type.dialect_impl(dialect).bind_processor(dialect)
-                              for name in self.columns]
+        self._sqlite_binds = [
+            _sqlite_time if isinstance(table.c[name].type, UTCDateTime)
+            else bound(table, name).type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self.columns]
 
     def run(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         if session.get_bind().dialect.name == "postgresql":
@@ -86,6 +90,18 @@ def bound(table: sa.Table, name: str) -> sa.BindParameter[Any]:
 
 
 _NULLABLE_JSON = sa.JSON(none_as_null=True)
+
+
+def _sqlite_time(value: dt.datetime | None) -> str | None:
+    """What UTCDateTime binds on SQLite (naive UTC, SQLAlchemy's text for it), written
+    directly: through the type's two layers it was a tenth of a batch's CPU on SQLite."""
+    if value is None:
+        return None
+    if value.tzinfo is not dt.UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use an aware UTC time")
+        value = value.astimezone(dt.UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _quote(name: str) -> str:
