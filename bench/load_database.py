@@ -1,5 +1,5 @@
 """The database side of bench/server_load.py and bench/fleet.py: a schema per run,
-agent-like event rows, the raw DB-API executemany baseline, and seeding many agents or
+agent-like event rows, the raw DB-API executemany baselines, and seeding many agents or
 findings at once."""
 
 from __future__ import annotations
@@ -94,6 +94,75 @@ def raw_executemany(database_url: str, agent_id: str, events: int) -> float:
                 if not postgres:
                     cursor.execute("BEGIN IMMEDIATE")
                 cursor.executemany(statement, rows)
+                connection.commit()
+            return events / (time.perf_counter() - began)
+        finally:
+            connection.close()
+    finally:
+        engine.dispose()
+
+
+def raw_ingest_rows(database_url: str, agent_id: str, events: int) -> float:
+    """Events per second for DB-API executemany of every row ingest writes for such a
+    batch, a commit per batch: the events, a finding per opened event (resolved already
+    when the batch resolves it, as the server stores it) and the violation's upsert —
+    values computed in Python beforehand, none read back."""
+    engine = db.create_engine(database_url)
+    try:
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            postgres = engine.dialect.name == "postgresql"
+            mark = "%s" if postgres else "?"
+            json_mark = mark + "::jsonb" if postgres else mark
+            insert_events = (
+                'INSERT INTO events (id, agent_id, type, time, received_at, finding_key, '
+                f'payload) VALUES ({", ".join([mark] * 6)}, {json_mark})')
+            insert_findings = (
+                'INSERT INTO findings (agent_id, key, app, sensor, verdict, action, status, '
+                'first_seen, last_seen, resolved_at, count, evidence, alternative, '
+                f'confidence, message, matched, triage) VALUES ({", ".join([mark] * 11)}, '
+                f'{json_mark}, {", ".join([mark] * 5)})')
+            upsert_violation = (
+                'INSERT INTO violations (agent_id, app, status, first_seen, last_seen, '
+                'opened_at, findings, open_findings, sensor_counts, triage) VALUES '
+                f'({", ".join([mark] * 8)}, {json_mark}, {mark}) '
+                'ON CONFLICT (agent_id, app) DO UPDATE SET last_seen = excluded.last_seen, '
+                'findings = violations.findings + excluded.findings, '
+                'open_findings = violations.open_findings + excluded.open_findings, '
+                'sensor_counts = excluded.sensor_counts')
+            began = time.perf_counter()
+            total = 0
+            for start in range(0, events, BATCH_EVENTS):
+                now = dt.datetime.now(dt.UTC)
+                stamp: Any = now if postgres else now.replace(tzinfo=None).isoformat(" ")
+                batch = finding_batch(range(10**8 + start + 1,
+                                            10**8 + min(start + BATCH_EVENTS, events) + 1))
+                resolved = {event["finding"]["key"] for event in batch
+                            if event["type"] == "finding_resolved"}
+                event_rows = [(event["id"], agent_id, event["type"], stamp, stamp,
+                               event["finding"]["key"], json.dumps(event)) for event in batch]
+                finding_rows = []
+                for event in batch:
+                    if event["type"] != "finding_opened":
+                        continue
+                    info = event["finding"]
+                    closed = info["key"] in resolved
+                    finding_rows.append((
+                        agent_id, info["key"], info["app"], info["sensor"], info["verdict"],
+                        info["action"], "resolved" if closed else "open", stamp, stamp,
+                        stamp if closed else None, 1, json.dumps(info["evidence"]),
+                        info["alternative"], info["confidence"], info["message"],
+                        info["matched"], "new"))
+                total += len(finding_rows)
+                open_rows = sum(row[6] == "open" for row in finding_rows)
+                if not postgres:
+                    cursor.execute("BEGIN IMMEDIATE")
+                cursor.executemany(insert_events, event_rows)
+                cursor.executemany(insert_findings, finding_rows)
+                cursor.execute(upsert_violation, (
+                    agent_id, "telegram", "open", stamp, stamp, stamp, len(finding_rows),
+                    open_rows, json.dumps({"process": total}), "new"))
                 connection.commit()
             return events / (time.perf_counter() - began)
         finally:

@@ -11,7 +11,9 @@ a server in a temporary directory, starts it, enrolls N agents and measures:
   every 60 s (latency counted from each request's scheduled start, so a
   stalled server cannot hide its queue);
 - a raw DB-API `executemany` of the same event rows into the same database,
-  batch for batch, and the ratio of the server's ingest rate to it;
+  batch for batch, and the ratio of the server's ingest rate to it; and a second
+  baseline writing every row ingest writes for those batches (events, findings, the
+  violation), with its ratio;
 - with --findings (default 100,000), review-API reads over that many findings.
 
 Load generation (asyncio + httpx) runs in this process, the server in another;
@@ -47,6 +49,7 @@ from load_database import (
     finding_batch,
     postgres_schema,
     raw_executemany,
+    raw_ingest_rows,
     seed_findings,
 )
 from load_http import Pool
@@ -307,8 +310,10 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
             engine.dispose()
             ingested = backend.phase("events")
             if ingested is not None:
-                backend.raw_events_per_second = raw_executemany(
-                    url, agent_ids[0], max(ingested.events, BATCH_EVENTS * 20))
+                raw_events = max(ingested.events, BATCH_EVENTS * 20)
+                backend.raw_events_per_second = raw_executemany(url, agent_ids[0], raw_events)
+                # On another agent, under finding keys of its own (its violation exists).
+                backend.raw_rows_per_second = raw_ingest_rows(url, agent_ids[1], raw_events)
             if args.findings:
                 seconds = seed_findings(url, agent_ids, args.findings)
                 print(f"  {name}: seeded {args.findings:,} findings in {seconds:.1f} s",

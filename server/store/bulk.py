@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
+
+from server.db import UTCDateTime
 
 
 class BulkInsert:
@@ -32,6 +35,8 @@ class BulkInsert:
     def __init__(self, table: sa.Table, columns: Sequence[str], returning: Sequence[str],
                  skip_existing: Sequence[str] = ()) -> None:
         self.columns = tuple(columns)
+        if len(self.columns) < 2:
+            raise ValueError("a bulk insert names two columns or more")  # see `_pick`
         names = ", ".join(_quote(name) for name in self.columns)
         self._head = f"INSERT INTO {_quote(table.name)} ({names}) "
         self._tail = ""
@@ -47,8 +52,13 @@ class BulkInsert:
         dialect = sqlite.dialect()
         # What each column's type binds on SQLite (a time: SQLAlchemy's text for it, which
         # compares in time order), a JSON column's None as SQL NULL.
-        self._sqlite_binds = [bound(table, name).type.dialect_impl(dialect).bind_processor(dialect)
-                              for name in self.columns]
+        binds = [_sqlite_bind(table, name, dialect) for name in self.columns]
+        # Only the columns whose values change on the way (times, JSON); the rest go as
+        # they are. Picked and converted in as few Python steps as a row allows: a batch
+        # binds about a thousand values.
+        self._sqlite_binds = [(index, bind) for index, bind in enumerate(binds)
+                              if bind is not None]
+        self._pick = operator.itemgetter(*self.columns)
 
     def run(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         if session.get_bind().dialect.name == "postgresql":
@@ -61,11 +71,14 @@ class BulkInsert:
         connection = session.connection()
         for start in range(0, len(rows), _SQLITE_ROWS):
             chunk = rows[start:start + _SQLITE_ROWS]
-            values = tuple(bind(row[name]) if bind is not None else row[name]
-                           for row in chunk
-                           for name, bind in zip(self.columns, self._sqlite_binds, strict=True))
+            values: list[Any] = []
+            for row in chunk:
+                picked = list(self._pick(row))
+                for index, bind in self._sqlite_binds:
+                    picked[index] = bind(picked[index])
+                values += picked
             answered += [tuple(row) for row in connection.exec_driver_sql(
-                self._sqlite_sql(len(chunk)), values)]
+                self._sqlite_sql(len(chunk)), tuple(values))]
         return answered
 
     def _sqlite_sql(self, count: int) -> str:
@@ -86,6 +99,32 @@ def bound(table: sa.Table, name: str) -> sa.BindParameter[Any]:
 
 
 _NULLABLE_JSON = sa.JSON(none_as_null=True)
+
+
+def _sqlite_bind(table: sa.Table, name: str, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+    column_type = table.c[name].type
+    if isinstance(column_type, UTCDateTime):
+        return _sqlite_time
+    if isinstance(column_type, sa.JSON):
+        return _sqlite_json
+    return bound(table, name).type.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _sqlite_json(value: Any) -> str | None:
+    # What the JSON type binds with none_as_null (see `bound`), without its layers.
+    return None if value is None else json.dumps(value)
+
+
+def _sqlite_time(value: dt.datetime | None) -> str | None:
+    """What UTCDateTime binds on SQLite (naive UTC, SQLAlchemy's text for it), written
+    directly: through the type's two layers it was a tenth of a batch's CPU on SQLite."""
+    if value is None:
+        return None
+    if value.tzinfo is not dt.UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use an aware UTC time")
+        value = value.astimezone(dt.UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _quote(name: str) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from server.actors import actor_name
@@ -64,14 +66,22 @@ _LOAD = (sa.select(*_LOAD_COLUMNS)
                 _TABLE.c.key.in_(sa.bindparam("keys", expanding=True)))
          .order_by(_TABLE.c.key)
          .with_for_update())
+# On PostgreSQL the keys go as one array: psycopg parses a statement of more than 50
+# parameters in Python on every run (see server.store.bulk), and a batch has 50 events.
+_LOAD_POSTGRESQL = (sa.select(*_LOAD_COLUMNS)
+                    .where(_TABLE.c.agent_id == sa.bindparam("agent_id"),
+                           _TABLE.c.key == sa.any_(sa.bindparam(
+                               "keys", type_=postgresql.ARRAY(sa.String))))
+                    .order_by(_TABLE.c.key)
+                    .with_for_update())
 # Updates bind the row's id under another name: `id` would be taken for the SET clause.
 _UPDATE = (sa.update(_TABLE).where(_TABLE.c.id == sa.bindparam("row_id"))
            .values({name: bulk.bound(_TABLE, name) for name in _WRITTEN}))
 _INSERT = bulk.BulkInsert(_TABLE, ("agent_id", *_WRITTEN), returning=("id", "key"))
 
 
-def _values(row: FindingState) -> tuple[Any, ...]:
-    return tuple(getattr(row, name) for name in _WRITTEN)
+# The written columns of a state, in _WRITTEN's order: read in C, several times a row.
+_values: Callable[[FindingState], tuple[Any, ...]] = operator.attrgetter(*_WRITTEN)
 
 
 @dataclass
@@ -89,11 +99,13 @@ def load_for_update(
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    rows = session.execute(_LOAD, {"agent_id": agent_id, "keys": wanted})
+    statement = (_LOAD_POSTGRESQL if session.get_bind().dialect.name == "postgresql"
+                 else _LOAD)
+    rows = session.execute(statement, {"agent_id": agent_id, "keys": wanted})
     known = {}
     for values in rows:
         row = FindingState(*values)
-        row.loaded = _values(row)
+        row.loaded = tuple(values[1:])  # the columns after the id: _WRITTEN's
         known[row.key] = row
     return known
 

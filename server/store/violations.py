@@ -13,33 +13,19 @@ current episode opened, and the reviewers' triage — lives on the row.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from server.db import utcnow
 from server.models import TRIAGE_STATES, Finding, Violation
+from server.models.base import JSONType
 from server.store import audit
-
-
-@dataclass
-class _Gathered:
-    """What an (agent, app)'s deny findings say, summed over sensors."""
-
-    findings: int = 0
-    open_findings: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
-    first_seen: dt.datetime | None = None
-    last_seen: dt.datetime | None = None
-    # The earliest first_seen and last_seen of its open findings: when it opened, for a
-    # new violation and for one that reopens.
-    open_first_seen: dt.datetime | None = None
-    open_last_seen: dt.datetime | None = None
-    resolved_at: dt.datetime | None = None
 
 
 def refresh(session: Session, agent_id: str, apps: Iterable[str]) -> None:
@@ -54,110 +40,145 @@ def refresh(session: Session, agent_id: str, apps: Iterable[str]) -> None:
     # Lock first, then count: a batch that waited for another's lock counts after that one
     # committed, so neither overwrites the other with a stale total. In app order, the
     # order every writer locks them in: no deadlock between batches.
-    existing = {row.app: row for row in session.scalars(
-        _LOCK, {"agent_id": agent_id, "apps": wanted})}
-    gathered = _gather(session, agent_id, wanted)
-    for app in wanted:
-        row = existing.get(app)
-        facts = gathered.get(app)
-        if facts is None:
-            if row is not None:
-                session.delete(row)
-            continue
-        if row is None:
-            session.add(_new(agent_id, app, facts))
-        else:
-            _update(row, facts)
-    session.flush()
+    existing = list(session.scalars(_LOCK, {"owner_id": agent_id, "apps": wanted}))
+    # Gathered and written by the database, one statement per kind of change: a batch
+    # usually only updates (one statement), and no row comes into Python.
+    if existing:
+        kept = set(session.scalars(_UPDATE, {"owner_id": agent_id, "apps": existing}))
+        gone = [app for app in existing if app not in kept]
+        if gone:
+            session.execute(_DELETE, {"owner_id": agent_id, "apps": gone})
+    missing = [app for app in wanted if app not in existing]
+    if missing:
+        # Apps with no deny finding here gather nothing, so get no row. Two batches adding
+        # the same one at once: the second fails the unique key and is retried by its caller.
+        session.execute(_INSERT, {"owner_id": agent_id, "apps": missing})
+    # The statements bypass the ORM: violations a caller already holds are read again on
+    # next use (not filtered by agent and app, which would read an expired row to check).
+    for row in list(session.identity_map.values()):
+        if isinstance(row, Violation):
+            session.expire(row)
+
+
+class _ObjectAgg(FunctionElement[Any]):
+    """`{key: value, ..}` of a group's rows as the column's JSON: PostgreSQL's
+    jsonb_object_agg, SQLite's json_group_object."""
+
+    type = JSONType
+    inherit_cache = True
+
+
+@compiles(_ObjectAgg)
+def _object_agg(element: _ObjectAgg, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"jsonb_object_agg({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_ObjectAgg, "sqlite")
+def _object_agg_sqlite(element: _ObjectAgg, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_group_object({compiler.process(element.clauses, **kw)})"
 
 
 # Built once: ingest refreshes on every batch, and building these cost about what running
 # them does.
-_LOCK = (sa.select(Violation)
-         .where(Violation.agent_id == sa.bindparam("agent_id"),
-                Violation.app.in_(sa.bindparam("apps", expanding=True)))
-         .order_by(Violation.app).with_for_update())
-_IS_OPEN = Finding.status == "open"
-_GATHER = (
-    sa.select(Finding.app, Finding.sensor, sa.func.count(), sa.func.sum(Finding.count),
-              sa.func.sum(sa.case((_IS_OPEN, 1), else_=0)),
-              sa.func.min(Finding.first_seen), sa.func.max(Finding.last_seen),
-              sa.func.min(sa.case((_IS_OPEN, Finding.first_seen))),
-              sa.func.min(sa.case((_IS_OPEN, Finding.last_seen))),
-              sa.func.max(Finding.resolved_at))
-    .where(Finding.agent_id == sa.bindparam("agent_id"),
-           # `app || ''` is the app, but not a column an index can look up: SQLite (which
-           # keeps no statistics) otherwise reads every finding of the app fleet-wide
-           # through ix_findings_app_status, on every batch, instead of this machine's.
-           Finding.app.concat("").in_(sa.bindparam("apps", expanding=True)),
-           Finding.verdict == "deny")
-    .group_by(Finding.app, Finding.sensor))
+_TABLE = cast(sa.Table, Violation.__table__)
+_FINDINGS = cast(sa.Table, Finding.__table__)
+# Not "agent_id": INSERT and UPDATE keep column names for their own parameters.
+_AGENT = sa.bindparam("owner_id", type_=sa.String)
+_APPS: sa.BindParameter[Any] = sa.bindparam("apps", expanding=True)
+_LOCK = (sa.select(_TABLE.c.app)
+         .where(_TABLE.c.agent_id == _AGENT, _TABLE.c.app.in_(_APPS))
+         .order_by(_TABLE.c.app).with_for_update())
 
 
-def _gather(session: Session, agent_id: str, apps: list[str]) -> dict[str, _Gathered]:
-    gathered: dict[str, _Gathered] = {}
-    for (app, sensor, rows, seen, open_rows, first, last, open_first, open_last,
-         resolved) in session.execute(_GATHER, {"agent_id": agent_id, "apps": apps}):
-        one = gathered.setdefault(app, _Gathered())
-        one.findings += rows
-        one.open_findings += open_rows or 0
-        one.counts[sensor] = int(seen or 0)
-        one.first_seen = _least(one.first_seen, _aware(first))
-        one.last_seen = _most(one.last_seen, _aware(last))
-        one.open_first_seen = _least(one.open_first_seen, _aware(open_first))
-        one.open_last_seen = _least(one.open_last_seen, _aware(open_last))
-        one.resolved_at = _most(one.resolved_at, _aware(resolved))
-    return gathered
+def _gathered() -> sa.Subquery:
+    """What each (agent, app)'s deny findings say, summed over sensors: one row per app."""
+    is_open = _FINDINGS.c.status == "open"
+    per_sensor = (
+        sa.select(_FINDINGS.c.app, _FINDINGS.c.sensor,
+                  sa.func.count().label("rows"),
+                  sa.func.sum(_FINDINGS.c.count).label("seen"),
+                  sa.func.sum(sa.case((is_open, 1), else_=0)).label("open_rows"),
+                  sa.func.min(_FINDINGS.c.first_seen).label("first_seen"),
+                  sa.func.max(_FINDINGS.c.last_seen).label("last_seen"),
+                  # The earliest first_seen and last_seen of its open findings: when it
+                  # opened, for a new violation and for one that reopens.
+                  sa.func.min(sa.case((is_open, _FINDINGS.c.first_seen))).label("open_first"),
+                  sa.func.min(sa.case((is_open, _FINDINGS.c.last_seen))).label("open_last"),
+                  sa.func.max(_FINDINGS.c.resolved_at).label("resolved_at"))
+        .where(_FINDINGS.c.agent_id == _AGENT,
+               # `app || ''` is the app, but not a column an index can look up: SQLite
+               # (which keeps no statistics) otherwise reads every finding of the app
+               # fleet-wide through ix_findings_app_status, on every batch, instead of this
+               # machine's.
+               _FINDINGS.c.app.concat("").in_(_APPS),
+               _FINDINGS.c.verdict == "deny")
+        .group_by(_FINDINGS.c.app, _FINDINGS.c.sensor)
+        .subquery("per_sensor"))
+    return (
+        sa.select(per_sensor.c.app,
+                  sa.func.sum(per_sensor.c.rows).label("findings"),
+                  sa.func.sum(per_sensor.c.open_rows).label("open_findings"),
+                  _ObjectAgg(per_sensor.c.sensor, per_sensor.c.seen).label("sensor_counts"),
+                  sa.func.min(per_sensor.c.first_seen).label("first_seen"),
+                  sa.func.max(per_sensor.c.last_seen).label("last_seen"),
+                  sa.func.min(per_sensor.c.open_first).label("open_first"),
+                  sa.func.min(per_sensor.c.open_last).label("open_last"),
+                  sa.func.max(per_sensor.c.resolved_at).label("resolved_at"))
+        .group_by(per_sensor.c.app)
+        .subquery("gathered"))
 
 
-def _new(agent_id: str, app: str, facts: _Gathered) -> Violation:
-    assert facts.first_seen is not None and facts.last_seen is not None
-    is_open = facts.open_findings > 0
-    row = Violation(agent_id=agent_id, app=app, triage="new",
-                    opened_at=facts.open_first_seen if is_open else facts.first_seen,
-                    first_seen=facts.first_seen, last_seen=facts.last_seen)
-    _copy(row, facts)
-    return row
+def _summary(gathered: sa.Subquery) -> dict[str, Any]:
+    """The columns a violation copies from its findings, as SQL over `gathered`."""
+    is_open = gathered.c.open_findings > 0
+    return {
+        "first_seen": gathered.c.first_seen,
+        "last_seen": gathered.c.last_seen,
+        "findings": gathered.c.findings,
+        "open_findings": gathered.c.open_findings,
+        "sensor_counts": gathered.c.sensor_counts,
+        "status": sa.case((is_open, "open"), else_="resolved"),
+        "resolved_at": sa.case((is_open, None),
+                               else_=sa.func.coalesce(gathered.c.resolved_at,
+                                                      gathered.c.last_seen)),
+    }
 
 
-def _update(row: Violation, facts: _Gathered) -> None:
-    was_open = row.status == "open"
-    _copy(row, facts)
-    if row.status == "open" and not was_open:
-        # Back after it was resolved: a new episode, and a fresh look for reviewers who had
-        # closed it (as a reopened finding gets).
-        assert facts.open_last_seen is not None
-        row.opened_at = max(facts.open_last_seen, row.opened_at)
-        if row.triage == "resolved":
-            row.triage = "new"
+def _update() -> sa.Update:
+    gathered = _gathered()
+    # SET sees the row as it was: back after it was resolved is a new episode, and a fresh
+    # look for reviewers who had closed it (as a reopened finding gets).
+    reopens = sa.and_(gathered.c.open_findings > 0, _TABLE.c.status != "open")
+    return (
+        sa.update(_TABLE)
+        .where(_TABLE.c.agent_id == _AGENT, _TABLE.c.app == gathered.c.app)
+        .values(**_summary(gathered),
+                opened_at=sa.case(
+                    (sa.and_(reopens, gathered.c.open_last > _TABLE.c.opened_at),
+                     gathered.c.open_last),
+                    else_=_TABLE.c.opened_at),
+                triage=sa.case((sa.and_(reopens, _TABLE.c.triage == "resolved"), "new"),
+                               else_=_TABLE.c.triage))
+        .returning(_TABLE.c.app))
 
 
-def _copy(row: Violation, facts: _Gathered) -> None:
-    assert facts.first_seen is not None and facts.last_seen is not None
-    row.first_seen = facts.first_seen
-    row.last_seen = facts.last_seen
-    row.findings = facts.findings
-    row.open_findings = facts.open_findings
-    row.sensor_counts = dict(sorted(facts.counts.items()))
-    row.status = "open" if facts.open_findings else "resolved"
-    row.resolved_at = None if facts.open_findings else (facts.resolved_at or facts.last_seen)
+def _insert() -> sa.Insert:
+    gathered = _gathered()
+    columns = {
+        "agent_id": _AGENT,
+        "app": gathered.c.app,
+        **_summary(gathered),
+        "opened_at": sa.case((gathered.c.open_findings > 0, gathered.c.open_first),
+                             else_=gathered.c.first_seen),
+        "triage": sa.literal("new"),
+    }
+    return sa.insert(_TABLE).from_select(
+        list(columns), sa.select(*(value.label(name) for name, value in columns.items())))
 
 
-def _aware(value: dt.datetime | str | None) -> dt.datetime | None:
-    # Aggregates over a CASE lose the column type on SQLite: text there, naive UTC.
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _least(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _most(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
-    return b if a is None else a if b is None else max(a, b)
+_UPDATE = _update()
+_INSERT = _insert()
+_DELETE = sa.delete(_TABLE).where(_TABLE.c.agent_id == _AGENT, _TABLE.c.app.in_(_APPS))
 
 
 def get(session: Session, violation_id: int) -> Violation | None:
