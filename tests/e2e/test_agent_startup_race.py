@@ -37,7 +37,8 @@ import pytest
 import requests
 
 from agent.host.machine import KEY_FILE, MachineKey
-from agent.state import StateDir, write_private
+from agent.state import StateDir
+from policies.private_files import write_private
 from tests.agent.conftest import FakeProcesses, wait_for
 from tests.e2e.conftest import AgentProcess, WardenServer, agent_factory
 from tests.e2e.test_agent_service import ENFORCE, _push_and_activate, finding_for
@@ -45,6 +46,9 @@ from tests.e2e.test_agent_service import ENFORCE, _push_and_activate, finding_fo
 pytestmark = pytest.mark.slow
 
 AGENTS = int(os.environ.get("WARDEN_STARTUP_SOAK", "8"))
+# The soak's agents run one after another in halves, each half a test of its own, so two
+# pytest-xdist workers share them; every half runs every tick of TICKS.
+HALVES = 2
 DEADLINE = 15.0
 # The train of fakes runs from the agent's spawn until this long after it applied
 # the server's policy (or, should it never, MAX_TRAIN after the spawn).
@@ -339,25 +343,30 @@ def _summary(fakes: list[Fake]) -> str:
 
 
 @pytest.mark.timeout(60 + 30 * AGENTS)
+@pytest.mark.parametrize("half", range(HALVES))
 def test_a_banned_app_started_at_any_moment_of_an_agents_start_is_reported(
-    race_server: WardenServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    race_server: WardenServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], half: int
 ) -> None:
     seed = int(os.environ.get("WARDEN_STARTUP_SOAK_SEED", str(time.time_ns())))
     rng = random.Random(seed)
     fakes: list[Fake] = []
     misses: list[str] = []
     began = time.monotonic()
-    for number in range(AGENTS):
+    per_half = -(-AGENTS // HALVES)
+    numbers = range(half * per_half, min(AGENTS, (half + 1) * per_half))
+    if not numbers:
+        pytest.skip(f"WARDEN_STARTUP_SOAK={AGENTS} leaves this half no agent")
+    for number in numbers:
         started, missed = run_one_agent(race_server, tmp_path, number, rng)
         fakes += started
         misses += missed
     with capsys.disabled():
-        print(f"\n{_summary(fakes)}\n  {AGENTS} agents, {len(fakes)} fakes, "
+        print(f"\n{_summary(fakes)}\n  {len(numbers)} agents, {len(fakes)} fakes, "
               f"{time.monotonic() - began:.0f} s, seed {seed} (WARDEN_STARTUP_SOAK_SEED)")
         if early := [fake for fake in fakes if fake.ended_early]:
             print(f"  not counted: {len(early)} fakes killed by something else on this "
                   f"machine ({sorted({f.process.returncode for f in early})})")
-    assert len([fake for fake in fakes if not fake.ended_early]) >= 5 * AGENTS
+    assert len([fake for fake in fakes if not fake.ended_early]) >= 5 * len(numbers)
     assert {fake.app for fake in fakes} == {"telegram", "whatsapp"}
     assert not misses, "\n".join(misses)
 
