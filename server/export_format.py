@@ -10,8 +10,9 @@ formula; only when either is found (rare) do its cells go through `csv_text`
 one by one. Values of a type no fast path knows go through `csv_cell`.
 
 JSON values are what `json.dumps` writes inside an object: strings through the
-same C string encoder, ints by `int.__repr__`, anything else through an encoder
-built once; each row is then one %-template with the keys built in.
+same C string encoder, ints by `int.__repr__`, anything else (evidence,
+outcomes) through an encoder built once, called once per column (`_encoded`);
+each row is then one %-template with the keys built in.
 """
 
 from __future__ import annotations

@@ -7,7 +7,11 @@ so here each export is one plain Core statement whose rows are fetched
 own cursor), in one read transaction: one snapshot, and memory bounded by a
 chunk plus the hostname and group of each agent seen. Each chunk
 is shaped column by column into the API's values (one call mapped over a
-column instead of a dict per row), for server.export_format to write.
+column instead of a dict per row), for server.export_format to write. Every
+column is read as text or a number, so no per-value result processing runs:
+times come as their stored UTC text and are rewritten into isoformat() by a
+few string replaces over the whole column, JSON as its text decoded once per
+chunk.
 
 The columns are the API's, in its order, with the same values
 `findings.as_dict` / `violations.as_dict` give (tests/server/test_export_bytes.py
