@@ -98,9 +98,20 @@ def _chunks(session: Session, query: sa.Executable, shape: Shape,
     # plain rows, no per-row ORM loading. Every column is read as text or a number, so no
     # result processor runs per value.
     owners = _Owners(session)
-    result = session.connection().execute(query, execution_options={"yield_per": batch_size})
-    for rows in result.partitions():
-        yield shape(list(map(list, zip(*rows, strict=True))), owners)
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        # A server-side cursor on PostgreSQL, read through the result (which buffers ahead).
+        streamed = connection.execute(query, execution_options={"yield_per": batch_size})
+        for rows in streamed.partitions():
+            yield shape(list(map(list, zip(*rows, strict=True))), owners)
+        return
+    # SQLite steps its cursor as rows are fetched and the result reads nothing ahead, so
+    # its DB-API cursor is read directly: plain tuples, without a Row made for each (a
+    # tenth of the export's time).
+    with connection.execute(query) as result:
+        cursor = result.cursor
+        while rows := cursor.fetchmany(batch_size):
+            yield shape(list(map(list, zip(*rows, strict=True))), owners)
 
 
 def as_dicts(chunks: Iterator[Chunk]) -> Iterator[dict[str, Any]]:
