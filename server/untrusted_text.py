@@ -32,7 +32,15 @@ def _escape(match: re.Match[str]) -> str:
 
 def has_controls(text: str) -> bool:
     """Whether `escape_controls` would change `text`."""
+    if text.isascii():
+        # Most text is ASCII, and there the controls are the bytes left once the printable
+        # ones are dropped: bytes.translate does that in C several times faster than the
+        # regex searches (the exports check 40 MB of cells).
+        return bool(text.encode().translate(None, _PRINTABLE_ASCII))
     return _CONTROLS.search(text) is not None
+
+
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
 
 
 def escape_controls(text: str) -> str:

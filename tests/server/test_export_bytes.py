@@ -184,3 +184,57 @@ def test_the_columns_are_the_documented_ones(
     with db() as session:
         assert list(export_rows.as_dicts(export_rows.violation_chunks(
             session, ViolationFilters().conditions(paging=False)))) == reference_items(session)[1]
+
+
+# The export's own marker between JSON cells (server.export_format), as a value.
+MARK = "\x00warden:export:cell\x00"
+
+
+def test_stored_forms_of_times_and_json_write_the_same_text(
+    client: TestClient, admin_token: str, db: DB
+) -> None:
+    # Times and JSON are rewritten as text without being parsed when they are in the form
+    # the server stores; anything else (a value holding the JSON cells' marker, times
+    # written by hand on SQLite) must come out as the plain way writes it too.
+    moment = dt.datetime(2026, 12, 3, 20, 6, 19, tzinfo=dt.UTC)
+    with db() as session:
+        sqlite = session.get_bind().dialect.name == "sqlite"
+    # JSONB refuses NUL: there the marker cannot be stored, its text without NUL can.
+    mark = MARK if sqlite else MARK.strip("\x00")
+    evidence: list[Any] = [
+        {"name": "caf\u00e9 \u202e", "pid": 1, "ratio": 0.1, "big": 1e300,
+         "z": {"b": [], "a": None}},
+        [1, mark, 2], [mark, mark], {mark: mark}, mark, "\\u00e9", [], {}, -0.0, 10**30,
+    ]
+    with db() as session:
+        agent = Agent(id=str(uuid.uuid4()), hostname="h\u00e9", machine_id="m", os="linux",
+                      os_version="12", arch="x86_64", agent_version="0.1", user="u",
+                      group=None, token_hash=uuid.uuid4().hex)
+        session.add(agent)
+        session.flush()
+        for number, value in enumerate(evidence):
+            session.add(Finding(
+                agent_id=agent.id, key=f"k{number}", app="telegram", sensor="process",
+                verdict="deny", action="notify", status="open",
+                first_seen=moment + dt.timedelta(microseconds=number % 3),
+                last_seen=moment + dt.timedelta(seconds=number,
+                                                microseconds=999_999 * (number % 2)),
+                resolved_at=None if number % 2 else moment, count=number, evidence=value,
+                message="", matched="", triage_at=moment if number == 3 else None,
+                outcomes={"notify": {"state": "failed", "detail": mark, "time": "t"}}
+                if number % 3 == 0 else None))
+        session.commit()
+        if sqlite:
+            for key, stored in (("k0", "2026-01-02 03:04:05"), ("k1", "2026-01-02T03:04:05.5"),
+                                ("k2", "2026-01-02 03:04:05+02:00")):
+                session.execute(sa.text("UPDATE findings SET resolved_at = :stored "
+                                        "WHERE key = :key"), {"stored": stored, "key": key})
+            session.commit()
+        found, _ = reference_items(session)
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    for batch in ("csv", "json"):
+        answer = client.get(f"{API}/findings/export", params={"format": batch}, headers=admin)
+        assert answer.status_code == 200, answer.text
+        written = answer.content.decode()
+        assert written == (reference_csv(found, CSV_COLUMNS) if batch == "csv"
+                           else reference_json(found))

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.alerts import AlertDispatcher, format_rfc5424, slack_text, summary_text
-from server.untrusted_text import csv_cell, escape_controls
+from server.untrusted_text import csv_cell, escape_controls, has_controls
 from tests.server.admin_support import TELEGRAM_PROCESS, event, post_events
 from tests.server.conftest import EnrolledAgent
 from tests.server.dashboard_support import people
@@ -39,6 +39,15 @@ def controls_in(text: str) -> list[str]:
 def test_escape_controls_writes_each_one_visibly() -> None:
     assert escape_controls("a\x00b\x1b[1mc\u202e") == "a\\u0000b\\u001b[1mc\\u202e"
     assert escape_controls("plain C:\\Users\\ü — ok") == "plain C:\\Users\\ü — ok"
+
+
+@pytest.mark.parametrize("around", ["", "plain ascii ", "caf\u00e9 "])
+def test_has_controls_says_whether_escape_controls_changes_the_text(around: str) -> None:
+    # Every character of the first planes alone and within ASCII or non-ASCII text: ASCII
+    # text takes another path than the rest.
+    for code in range(0x3000):
+        text = around + chr(code) + around
+        assert has_controls(text) == (escape_controls(text) != text), hex(code)
 
 
 def test_the_alert_summary_and_webhook_text_hold_no_control_character() -> None:
