@@ -22,7 +22,7 @@ from server.api.deps import ServerContext
 from server.db import utcnow
 from server.schemas.findings import Finding
 from server.schemas.violations import Violation
-from server.store import export_rows
+from server.store import export_rows, findings_query, violations_query
 from server.store.export_rows import Chunk
 from server.store.findings_query import FindingFilters
 from server.store.violations_query import ViolationFilters
@@ -40,7 +40,7 @@ def findings_download(
     context: ServerContext, filters: FindingFilters, format: ExportFormat
 ) -> StreamingResponse:
     """Every finding matching `filters`, newest id first, as an attachment."""
-    where = filters.conditions()
+    where = findings_query.conditions(filters)
     return _download(context, lambda session: export_rows.finding_chunks(session, where),
                      CSV_COLUMNS, "findings", format)
 
@@ -49,7 +49,7 @@ def violations_download(
     context: ServerContext, filters: ViolationFilters, format: ExportFormat
 ) -> StreamingResponse:
     """Every violation matching `filters`, newest id first, as an attachment."""
-    where = filters.conditions(paging=False)
+    where = violations_query.conditions(filters, paging=False)
     return _download(context, lambda session: export_rows.violation_chunks(session, where),
                      VIOLATION_COLUMNS, "violations", format)
 

@@ -12,6 +12,8 @@ one through the other.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +100,28 @@ def test_the_dashboard_does_not_go_through_the_admin_api() -> None:
              for module, targets in GRAPH.items() if module.startswith("server.dashboard")
              for target in targets if target.startswith("server.api.admin")]
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_wire_schemas_know_nothing_of_the_database() -> None:
+    # The API's models (and the list filters) are what the CLI and the API client load:
+    # the store depends on them, never the other way round.
+    wrong = [f"{module} imports {target}"
+             for module, targets in GRAPH.items()
+             if module.startswith(("server.schemas", "server.api_client"))
+             for target in targets
+             if target.startswith(("server.store", "server.models", "server.db"))]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_cli_starts_without_the_database_layer() -> None:
+    # `warden` answers --help, talks to the API and validates policies without SQLAlchemy,
+    # FastAPI or the PDF library: the commands that need them import them when they run
+    # (it started in 1.8 s of CPU with them, 0.6 s without).
+    probe = ("import sys, server.cli; print(sorted(name for name in "
+             "('sqlalchemy', 'fastapi', 'fpdf', 'alembic') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def _cycles() -> list[list[str]]:

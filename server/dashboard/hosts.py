@@ -18,15 +18,10 @@ from server.dashboard.web import (
     redirect,
 )
 from server.db import utcnow
+from server.schemas.filters import AgentFilters
 from server.settings import ServerSettings
 from server.store import agents, reenrollments
-from server.store.agents_query import (
-    STATES,
-    AgentFilters,
-    count_agents,
-    describe,
-    query_agents,
-)
+from server.store.agents_query import STATES, count_agents, describe, query_agents
 from server.store.findings_query import FindingFilters, query_findings
 from server.store.listing import CursorError, FilterError
 

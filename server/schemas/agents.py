@@ -8,8 +8,8 @@ from pydantic import Field
 
 from policies.vocabulary import AgentState
 from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
+from server.schemas.filters import AgentFilters
 from server.schemas.reenrollments import Reenrollment
-from server.store.agents_query import AgentFilters
 
 
 class AgentView(Answer):

@@ -16,7 +16,7 @@ from server.schemas.common import (
     Page,
     Timestamp,
 )
-from server.store.findings_query import FindingFilters, Order
+from server.schemas.filters import FindingFilters, Order
 
 
 def _as_object(value: Any) -> Any:

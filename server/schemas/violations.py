@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.vocabulary import TriageState
 from server.schemas.common import DEFAULT_LIMIT, Answer, Cursor, Limit, Page, Timestamp
+from server.schemas.filters import ViolationFilters, ViolationOrder
 from server.schemas.findings import Finding
-from server.store.violations_query import ViolationFilters, ViolationOrder
 
 
 class Violation(Answer):

@@ -9,65 +9,40 @@ also as SQL so a filter on it pages like any other.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, get_args
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, Field
 from sqlalchemy.orm import Session
 
 from policies.vocabulary import AgentState
 from server.models import Agent, Finding, PolicyVersion
-from server.schemas.common import Query, TextFilter, blank_is_any
+from server.schemas.filters import AgentFilters
 from server.store import agents, policies, reenrollments
-from server.store.listing import decode_cursor, encode_cursor, filters_from_form, text_matches
+from server.store.listing import decode_cursor, encode_cursor, text_matches
 
 STATES: tuple[str, ...] = get_args(AgentState)
 _CURSOR_KIND = "agents:hostname:asc"
 
 
-class AgentFilters(Query):
-    """Which agents to list; `host` is exact or a `desk-*` prefix, ignoring case."""
-
-    state: Annotated[Literal[AgentState, ""] | None, AfterValidator(blank_is_any)] = Field(
-        default=None, description="revoked; silent (not seen for a few check-in intervals); "
-                                  "else active")
-    group: TextFilter = None
-    host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
-                                                       "ignores case")
-    os: TextFilter = None
-    notify: Annotated[Literal["failing", ""] | None, AfterValidator(blank_is_any)] = Field(
-        default=None, description="`failing`: agents whose latest notification failed, so "
-                                  "their users cannot be told")
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(AgentFilters.model_fields)
-
-    @classmethod
-    def from_query(cls, params: Mapping[str, str]) -> AgentFilters:
-        """Filters from a form's fields (others ignored; empty means "any"); FilterError."""
-        return filters_from_form(AgentFilters, params)
-
-    def conditions(self, now: dt.datetime,
-                   silent_after: dt.timedelta) -> list[sa.ColumnElement[bool]]:
-        where: list[sa.ColumnElement[bool]] = []
-        cutoff = now - silent_after
-        if self.state == "revoked":
-            where.append(Agent.revoked_at.is_not(None))
-        elif self.state == "silent":
-            where += [Agent.revoked_at.is_(None), Agent.last_seen < cutoff]
-        elif self.state == "active":
-            where += [Agent.revoked_at.is_(None), Agent.last_seen >= cutoff]
-        if self.group is not None:
-            where.append(Agent.group == self.group)
-        if self.host is not None:
-            where.append(text_matches(Agent.hostname, self.host, caseless=True))
-        if self.os is not None:
-            where.append(Agent.os == self.os)
-        if self.notify == "failing":
-            where.append(Agent.notify_error.is_not(None))
-        return where
+def conditions(filters: AgentFilters, now: dt.datetime,
+               silent_after: dt.timedelta) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
+    cutoff = now - silent_after
+    if filters.state == "revoked":
+        where.append(Agent.revoked_at.is_not(None))
+    elif filters.state == "silent":
+        where += [Agent.revoked_at.is_(None), Agent.last_seen < cutoff]
+    elif filters.state == "active":
+        where += [Agent.revoked_at.is_(None), Agent.last_seen >= cutoff]
+    if filters.group is not None:
+        where.append(Agent.group == filters.group)
+    if filters.host is not None:
+        where.append(text_matches(Agent.hostname, filters.host, caseless=True))
+    if filters.os is not None:
+        where.append(Agent.os == filters.os)
+    if filters.notify == "failing":
+        where.append(Agent.notify_error.is_not(None))
+    return where
 
 
 def query_agents(
@@ -82,7 +57,7 @@ def query_agents(
 
     Raises server.store.listing.CursorError for a cursor this list did not hand out.
     """
-    query = sa.select(Agent).where(*filters.conditions(now, silent_after))
+    query = sa.select(Agent).where(*conditions(filters, now, silent_after))
     if cursor:
         hostname, agent_id = decode_cursor(cursor, _CURSOR_KIND, (str, str))
         query = query.where(sa.tuple_(Agent.hostname, Agent.id) > (hostname, agent_id))
@@ -97,7 +72,7 @@ def query_agents(
 def count_agents(session: Session, filters: AgentFilters, now: dt.datetime,
                  silent_after: dt.timedelta) -> int:
     query = sa.select(sa.func.count()).select_from(Agent)
-    return session.scalar(query.where(*filters.conditions(now, silent_after))) or 0
+    return session.scalar(query.where(*conditions(filters, now, silent_after))) or 0
 
 
 def describe(

@@ -55,7 +55,7 @@ def _time_text(dialect: str) -> Callable[[Any], Any]:
     return lambda column: sa.type_coerce(column, sa.Text)
 
 
-# The filters come in as their SQL conditions (`FindingFilters.conditions()`, ...): the query
+# The filters come in as their SQL conditions (`findings_query.conditions(filters)`, ...): the query
 # modules hand their iterators over to this one, so it cannot import them.
 Where = Sequence[sa.ColumnElement[bool]]
 

@@ -11,39 +11,19 @@ skip a row across pages.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal, get_args
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from sqlalchemy.orm import Session
 
-from policies.vocabulary import FindingStatus, FindingVerdict, Sensor, TriageState
 from server.models import Agent, Finding
-from server.schemas.common import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    Query,
-    TextFilter,
-    TimeFilter,
-    blank_is_any,
-    parse_time,
-)
+from server.schemas.common import DEFAULT_LIMIT, MAX_LIMIT, parse_time
+from server.schemas.filters import ORDERS, FilterError, FindingFilters, Order
 from server.store import findings
-from server.store.listing import (
-    CursorError,
-    FilterError,
-    decode_cursor,
-    encode_cursor,
-    filters_from_form,
-    text_matches,
-)
+from server.store.listing import CursorError, decode_cursor, encode_cursor, text_matches
 
-__all__ = ["CursorError", "FilterError", "FindingFilters", "count_findings",
-           "parse_time", "query_findings"]
-
-Order = Literal["last_seen", "first_seen", "app", "host", "id"]
-ORDERS: tuple[str, ...] = get_args(Order)
+__all__ = ["ORDERS", "CursorError", "FilterError", "FindingFilters", "Order", "conditions",
+           "count_findings", "parse_time", "query_findings"]
 
 _SORT_COLUMNS: dict[str, Any] = {
     "last_seen": Finding.last_seen,
@@ -54,81 +34,29 @@ _SORT_COLUMNS: dict[str, Any] = {
 _TIME_ORDERS = frozenset({"last_seen", "first_seen"})
 
 
-class FindingFilters(Query):
-    """Which findings to show; None means "any". Times bound `last_seen`: since <= t < until.
-
-    `host` matches the agent's hostname without regard to case, exactly, or by
-    prefix when it ends in `*` (`desk-*`). The same model is the API's query
-    parameters (server.schemas.findings adds paging) and the dashboard's form.
-    """
-
-    app: TextFilter = None
-    status: Annotated[Literal[FindingStatus, ""] | None,
-                      AfterValidator(blank_is_any)] = None
-    triage: Annotated[Literal[TriageState, ""] | None, AfterValidator(blank_is_any)] = None
-    host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
-                                                       "ignores case")
-    group: TextFilter = None
-    sensor: Annotated[Literal[Sensor, ""] | None, AfterValidator(blank_is_any)] = None
-    verdict: Annotated[Literal[FindingVerdict, ""] | None,
-                       AfterValidator(blank_is_any)] = None
-    agent_id: TextFilter = None
-    since: TimeFilter = Field(default=None, description="last_seen at or after")
-    until: TimeFilter = Field(default=None, description="last_seen before; later than since")
-
-    @field_validator("until")
-    @classmethod
-    def _after_since(cls, until: dt.datetime | None, info: ValidationInfo) -> dt.datetime | None:
-        since = info.data.get("since")
-        if since is not None and until is not None and since >= until:
-            raise ValueError("must be later than since")
-        return until
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        """The query parameter names the filters read."""
-        return tuple(FindingFilters.model_fields)
-
-    @classmethod
-    def from_query(cls, params: Mapping[str, str]) -> FindingFilters:
-        """Filters from a form's fields; other keys are ignored, empty values mean "any".
-
-        Raises FilterError listing every field that is wrong, not just the first.
-        """
-        return filters_from_form(FindingFilters, params)
-
-    def as_query(self) -> dict[str, str]:
-        """The filters as query parameters again (for links to the next page or an export)."""
-        query: dict[str, str] = {}
-        for name in self.names():
-            value = getattr(self, name)
-            if value is not None:
-                query[name] = value.isoformat() if isinstance(value, dt.datetime) else value
-        return query
-
-    def conditions(self) -> list[sa.ColumnElement[bool]]:
-        where: list[sa.ColumnElement[bool]] = []
-        for name, column in (("app", Finding.app), ("status", Finding.status),
-                             ("triage", Finding.triage), ("sensor", Finding.sensor),
-                             ("verdict", Finding.verdict), ("agent_id", Finding.agent_id)):
-            value = getattr(self, name)
-            if value is not None:
-                where.append(column == value)
-        # Host and group pick agents first: as a join condition, SQLite walked the
-        # whole last_seen index checking each row's host (260 ms at 100,000 findings);
-        # as a sub-select of agent ids it uses the (agent_id, ...) index (2 ms).
-        if self.host is not None:
-            where.append(Finding.agent_id.in_(
-                sa.select(Agent.id).where(text_matches(Agent.hostname, self.host,
-                                                       caseless=True))))
-        if self.group is not None:
-            where.append(Finding.agent_id.in_(sa.select(Agent.id).where(
-                Agent.group == self.group)))
-        if self.since is not None:
-            where.append(Finding.last_seen >= self.since)
-        if self.until is not None:
-            where.append(Finding.last_seen < self.until)
-        return where
+def conditions(filters: FindingFilters) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
+    for name, column in (("app", Finding.app), ("status", Finding.status),
+                         ("triage", Finding.triage), ("sensor", Finding.sensor),
+                         ("verdict", Finding.verdict), ("agent_id", Finding.agent_id)):
+        value = getattr(filters, name)
+        if value is not None:
+            where.append(column == value)
+    # Host and group pick agents first: as a join condition, SQLite walked the
+    # whole last_seen index checking each row's host (260 ms at 100,000 findings);
+    # as a sub-select of agent ids it uses the (agent_id, ...) index (2 ms).
+    if filters.host is not None:
+        where.append(Finding.agent_id.in_(
+            sa.select(Agent.id).where(text_matches(Agent.hostname, filters.host,
+                                                   caseless=True))))
+    if filters.group is not None:
+        where.append(Finding.agent_id.in_(sa.select(Agent.id).where(
+            Agent.group == filters.group)))
+    if filters.since is not None:
+        where.append(Finding.last_seen >= filters.since)
+    if filters.until is not None:
+        where.append(Finding.last_seen < filters.until)
+    return where
 
 
 def query_findings(
@@ -152,7 +80,7 @@ def query_findings(
     sort = _SORT_COLUMNS.get(order)
     keys: list[Any] = [Finding.id] if sort is None else [sort, Finding.id]
     query = (sa.select(Finding, Agent).join(Agent, Agent.id == Finding.agent_id)
-             .where(*filters.conditions()))
+             .where(*conditions(filters)))
     if cursor:
         after = _cursor_key(cursor, kind, order)
         # Compared as a row value so the index on (key, id) bounds the scan; the
@@ -191,5 +119,5 @@ def _key_of(row: Finding, agent: Agent, order: str) -> list[str | int]:
 
 def count_findings(session: Session, filters: FindingFilters) -> int:
     query = sa.select(sa.func.count()).select_from(Finding)
-    return session.scalar(query.where(*filters.conditions())) or 0
+    return session.scalar(query.where(*conditions(filters))) or 0
 

@@ -13,46 +13,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from server.schemas.common import MAX_CURSOR_CHARS
+from server.schemas.filters import FilterError, filters_from_form
 
-FiltersT = TypeVar("FiltersT", bound=BaseModel)
+__all__ = ["CursorError", "FilterError", "decode_cursor", "encode_cursor", "filters_from_form",
+           "text_matches"]
 
 
 class CursorError(ValueError):
     """A cursor that this list did not hand out (mangled, or from another list or order)."""
-
-
-class FilterError(ValueError):
-    """Query parameters that cannot be used; `problems` lists (parameter, message) pairs."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{name}: {message}" for name, message in problems))
-
-    def details(self) -> list[dict[str, Any]]:
-        """The API's validation detail shape (see server.api.errors.validation_details)."""
-        return [{"loc": ["query", name], "field": name, "message": message,
-                 "type": "value_error"} for name, message in self.problems]
-
-
-def filters_from_form(model: type[FiltersT], params: Mapping[str, str]) -> FiltersT:
-    """`model` from a form's fields: unknown keys ignored, blank ones "any"; FilterError
-    naming every bad field (the dashboard shows them beside the form)."""
-    values = {name: text for name in model.model_fields
-              if (text := (params.get(name) or "").strip())}
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise FilterError([(str(error["loc"][0]) if error["loc"] else "",
-                            error["msg"].removeprefix("Value error, "))
-                           for error in exc.errors()]) from exc
 
 
 def encode_cursor(kind: str, values: Sequence[str | int]) -> str:

@@ -8,116 +8,55 @@ query parameters and the dashboard's form, pages follow a keyset cursor in
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 from sqlalchemy.orm import Session
 
-from policies.vocabulary import FindingStatus, TriageState
 from server.models import Agent, Violation
-from server.schemas.common import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    Query,
-    TextFilter,
-    TimeFilter,
-    blank_is_any,
-)
+from server.schemas.common import DEFAULT_LIMIT, MAX_LIMIT
+from server.schemas.filters import VIOLATION_ORDERS as ORDERS
+from server.schemas.filters import FilterError, ViolationFilters, ViolationOrder
 from server.store import violations
-from server.store.listing import (
-    CursorError,
-    FilterError,
-    decode_cursor,
-    encode_cursor,
-    filters_from_form,
-    text_matches,
-)
+from server.store.listing import CursorError, decode_cursor, encode_cursor, text_matches
 
-__all__ = ["CursorError", "FilterError", "ViolationFilters", "count_violations",
-           "query_violations"]
-
-ViolationOrder = Literal["last_seen", "first_seen", "id"]
-ORDERS: tuple[str, ...] = get_args(ViolationOrder)
+__all__ = ["CursorError", "FilterError", "ViolationFilters", "ViolationOrder", "conditions",
+           "count_violations", "query_violations"]
 
 _SORT_COLUMNS: dict[str, Any] = {"last_seen": Violation.last_seen,
                                  "first_seen": Violation.first_seen}
 
 
-class ViolationFilters(Query):
-    """Which violations to show; None means "any". `since` and `until` bound `last_seen`.
-
-    `host` matches the hostname without regard to case, exactly or by prefix
-    ending in `*`, as the findings list does.
-    """
-
-    app: TextFilter = None
-    status: Annotated[Literal[FindingStatus, ""] | None,
-                      AfterValidator(blank_is_any)] = None
-    triage: Annotated[Literal[TriageState, ""] | None, AfterValidator(blank_is_any)] = None
-    host: TextFilter = Field(default=None, description="exact, or a prefix ending in *; "
-                                                       "ignores case")
-    group: TextFilter = None
-    agent_id: TextFilter = None
-    since: TimeFilter = Field(default=None, description="last_seen at or after")
-    until: TimeFilter = Field(default=None, description="last_seen before; later than since")
-
-    @field_validator("until")
-    @classmethod
-    def _after_since(cls, until: dt.datetime | None, info: ValidationInfo) -> dt.datetime | None:
-        since = info.data.get("since")
-        if since is not None and until is not None and since >= until:
-            raise ValueError("must be later than since")
-        return until
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(ViolationFilters.model_fields)
-
-    @classmethod
-    def from_query(cls, params: Mapping[str, str]) -> ViolationFilters:
-        """Filters from a form; FilterError names every bad field."""
-        return filters_from_form(ViolationFilters, params)
-
-    def as_query(self) -> dict[str, str]:
-        query: dict[str, str] = {}
-        for name in self.names():
-            value = getattr(self, name)
-            if value is not None:
-                query[name] = value.isoformat() if isinstance(value, dt.datetime) else value
-        return query
-
-    def conditions(self, paging: bool = True) -> list[sa.ColumnElement[bool]]:
-        """The WHERE clauses; `paging` when they feed a page in index order, not a count."""
-        where: list[sa.ColumnElement[bool]] = []
-        for name, column in (("app", Violation.app), ("status", Violation.status),
-                             ("triage", Violation.triage), ("agent_id", Violation.agent_id)):
-            value = getattr(self, name)
-            if value is not None:
-                where.append(column == value)
-        # Agents first, as a sub-select: the planner then keeps walking the list's index
-        # (see the same note in server.store.findings_query).
-        if self.host is not None:
-            where.append(Violation.agent_id.in_(
-                sa.select(Agent.id).where(text_matches(Agent.hostname, self.host,
-                                                       caseless=True))))
-        if self.group is not None and paging:
-            # Per row, through the agents' primary key: a group holds thousands of machines,
-            # and as an IN list SQLite fetched all their violations to sort them (820 ms at
-            # 20,000 machines); this way it walks the list's index and stops at a page.
-            where.append(sa.exists().where(Agent.id == Violation.agent_id,
-                                           Agent.group == self.group))
-        elif self.group is not None:
-            # A count reads them all anyway: the IN list is then the cheaper (3x) plan.
-            where.append(Violation.agent_id.in_(
-                sa.select(Agent.id).where(Agent.group == self.group)))
-        if self.since is not None:
-            where.append(Violation.last_seen >= self.since)
-        if self.until is not None:
-            where.append(Violation.last_seen < self.until)
-        return where
+def conditions(filters: ViolationFilters, paging: bool = True) -> list[sa.ColumnElement[bool]]:
+    """The WHERE clauses; `paging` when they feed a page in index order, not a count."""
+    where: list[sa.ColumnElement[bool]] = []
+    for name, column in (("app", Violation.app), ("status", Violation.status),
+                         ("triage", Violation.triage), ("agent_id", Violation.agent_id)):
+        value = getattr(filters, name)
+        if value is not None:
+            where.append(column == value)
+    # Agents first, as a sub-select: the planner then keeps walking the list's index
+    # (see the same note in server.store.findings_query).
+    if filters.host is not None:
+        where.append(Violation.agent_id.in_(
+            sa.select(Agent.id).where(text_matches(Agent.hostname, filters.host,
+                                                   caseless=True))))
+    if filters.group is not None and paging:
+        # Per row, through the agents' primary key: a group holds thousands of machines,
+        # and as an IN list SQLite fetched all their violations to sort them (820 ms at
+        # 20,000 machines); this way it walks the list's index and stops at a page.
+        where.append(sa.exists().where(Agent.id == Violation.agent_id,
+                                       Agent.group == filters.group))
+    elif filters.group is not None:
+        # A count reads them all anyway: the IN list is then the cheaper (3x) plan.
+        where.append(Violation.agent_id.in_(
+            sa.select(Agent.id).where(Agent.group == filters.group)))
+    if filters.since is not None:
+        where.append(Violation.last_seen >= filters.since)
+    if filters.until is not None:
+        where.append(Violation.last_seen < filters.until)
+    return where
 
 
 def query_violations(
@@ -138,7 +77,7 @@ def query_violations(
     keys: list[Any] = [Violation.id] if sort is None else [sort, Violation.id]
     # Violations alone, then their agents: joined, SQLite's planner walked the 20,000 agents
     # and sorted every violation (1.6 s) instead of walking the (last_seen, id) index.
-    query = sa.select(Violation).where(*filters.conditions())
+    query = sa.select(Violation).where(*conditions(filters))
     if cursor:
         after = _cursor_key(cursor, kind, order)
         bound: Any = sa.tuple_(*keys) if len(keys) > 1 else keys[0]
@@ -178,5 +117,5 @@ def _cursor_key(cursor: str, kind: str, order: str) -> list[Any]:
 
 def count_violations(session: Session, filters: ViolationFilters) -> int:
     query = sa.select(sa.func.count()).select_from(Violation)
-    return session.scalar(query.where(*filters.conditions(paging=False))) or 0
+    return session.scalar(query.where(*conditions(filters, paging=False))) or 0
 

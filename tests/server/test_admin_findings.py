@@ -221,7 +221,7 @@ def test_the_store_queries_the_dashboard_uses(db: DB, many: int) -> None:
         assert findings_query.count_findings(session, FindingFilters(app="discord")) == 2
         assert findings_query.count_findings(session, FindingFilters(host="a-*")) == 7
         exported = list(export_rows.as_dicts(export_rows.finding_chunks(
-            session, FindingFilters().conditions(), batch_size=4)))
+            session, findings_query.conditions(FindingFilters()), batch_size=4)))
         assert [item["id"] for item in exported] == sorted(
             (item["id"] for item in exported), reverse=True)
         assert len(exported) == many

@@ -34,7 +34,7 @@ from server.exports import CSV_COLUMNS, VIOLATION_COLUMNS
 from server.models import Agent, Finding, Violation
 from server.schemas.findings import Finding as FindingModel
 from server.schemas.violations import Violation as ViolationModel
-from server.store import export_rows, findings, violations
+from server.store import export_rows, findings, findings_query, violations, violations_query
 from server.store.findings_query import FindingFilters
 from server.store.violations_query import ViolationFilters
 from server.untrusted_text import csv_cell
@@ -150,8 +150,8 @@ def test_chunks_of_any_size_write_the_same_text(
                                 evidence={"name": hostname}, message=hostname, matched=""))
         session.commit()
         found, _ = reference_items(session)
-        chunks = list(export_rows.finding_chunks(session, FindingFilters().conditions(),
-                                                     batch_size))
+        where = findings_query.conditions(FindingFilters())
+        chunks = list(export_rows.finding_chunks(session, where, batch_size))
         assert len(chunks) == -(-len(found) // batch_size)
         written = export_format.csv_header(CSV_COLUMNS) + "".join(
             export_format.csv_rows(chunk, CSV_COLUMNS) for chunk in chunks)
@@ -182,8 +182,9 @@ def test_the_columns_are_the_documented_ones(
         [item] = client.get(f"{API}/{what}/export?format=json", headers=admin).json()["items"]
         assert list(item) == documented
     with db() as session:
-        assert list(export_rows.as_dicts(export_rows.violation_chunks(
-            session, ViolationFilters().conditions(paging=False)))) == reference_items(session)[1]
+        where = violations_query.conditions(ViolationFilters(), paging=False)
+        assert list(export_rows.as_dicts(export_rows.violation_chunks(session, where))) == (
+            reference_items(session)[1])
 
 
 # The export's own marker between JSON cells (server.export_format), as a value.
