@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, Self, TypeVar, cast, get_args
 
 from pydantic import (
     AfterValidator,
@@ -59,7 +59,43 @@ def filters_from_form(model: type[FiltersT], params: Mapping[str, str]) -> Filte
                            for error in exc.errors()]) from exc
 
 
-class FindingFilters(Query):
+class ListFilters(Query):
+    """One list's filters: None means "any"; `since` < `until` where a list has both."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The query parameter names the filters read: the fields of the list's filter
+        class, without the paging a subclass for the API adds (limit, cursor, order)."""
+        filters = next(klass for klass in cls.__mro__ if ListFilters in klass.__bases__)
+        return tuple(cast("type[ListFilters]", filters).model_fields)
+
+    @classmethod
+    def from_query(cls, params: Mapping[str, str]) -> Self:
+        """Filters from a form's fields; other keys are ignored, empty values mean "any".
+
+        Raises FilterError listing every field that is wrong, not just the first.
+        """
+        return filters_from_form(cls, params)
+
+    def as_query(self) -> dict[str, str]:
+        """The filters as query parameters again (for links to the next page or an export)."""
+        query: dict[str, str] = {}
+        for name in self.names():
+            value = getattr(self, name)
+            if value is not None:
+                query[name] = value.isoformat() if isinstance(value, dt.datetime) else value
+        return query
+
+    @field_validator("until", check_fields=False)
+    @classmethod
+    def _after_since(cls, until: dt.datetime | None, info: ValidationInfo) -> dt.datetime | None:
+        since = info.data.get("since")
+        if since is not None and until is not None and since >= until:
+            raise ValueError("must be later than since")
+        return until
+
+
+class FindingFilters(ListFilters):
     """Which findings to show; None means "any". Times bound `last_seen`: since <= t < until.
 
     `host` matches the agent's hostname without regard to case, exactly, or by
@@ -81,38 +117,7 @@ class FindingFilters(Query):
     since: TimeFilter = Field(default=None, description="last_seen at or after")
     until: TimeFilter = Field(default=None, description="last_seen before; later than since")
 
-    @field_validator("until")
-    @classmethod
-    def _after_since(cls, until: dt.datetime | None, info: ValidationInfo) -> dt.datetime | None:
-        since = info.data.get("since")
-        if since is not None and until is not None and since >= until:
-            raise ValueError("must be later than since")
-        return until
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        """The query parameter names the filters read."""
-        return tuple(FindingFilters.model_fields)
-
-    @classmethod
-    def from_query(cls, params: Mapping[str, str]) -> FindingFilters:
-        """Filters from a form's fields; other keys are ignored, empty values mean "any".
-
-        Raises FilterError listing every field that is wrong, not just the first.
-        """
-        return filters_from_form(FindingFilters, params)
-
-    def as_query(self) -> dict[str, str]:
-        """The filters as query parameters again (for links to the next page or an export)."""
-        query: dict[str, str] = {}
-        for name in self.names():
-            value = getattr(self, name)
-            if value is not None:
-                query[name] = value.isoformat() if isinstance(value, dt.datetime) else value
-        return query
-
-
-class ViolationFilters(Query):
+class ViolationFilters(ListFilters):
     """Which violations to show; None means "any". `since` and `until` bound `last_seen`.
 
     `host` matches the hostname without regard to case, exactly or by prefix
@@ -130,33 +135,7 @@ class ViolationFilters(Query):
     since: TimeFilter = Field(default=None, description="last_seen at or after")
     until: TimeFilter = Field(default=None, description="last_seen before; later than since")
 
-    @field_validator("until")
-    @classmethod
-    def _after_since(cls, until: dt.datetime | None, info: ValidationInfo) -> dt.datetime | None:
-        since = info.data.get("since")
-        if since is not None and until is not None and since >= until:
-            raise ValueError("must be later than since")
-        return until
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(ViolationFilters.model_fields)
-
-    @classmethod
-    def from_query(cls, params: Mapping[str, str]) -> ViolationFilters:
-        """Filters from a form; FilterError names every bad field."""
-        return filters_from_form(ViolationFilters, params)
-
-    def as_query(self) -> dict[str, str]:
-        query: dict[str, str] = {}
-        for name in self.names():
-            value = getattr(self, name)
-            if value is not None:
-                query[name] = value.isoformat() if isinstance(value, dt.datetime) else value
-        return query
-
-
-class AgentFilters(Query):
+class AgentFilters(ListFilters):
     """Which agents to list; `host` is exact or a `desk-*` prefix, ignoring case."""
 
     state: Annotated[Literal[AgentState, ""] | None, AfterValidator(blank_is_any)] = Field(
@@ -169,12 +148,3 @@ class AgentFilters(Query):
     notify: Annotated[Literal["failing", ""] | None, AfterValidator(blank_is_any)] = Field(
         default=None, description="`failing`: agents whose latest notification failed, so "
                                   "their users cannot be told")
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(AgentFilters.model_fields)
-
-    @classmethod
-    def from_query(cls, params: Mapping[str, str]) -> AgentFilters:
-        """Filters from a form's fields (others ignored; empty means "any"); FilterError."""
-        return filters_from_form(AgentFilters, params)
