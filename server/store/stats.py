@@ -16,7 +16,6 @@ from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from policies.vocabulary import AgentState
@@ -103,12 +102,11 @@ def findings_per_day(
     bounds = [dt.datetime.combine(first_day + dt.timedelta(days=offset), dt.time(), dt.UTC)
               for offset in range(days + 1)]
     if session.get_bind().dialect.name == "postgresql":
-        found = dict.fromkeys(range(1, days + 1), 0)
-        for bucket, count in session.execute(
-                _days_bucketed_statement(),
-                {"bounds": bounds, "start": bounds[0], "end": bounds[-1]}):
-            found[bucket] = count
-        counts = [found[bucket] for bucket in range(1, days + 1)]
+        found = dict.fromkeys(range(days), 0)
+        for day_start, count in session.execute(
+                _days_binned_statement(), {"start": bounds[0], "end": bounds[-1]}):
+            found[(day_start.astimezone(dt.UTC).date() - first_day).days] = count
+        counts = [found[offset] for offset in range(days)]
     else:
         counts = list(session.execute(
             _days_counted_statement(days),
@@ -118,17 +116,19 @@ def findings_per_day(
 
 
 @functools.cache
-def _days_bucketed_statement() -> sa.Select[int, int]:
-    # PostgreSQL: one pass over the first_seen index, each time placed among the day bounds
-    # by width_bucket (bucket 1 is the first day), grouped in a hash. The UTC date of each
-    # time (timezone() and a cast) cost 3x as much; 30 range counts cost less on a freshly
-    # vacuumed table but 3x more where the visibility map is stale (heap fetches).
-    bucket = sa.func.width_bucket(Finding.first_seen,
-                                  sa.bindparam("bounds", type_=postgresql.ARRAY(_TIME)))
-    return (sa.select(bucket, sa.func.count())
-            .where(Finding.first_seen >= sa.bindparam("start", type_=_TIME),
+def _days_binned_statement() -> sa.Select[dt.datetime, int]:
+    # PostgreSQL: one pass over the first_seen index, each time put in its UTC day by
+    # date_bin (whole days from a UTC midnight: arithmetic on the stored instant, no time
+    # zone), grouped in a hash. width_bucket among the 31 day bounds cost ~25% more, the
+    # UTC date of each time (timezone() and a cast) 3x; 30 range counts cost less on a
+    # freshly vacuumed table but 3x more where the visibility map is stale (heap fetches).
+    start = sa.bindparam("start", type_=_TIME)
+    day = sa.func.date_bin(sa.literal_column("interval '1 day'"), Finding.first_seen, start,
+                           type_=sa.DateTime(timezone=True))
+    return (sa.select(day, sa.func.count())
+            .where(Finding.first_seen >= start,
                    Finding.first_seen < sa.bindparam("end", type_=_TIME))
-            .group_by(bucket))
+            .group_by(day))
 
 
 @functools.lru_cache(maxsize=4)
