@@ -208,6 +208,16 @@ def race_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WardenServ
         warden.stop()
 
 
+@pytest.fixture(scope="module")
+def machine_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one machine key of every agent enrolled with race_server: both halves may run
+    on one pytest worker, against one server, and a second key for this machine's id
+    would wait for an administrator's approval."""
+    directory = tmp_path_factory.mktemp("race-machine")
+    MachineKey.load_or_create(StateDir(directory))
+    return directory
+
+
 def _start(fakes: FakeProcesses, watch: FindingsWatch, app: str, launcher: bool = False
            ) -> Fake:
     if launcher:
@@ -248,18 +258,18 @@ def _train(agent: AgentProcess, fakes: FakeProcesses, watch: FindingsWatch,
     return started
 
 
-def _same_machine_key(tmp_path: Path, agent: AgentProcess) -> None:
+def _same_machine_key(machine: Path, agent: AgentProcess) -> None:
     """Every agent here runs on this one machine (one /etc/machine-id): each is a fresh
     install that kept the machine's key, so it re-enrolls by proving it; a new key would
     wait for an administrator's approval (agent.host.machine)."""
-    shared = MachineKey.load_or_create(StateDir(tmp_path / "machine"))
+    shared = MachineKey.load_or_create(StateDir(machine))
     state = StateDir(agent.state_dir)
-    write_private(state.path / KEY_FILE, (tmp_path / "machine" / KEY_FILE).read_bytes())
+    write_private(state.path / KEY_FILE, (machine / KEY_FILE).read_bytes())
     assert MachineKey.load_or_create(state).public_key == shared.public_key
 
 
-def run_one_agent(server: WardenServer, tmp_path: Path, number: int, rng: random.Random
-                  ) -> tuple[list[Fake], list[str]]:
+def run_one_agent(server: WardenServer, machine: Path, tmp_path: Path, number: int,
+                  rng: random.Random) -> tuple[list[Fake], list[str]]:
     """A fresh agent amid a train of fakes: every fake opened, then resolved once it exits."""
     directory = tmp_path / f"agent{number}"
     (directory / "fakes").mkdir(parents=True)
@@ -270,7 +280,7 @@ def run_one_agent(server: WardenServer, tmp_path: Path, number: int, rng: random
     try:
         with agent_factory(directory, server) as make:
             agent: AgentProcess = make(**({"process_interval": tick} if tick else {}))
-            _same_machine_key(tmp_path, agent)
+            _same_machine_key(machine, agent)
             started = _train(agent, fakes, watch, rng)
             misses += _wait_stage(watch, "opened", lambda fake: fake.started)
             alive = [fake for fake in started if not fake.ended_early]
@@ -345,7 +355,8 @@ def _summary(fakes: list[Fake]) -> str:
 @pytest.mark.timeout(60 + 30 * AGENTS)
 @pytest.mark.parametrize("half", range(HALVES))
 def test_a_banned_app_started_at_any_moment_of_an_agents_start_is_reported(
-    race_server: WardenServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], half: int
+    race_server: WardenServer, machine_key_dir: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], half: int
 ) -> None:
     seed = int(os.environ.get("WARDEN_STARTUP_SOAK_SEED", str(time.time_ns())))
     rng = random.Random(seed)
@@ -357,7 +368,7 @@ def test_a_banned_app_started_at_any_moment_of_an_agents_start_is_reported(
     if not numbers:
         pytest.skip(f"WARDEN_STARTUP_SOAK={AGENTS} leaves this half no agent")
     for number in numbers:
-        started, missed = run_one_agent(race_server, tmp_path, number, rng)
+        started, missed = run_one_agent(race_server, machine_key_dir, tmp_path, number, rng)
         fakes += started
         misses += missed
     with capsys.disabled():
