@@ -40,9 +40,13 @@ Chunk = dict[str, list[Any]]
 EXPORT_BATCH = 1000
 
 
-def _as_text(column: Any) -> Any:
-    # JSON columns read as their text, decoded a chunk at a time (see `_json_values`).
-    return sa.cast(column, sa.Text)
+def _json_text(dialect: str) -> Callable[[Any], Any]:
+    """How a JSON column is read: as its text, decoded a chunk at a time (`_json_values`).
+    SQLite gives a column declared JSON numeric affinity, so a bare number is stored as a
+    number: it is read as stored (CAST would print a REAL with 15 digits and lose the rest)."""
+    if dialect == "postgresql":
+        return lambda column: sa.cast(column, sa.Text)
+    return lambda column: sa.type_coerce(column, sa.Text)
 
 
 def _time_text(dialect: str) -> Callable[[Any], Any]:
@@ -63,14 +67,15 @@ Where = Sequence[sa.ColumnElement[bool]]
 def finding_chunks(session: Session, where: Where,
                    batch_size: int = EXPORT_BATCH) -> Iterator[Chunk]:
     """Every finding matching `where`, newest id first, a chunk of columns at a time."""
-    time = _time_text(session.connection().dialect.name)
+    dialect = session.connection().dialect.name
+    time, as_text = _time_text(dialect), _json_text(dialect)
     query = sa.select(
         Finding.id, Finding.agent_id, Finding.app, Finding.sensor, Finding.key,
         Finding.verdict, Finding.action, Finding.status, Finding.triage, Finding.triage_comment,
-        Finding.triage_by, time(Finding.triage_at), _as_text(Finding.evidence),
+        Finding.triage_by, time(Finding.triage_at), as_text(Finding.evidence),
         Finding.alternative, Finding.confidence, Finding.message, Finding.matched,
         time(Finding.first_seen), time(Finding.last_seen), time(Finding.resolved_at),
-        Finding.count, _as_text(Finding.outcomes))
+        Finding.count, as_text(Finding.outcomes))
     return _chunks(session, query.where(*where).order_by(Finding.id.desc()),
                    _finding_columns, batch_size)
 
@@ -78,12 +83,13 @@ def finding_chunks(session: Session, where: Where,
 def violation_chunks(session: Session, where: Where,
                      batch_size: int = EXPORT_BATCH) -> Iterator[Chunk]:
     """Every violation matching `where`, newest id first, a chunk of columns at a time."""
-    time = _time_text(session.connection().dialect.name)
+    dialect = session.connection().dialect.name
+    time, as_text = _time_text(dialect), _json_text(dialect)
     query = sa.select(
         Violation.id, Violation.agent_id, Violation.app, Violation.status,
         time(Violation.first_seen), time(Violation.last_seen), time(Violation.opened_at),
         time(Violation.resolved_at), Violation.findings, Violation.open_findings,
-        _as_text(Violation.sensor_counts), Violation.triage, Violation.triage_comment,
+        as_text(Violation.sensor_counts), Violation.triage, Violation.triage_comment,
         Violation.triage_by, time(Violation.triage_at))
     return _chunks(session, query.where(*where).order_by(Violation.id.desc()),
                    _violation_columns, batch_size)
@@ -201,11 +207,16 @@ def _violation_columns(columns: list[list[Any]], owners: _Owners) -> Chunk:
     }
 
 
-def _json_values(texts: list[str | None]) -> list[Any]:
+def _json_values(texts: list[Any]) -> list[Any]:
     """Each JSON text decoded (None for SQL NULL), as the column type would, but in one
-    json.loads for the chunk: decoding value by value was a fifth of the export's time."""
-    values = json.loads("[" + ",".join("null" if text is None else text
-                                       for text in texts) + "]")
+    json.loads for the chunk: decoding value by value was a fifth of the export's time.
+    The values are as the database hands them: text, None, or on SQLite a number."""
+    try:
+        joined = ",".join("null" if text is None else text for text in texts)
+    except TypeError:  # a number as SQLite stored it (see `_json_text`): already decoded
+        return [text if text is None or isinstance(text, int | float) else json.loads(text)
+                for text in texts]
+    values = json.loads("[" + joined + "]")
     if not isinstance(values, list) or len(values) != len(texts):
         # A text that is not one JSON value alone (written by hand): decoded one by one, so
         # it fails as it would have, on its own.

@@ -129,6 +129,36 @@ def test_every_export_equals_the_api_shape_written_plainly(
     assert export("violations", "json") == reference_json(gathered)
 
 
+@pytest.mark.parametrize("number", [9.225670565932562e+18, 1.4413314533428317e+17, 0.1, -7, 2**62])
+def test_a_bare_number_in_a_json_column_keeps_every_digit(
+    client: TestClient, admin_token: str, db: DB, number: float
+) -> None:
+    # SQLite gives a column declared JSON numeric affinity: a bare number is stored as a
+    # REAL or an INTEGER (PostgreSQL keeps it as numeric), and SQL's CAST to text prints a
+    # REAL with 15 digits only: the export must still write what the API gives.
+    with db() as session:
+        agent = Agent(id=str(uuid.uuid4()), hostname="h", machine_id="m", os="linux",
+                      os_version="12", arch="x86_64", agent_version="0.1", user="u",
+                      token_hash=uuid.uuid4().hex)
+        session.add(agent)
+        session.flush()
+        session.add(Finding(agent_id=agent.id, key="k", app="telegram", sensor="process",
+                            verdict="deny", action="notify", status="open",
+                            first_seen=utcnow(), last_seen=utcnow(), count=1,
+                            evidence=number, outcomes=number, message="m", matched=""))
+        session.add(Violation(agent_id=agent.id, app="telegram", status="open",
+                              first_seen=utcnow(), last_seen=utcnow(), opened_at=utcnow(),
+                              findings=1, open_findings=1, sensor_counts={"process": 1}))
+        session.commit()
+        found, _ = reference_items(session)
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    for format, reference in (("csv", reference_csv(found, CSV_COLUMNS)),
+                              ("json", reference_json(found))):
+        answer = client.get(f"{API}/findings/export", params={"format": format}, headers=admin)
+        assert answer.status_code == 200, answer.text
+        assert answer.content.decode() == reference
+
+
 @pytest.mark.parametrize("batch_size", [1, 2, 5])
 def test_chunks_of_any_size_write_the_same_text(
     client: TestClient, db: DB, batch_size: int
