@@ -42,6 +42,8 @@ _JSON_KINDS = frozenset({dict, list, str, int, float, bool, type(None)})
 _encode_text = json.encoder.encode_basestring
 _FORMULA_LINE = re.compile("\n[" + re.escape("".join(FORMULA_STARTS)) + "]")
 _NONE = type(None)
+_ONLY_NULL = {_NONE}
+_ONLY_LISTS = {list}
 
 
 def csv_header(columns: Sequence[str]) -> str:
@@ -78,6 +80,10 @@ def _quoted(texts: list[str]) -> list[str]:
 
 def _csv_column(name: str, values: list[Any]) -> list[str]:
     kinds = set(map(type, values))
+    if kinds == _ONLY_NULL:  # a column nobody filled in yet (triage): no cell to check
+        return [""] * len(values)
+    if kinds == _ONLY_LISTS and not any(values):  # no outcome yet: every value []
+        return ["[]"] * len(values)
     # csv_cell writes JSON for these names, and for any dict or list.
     if kinds <= _JSON_KINDS and (name in JSON_CELLS or kinds <= {dict, list, _NONE}):
         texts = _encoded(_SORTED_ENCODER, values)
@@ -107,6 +113,10 @@ def _safe(texts: list[str]) -> list[str]:
 
 def _json_column(values: list[Any]) -> list[str]:
     kinds = set(map(type, values))
+    if kinds == _ONLY_NULL:
+        return ["null"] * len(values)
+    if kinds == _ONLY_LISTS and not any(values):  # no outcome yet: every value []
+        return ["[]"] * len(values)
     if kinds == {str}:
         return list(map(_encode_text, values))
     if kinds == {str, _NONE}:
