@@ -28,12 +28,19 @@ WORKERS ?= 4
 # stay together), then, alone, the few that stop a service the others share or must see
 # the machine's own processes.
 ALONE := exclusive or whole_machine
+# The suite starts about 500 `warden` and `warden-agent` processes: with bytecode compiled
+# once here, none of them compiles Warden's modules from source when Python may not write
+# bytecode itself (PYTHONDONTWRITEBYTECODE, set on some of these machines): 0.06-0.09 s of
+# CPU saved per process.
+COMPILE := $(BIN)/python -m compileall -q -j 0 policies agent server tests
 test: $(STAMP)
+	$(COMPILE)
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not ($(ALONE))" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m "$(ALONE)" $(PYTEST_ARGS)
 
 # The inner loop: everything but the slow tests (fault injection, load, soaks).
 test-fast: $(STAMP)
+	$(COMPILE)
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not slow and not ($(ALONE))" \
 		$(PYTEST_ARGS)
 
