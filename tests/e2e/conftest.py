@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _settings(env: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name.startswith("WARDEN_")}
+
+
 def _close(process: subprocess.Popen[bytes]) -> None:
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
@@ -39,7 +44,11 @@ def _close(process: subprocess.Popen[bytes]) -> None:
 class WardenServer:
     """`warden server init` once, then `warden server run` as a child process."""
 
-    def __init__(self, data_dir: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, log: Path, env: dict[str, str] | None = None,
+                 *, copy_of: WardenServer | None = None) -> None:
+        """Initialised by `warden server init`, or, with `copy_of`, a copy of that server's
+        data dir (keys, tokens, database) made before it ever ran: the same server,
+        without an init process per test (a real init when the WARDEN_ settings differ)."""
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,12 +62,18 @@ class WardenServer:
         # More `warden server run` flags (e.g. ["--workers", "3"]).
         self.run_args: list[str] = []
         self.startup_timeout = STARTUP
+        if copy_of is not None and _settings(copy_of.env) == _settings(self.env):
+            assert copy_of.process is None
+            shutil.copytree(copy_of.data_dir, data_dir, symlinks=True)
+            self.admin_token: str = copy_of.admin_token
+            self.enroll_secret: str = copy_of.enroll_secret
+            return
         init = subprocess.run(
             [str(BIN / "warden"), "server", "init", "--data-dir", str(data_dir), "--json"],
             capture_output=True, text=True, env=self.env, timeout=120, check=True)
         secrets = json.loads(init.stdout)
-        self.admin_token: str = secrets["admin_token"]
-        self.enroll_secret: str = secrets["enroll_secret"]
+        self.admin_token = secrets["admin_token"]
+        self.enroll_secret = secrets["enroll_secret"]
 
     def start(self) -> None:
         assert self.process is None
@@ -172,9 +187,17 @@ class AgentProcess:
         return [json.loads(line) for line in self.notifications.read_text().splitlines()]
 
 
+@pytest.fixture(scope="session")
+def initialized_server(tmp_path_factory: pytest.TempPathFactory) -> WardenServer:
+    """One `warden server init` per test process, never started: what `server` copies."""
+    folder = tmp_path_factory.mktemp("initialized")
+    return WardenServer(folder / "server", folder / "unused.log")
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[WardenServer]:
-    warden = WardenServer(tmp_path / "server", tmp_path / "server.log")
+def server(tmp_path: Path, initialized_server: WardenServer) -> Iterator[WardenServer]:
+    warden = WardenServer(tmp_path / "server", tmp_path / "server.log",
+                          copy_of=initialized_server)
     warden.start()
     try:
         yield warden
