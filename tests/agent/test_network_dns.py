@@ -10,6 +10,7 @@ DnsWatch's `admit`, and one test shows the product's default refusing it.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import subprocess
 import sys
@@ -30,7 +31,10 @@ from agent.sensors.processes import ProcessSensor
 from policies.engine import Engine
 
 LAB = ipaddress.ip_network("127.77.0.0/16")
-LAB_ADDRESS = "127.77.0.1"  # a loopback address nothing else on this machine talks to
+# A loopback address nothing else on this machine talks to: one per pytest-xdist worker.
+# Workers share the network but not the process table (tests/conftest.py), so another
+# worker's client connected to the same address would be a connection without an owner here.
+LAB_ADDRESS = f"127.77.{int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:] or 0)}.1"
 DEADLINE = 10.0
 
 POLICY = """
