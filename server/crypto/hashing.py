@@ -55,12 +55,18 @@ def token_matches(token: str, stored_hash: str) -> bool:
     return tokens_equal(hash_token(token), stored_hash)
 
 
+# argon2-cffi's defaults: RFC 9106's low-memory profile (argon2id, 64 MiB, 3 passes, 4
+# lanes). A verification reads the cost from the stored hash, so hashes made at another
+# cost still verify.
+_HASHER = PasswordHasher()
+
+
 def hash_password(password: str) -> str:
-    return PasswordHasher().hash(password)
+    return _HASHER.hash(password)
 
 
 def verify_password(password: str, password_hash: str) -> bool:
     try:
-        return PasswordHasher().verify(password_hash, password)
+        return _HASHER.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False

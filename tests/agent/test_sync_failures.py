@@ -99,7 +99,7 @@ def test_a_captive_portal_answering_200_is_retried_later(tmp_path: Path) -> None
             pass
 
     portal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Portal)
-    thread = threading.Thread(target=portal.serve_forever, daemon=True)
+    thread = threading.Thread(target=portal.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         failures: list[str] = []

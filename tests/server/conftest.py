@@ -47,6 +47,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 import uvicorn
+from argon2 import PasswordHasher, profiles
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
@@ -55,6 +56,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.host.machine import MachineKey
 from server.app import create_app
 from server.bootstrap import FILE_MODE, InitResult, initialize, prepare_data_dir
+from server.crypto import hashing
 from server.settings import ServerSettings
 from server.store import enroll_secrets, tokens
 
@@ -180,8 +182,13 @@ def enroll_secret(initialized: InitResult) -> str:
 
 
 @pytest.fixture
-def app(settings: ServerSettings, initialized: InitResult) -> FastAPI:
-    return create_app(settings)
+def app(settings: ServerSettings, initialized: InitResult) -> Iterator[FastAPI]:
+    made = create_app(settings)
+    yield made
+    # The app's lifespan disposes its engine, but tests that use only its sessions never
+    # start it: their pooled PostgreSQL connections would otherwise be closed by the
+    # garbage collector, a ResourceWarning in whatever test runs then.
+    made.state.context.engine.dispose()
 
 
 @pytest.fixture
@@ -303,3 +310,15 @@ def serve(app: FastAPI, **config: Any) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 at its cheapest (argon2-cffi's profile for tests) in the app these tests run
+    in-process: every user made and every login costs about 0.2 s of CPU at the production
+    cost, the most expensive step of many tests' setup. Still argon2id hashes, verified for real; the servers the
+    whole-system tests start as processes keep the production cost."""
+    monkeypatch.setattr(hashing, "_HASHER", _CHEAP_HASHER)
+
+
+_CHEAP_HASHER = PasswordHasher.from_parameters(profiles.CHEAPEST)

@@ -311,7 +311,8 @@ def running(standin: StandIn) -> Iterator[StandIn]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.standin = standin
     standin.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # Polling every 0.05 s, not 0.5: shutdown() waits for the next poll, at every teardown.
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield standin
