@@ -86,6 +86,9 @@ class Fuzzer:
         self.policy_text = default_policy_path().read_text(encoding="utf-8")
         self.policy = yaml.safe_load(self.policy_text)
         self.session = requests.Session()
+        # Loopback only: no proxy settings to read from the environment for each of the
+        # run's ~10,000 requests (a twelfth of its time went there).
+        self.session.trust_env = False
         self.tally = Tally()
 
     def close(self) -> None:
