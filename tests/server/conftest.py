@@ -316,8 +316,8 @@ def serve(app: FastAPI, **config: Any) -> Iterator[int]:
 def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2 at its cheapest (argon2-cffi's profile for tests) in the app these tests run
     in-process: every user made and every login costs about 0.2 s of CPU at the production
-    cost, the most expensive step of many tests' setup. Still argon2id hashes, verified for real; the servers the
-    whole-system tests start as processes keep the production cost."""
+    cost, the most expensive step of many tests' setup. Still argon2id hashes, verified for
+    real; the servers the whole-system tests start as processes keep the production cost."""
     monkeypatch.setattr(hashing, "_HASHER", _CHEAP_HASHER)
 
 
