@@ -12,14 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from server.cli import (
-    admin_commands,
-    maintenance_commands,
-    policy_commands,
-    review_commands,
-    server_commands,
-    user_commands,
-)
+from server.cli import maintenance_commands, server_commands
 
 # Packages only the `server` extra installs: the commands that run the server import
 # them when they run, so `warden policy validate` works on a machine without them.
@@ -27,11 +20,20 @@ SERVER_EXTRA = frozenset({"fastapi", "uvicorn", "sqlalchemy", "alembic", "psycop
                           "argon2", "prometheus_client", "multipart", "starlette"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(area: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; for `area` "server", only that area's commands: the others
+    import the API client and the policy language (0.2 s), which a server start (and a
+    refusal of its settings) does without."""
     parser = argparse.ArgumentParser(
         prog="warden", description="Warden administration: policies, server, findings, agents."
     )
     subparsers = parser.add_subparsers(dest="area", required=True, metavar="AREA")
+    if area == "server":
+        server_commands.register(subparsers)
+        maintenance_commands.register(subparsers)
+        return parser
+    from server.cli import admin_commands, policy_commands, review_commands, user_commands
+
     policy_commands.register(subparsers)
     server_commands.register(subparsers)
     maintenance_commands.register(subparsers)  # adds `prune` under `warden server`
@@ -55,8 +57,9 @@ def leaf_parser(parser: argparse.ArgumentParser,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(given[0] if given else None)
+    args, extras = parser.parse_known_args(given)
     if extras:
         # argparse leaves unknown options to the top parser, which would print the
         # top-level usage: say it with the usage of the command that was given.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -205,3 +206,40 @@ def test_a_server_command_without_the_server_packages_says_which_extra_to_instal
     assert main(["server", "run", "--data-dir", str(data_dir)]) == 2
     error = capsys.readouterr().err
     assert "uvicorn is missing" in error and "pip install 'warden[server]'" in error
+
+
+def _server_commands(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """`warden server`'s commands, each with its options and arguments."""
+    def subcommands(of: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        found = next(action for action in of._actions
+                     if isinstance(action, argparse._SubParsersAction))
+        return dict(found.choices)
+
+    return {name: sorted(option for action in command._actions
+                         for option in [*action.option_strings, action.dest])
+            for name, command in subcommands(subcommands(parser)["server"]).items()}
+
+
+def test_the_server_area_alone_is_the_server_area_of_the_whole_command_line() -> None:
+    # `warden server ...` builds only its own area (the others import the API client and the
+    # policy language): the same commands with the same options either way.
+    from server.cli import build_parser
+
+    alone, whole = _server_commands(build_parser("server")), _server_commands(build_parser())
+    assert alone == whole
+    assert {"init", "run", "prune", "public-key", "rotate-key"} <= set(alone)
+
+
+def test_a_refused_server_start_imports_neither_the_web_app_nor_the_api_client(
+    tmp_path: Path,
+) -> None:
+    probe = ("import sys\nfrom server.cli import main\n"
+             f"code = main(['server', 'run', '--data-dir', {str(tmp_path)!r}, "
+             "'--host', '0.0.0.0'])\n"
+             "print(code, sorted(name for name in ('server.app', 'server.api_client', "
+             "'sqlalchemy') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={name: value for name, value in os.environ.items()
+                                 if not name.startswith("WARDEN_")}, check=False, timeout=60)
+    assert result.stdout.split("\n")[0] == "2 []", result.stdout + result.stderr
+    assert "--tls-cert" in result.stderr
