@@ -16,7 +16,10 @@ the agents over real HTTP on loopback in a closed loop:
 Prints, per phase: batches/s, events/s, batch latency p50/p99/max, the server's CPU,
 and how long the prune took. The load generator shares the 2-core machine with the
 server, so figures are a floor; compare the two phases of one run.
-Run: .venv/bin/python bench/pruning_ingest.py [--events 1000000] [--seconds 20]
+With --rate R the batches go out on a schedule instead (an open loop, R a second, latency
+counted from each batch's schedule): a fleet's pace below what the server can take, where
+the question is whether the prune delays ingest at all.
+Run: .venv/bin/python bench/pruning_ingest.py [--events 1000000] [--seconds 20] [--rate R]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import sqlalchemy as sa
 from load_database import BATCH_EVENTS, finding, postgres_schema
 from load_http import Pool
 from load_report import Phase
-from server_load import _run, closed_loop, enroll_all, running_server
+from server_load import _run, closed_loop, enroll_all, open_loop, running_server
 
 from server import db
 from server.bootstrap import initialize
@@ -179,12 +182,22 @@ async def ingest_phases(base_url: str, secret: str, data_dir: Path, database_url
             return code == 200, len(events)
 
         await closed_loop("warm-up", 3, args.concurrency, post_batch, server)
-        alone = await closed_loop("ingest alone", args.seconds, args.concurrency, post_batch,
-                                  server)
         report = data_dir / PRUNE_REPORT
-        (data_dir / PRUNE_NOW).touch()
-        pruning = await closed_loop("ingest while pruning", args.max_prune_seconds,
-                                    args.concurrency, post_batch, server, until=report.exists)
+        if args.rate:
+            # A fleet's pace: batches on a schedule, below what the server can take.
+            alone = await open_loop(f"ingest alone at {args.rate:g} batches/s", args.seconds,
+                                    args.rate, post_batch, server)
+            (data_dir / PRUNE_NOW).touch()
+            pruning = await open_loop(f"ingest while pruning at {args.rate:g} batches/s",
+                                      args.max_prune_seconds, args.rate, post_batch, server,
+                                      until=report.exists)
+        else:
+            alone = await closed_loop("ingest alone", args.seconds, args.concurrency,
+                                      post_batch, server)
+            (data_dir / PRUNE_NOW).touch()
+            pruning = await closed_loop("ingest while pruning", args.max_prune_seconds,
+                                        args.concurrency, post_batch, server,
+                                        until=report.exists)
         if not report.exists():
             left = old_events_left(database_url)
             pruning.name += (f" (unfinished: {args.events - left:,} of {args.events:,} events "
@@ -237,6 +250,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="old events to prune")
     parser.add_argument("--agents", type=int, default=50, help="simulated agents (enrolled)")
     parser.add_argument("--concurrency", type=int, default=8, help="event batches in flight")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="batches a second on a schedule (an open loop, as a fleet posts) "
+                             "instead of the closed loop that saturates the server")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of `ingest alone`")
     parser.add_argument("--max-prune-seconds", type=float, default=600.0,
                         help="stop waiting for the prune after this long")

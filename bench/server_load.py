@@ -168,21 +168,25 @@ async def closed_loop(name: str, seconds: float, concurrency: int, request: Requ
 
 
 async def open_loop(name: str, seconds: float, rate: float, request: Request,
-                    server: psutil.Process) -> Phase:
-    """Requests started on a fixed schedule, whether or not earlier ones were answered."""
+                    server: psutil.Process, until: Callable[[], bool] | None = None) -> Phase:
+    """Requests started on a fixed schedule, whether or not earlier ones were answered, for
+    `seconds` or until `until()` is true; latency counts from each request's schedule."""
     phase = Phase(name)
     total = int(seconds * rate)
     start = time.perf_counter()
 
     async def one(index: int) -> None:
         scheduled = start + index / rate
-        ok, _ = await request(index)
+        ok, events = await request(index)
         phase.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
         phase.errors += not ok
+        phase.events += events if ok else 0
 
     cpu_before = server.cpu_times()
     tasks = []
     for index in range(total):
+        if until and until():
+            break
         delay = start + index / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
