@@ -61,8 +61,15 @@ def _keep_first(limit: int) -> Callable[[Any], Any]:
 Text = Annotated[str, AfterValidator(cap_text(TEXT_CHARS))]
 PathText = Annotated[str, AfterValidator(cap_text(PATH_CHARS))]
 TextList = Annotated[list[PathText], BeforeValidator(_keep_first(LIST_ITEMS))]
-Pid = Annotated[int, Field(ge=0, le=2**32 - 1)]
-Port = Annotated[int, Field(ge=0, le=65_535)]
+def _whole_number(value: Any) -> Any:
+    # JSON counts 469.0 as the integer 469 (and so does the API's document, "integer"):
+    # taken as 469. A fraction, a numeric string or a bool is still refused.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# The bounds before the validator, so the document says `minimum` and `maximum`.
+Pid = Annotated[int, Field(ge=0, le=2**32 - 1), BeforeValidator(_whole_number)]
+Port = Annotated[int, Field(ge=0, le=65_535), BeforeValidator(_whole_number)]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
 
@@ -147,8 +154,23 @@ EVIDENCE_MODELS: dict[Sensor | None, type[_Evidence]] = {
 
 def validate_evidence(sensor: Sensor | None, evidence: Any) -> dict[str, Any]:
     """`evidence` checked against `sensor`'s model and capped; raises pydantic's
-    ValidationError with each problem's location inside the evidence."""
+    ValidationError with each problem's location inside the evidence.
+
+    A field any sensor's model names has that type whatever the sensor (`sha256` is a
+    digest in an installed finding too, though only a process finding keeps it): the
+    agent API documents one evidence object (`EVIDENCE_SCHEMA`), and what it documents
+    as valid is taken."""
+    if sensor is not None:
+        AnySensorEvidence.model_validate(evidence)
     return EVIDENCE_MODELS[sensor].model_validate(evidence).wire()
+
+
+# The evidence object as the agent API's document describes it: every known field typed,
+# any other key allowed (and dropped).
+EVIDENCE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": True,
+    "properties": AnySensorEvidence.model_json_schema()["properties"],
+}
 
 
 def evidence_of(observation: Observation) -> dict[str, Any]:

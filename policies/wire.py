@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from policies.catalog_model import APP_ID_PATTERN
-from policies.evidence import validate_evidence
+from policies.evidence import EVIDENCE_SCHEMA, validate_evidence
 from policies.exceptions import ExceptionRequestInfo, SignedExceptions
 from policies.observations import MAX_KEY_CHARS, SensorState
 from policies.vocabulary import (
@@ -204,7 +204,7 @@ class FindingInfo(_Request):
     action: Action | None = None
     # Checked against the sensor's model (policies.evidence): after `sensor`, which it needs.
     evidence: dict[str, Any] = Field(
-        default_factory=dict,
+        default_factory=dict, json_schema_extra=EVIDENCE_SCHEMA,
         description="what the sensor saw; the fields of policies.evidence for `sensor`, "
                     "typed; long text is cut, other keys are dropped")
     alternative: str | None = _AppId

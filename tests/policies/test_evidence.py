@@ -91,6 +91,9 @@ def test_the_engines_evidence_passes_unchanged(observation: Observation) -> None
     ("network", {"remote_host": {"nested": "object"}}, ("remote_host",)),
     # No sensor named: every field keeps its type.
     (None, {"exe": 123}, ("exe",)),
+    # Nor where another sensor's field comes along: the API documents one evidence object.
+    ("installed", {"sha256": [True]}, ("sha256",)),
+    ("process", {"source": 5}, ("source",)),
 ])
 def test_a_wrong_type_is_refused_where_it_is(
     sensor: Sensor | None, evidence: dict[str, Any], where: tuple[str | int, ...]
@@ -98,6 +101,14 @@ def test_a_wrong_type_is_refused_where_it_is(
     with pytest.raises(ValidationError) as raised:
         validate_evidence(sensor, evidence)
     assert [error["loc"] for error in raised.value.errors()] == [where]
+
+
+def test_a_whole_number_written_with_a_point_is_that_number() -> None:
+    # 469.0 is an integer to JSON (and to the API's document); 469.5 is not.
+    assert validate_evidence("process", {"pid": 469.0, "ppid": 0.0}) == {"pid": 469, "ppid": 0}
+    assert validate_evidence("network", {"remote_port": 443.0}) == {"remote_port": 443}
+    with pytest.raises(ValidationError):
+        validate_evidence("process", {"pid": 469.5})
 
 
 def test_evidence_that_is_not_an_object_is_refused() -> None:
