@@ -159,11 +159,16 @@ def validate_evidence(sensor: Sensor | None, evidence: Any) -> dict[str, Any]:
     A field any sensor's model names has that type whatever the sensor (`sha256` is a
     digest in an installed finding too, though only a process finding keeps it): the
     agent API documents one evidence object (`EVIDENCE_SCHEMA`), and what it documents
-    as valid is taken."""
-    if sensor is not None:
-        AnySensorEvidence.model_validate(evidence)
-    return EVIDENCE_MODELS[sensor].model_validate(evidence).wire()
+    as valid is taken. So one validation, with every sensor's fields, then the fields of
+    `sensor`'s model kept (a name two models share has one type in both)."""
+    checked = AnySensorEvidence.model_validate(evidence).wire()
+    if sensor is None:
+        return checked
+    kept = _FIELDS[sensor]
+    return {name: value for name, value in checked.items() if name in kept}
 
+
+_FIELDS = {sensor: frozenset(model.model_fields) for sensor, model in EVIDENCE_MODELS.items()}
 
 # The evidence object as the agent API's document describes it: every known field typed,
 # any other key allowed (and dropped).
