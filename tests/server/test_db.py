@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from pydantic import ValidationError
 
 from server import db
@@ -35,6 +39,40 @@ def test_migrations_build_exactly_the_models_and_rerun_harmlessly(engine: sa.Eng
         state = connection.execute(sa.text("SELECT id, active_policy_number FROM server_state"))
         assert state.all() == [(1, None)]
     assert differences == []
+
+
+def test_the_schema_head_is_alembics_newest_revision() -> None:
+    # A new migration must move db.SCHEMA_HEAD too, or starts would skip it.
+    head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+    assert head == db.SCHEMA_HEAD
+
+
+def test_a_database_a_revision_behind_is_migrated_and_a_current_one_left_alone(
+    engine: sa.Engine
+) -> None:
+    assert not db.schema_is_current(engine)  # a new database: no revision at all
+    db.run_migrations(engine)
+    assert db.schema_is_current(engine)
+    with db.writer(engine).begin() as link:
+        config = db.alembic_config()
+        config.attributes["connection"] = link
+        command.downgrade(config, "-1")
+    assert not db.schema_is_current(engine)
+    db.run_migrations(engine)
+    assert db.schema_is_current(engine)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_a_start_on_a_current_database_does_not_load_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    script = ("import sys\nfrom server import db\n"
+              f"db.run_migrations(db.create_engine({url!r}))\n"
+              "print('alembic' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           check=True).stdout.split() for _ in range(2)]
+    # The first start migrated a new database with Alembic; the second had nothing to do.
+    assert runs == [["True"], ["False"]]
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
