@@ -9,7 +9,6 @@ must never match it. /usr/lib (4 GB here) is the slow part and runs with
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,20 +37,33 @@ def _owner(path: str) -> str | None:
 
 
 def _files(places: tuple[str, ...], shard: int = 0, shards: int = 1) -> Iterator[Path]:
-    """Every regular file once (hard links once), of those whose inode falls in `shard`."""
+    """Every regular file once (hard links once), of those whose inode falls in `shard`.
+
+    The shard is picked from the directory entry's inode number, which readdir gives
+    for nothing: each worker walks the whole tree (4 GB, some 130,000 files) but looks
+    closer only at its own quarter, instead of a stat and a path object for every file."""
     seen: set[tuple[int, int]] = set()
-    for place in places:
-        for folder, _, names in os.walk(place):
-            for name in names:
-                path = Path(folder, name)
+    pending = list(places)
+    while pending:
+        try:
+            entries = os.scandir(pending.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
                 try:
-                    info = path.lstat()
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                        continue
+                    if entry.inode() % shards != shard or \
+                            not entry.is_file(follow_symlinks=False):
+                        continue
+                    info = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if (stat.S_ISREG(info.st_mode) and info.st_ino % shards == shard
-                        and (info.st_dev, info.st_ino) not in seen):
+                if (info.st_dev, info.st_ino) not in seen:
                     seen.add((info.st_dev, info.st_ino))
-                    yield path
+                    yield Path(entry.path)
 
 
 def _every_signature() -> ContentMatcher:
