@@ -33,7 +33,7 @@ class ProcNetTable:
         self._proc = str(proc)
 
     def connections(self) -> list[RawConnection]:
-        found: list[RawConnection] = []
+        found: dict[object, RawConnection] = {}
         for name, family, protocol in _TABLES:
             try:
                 with open(f"{self._proc}/net/{name}", encoding="ascii") as handle:
@@ -43,8 +43,12 @@ class ProcNetTable:
             for line in lines:
                 connection = _parse(line, family, protocol)
                 if connection is not None:
-                    found.append(connection)
-        return found
+                    # Once per socket: the kernel writes these tables over several reads,
+                    # and a socket opened meanwhile can shift one already read into the
+                    # next read, listed twice (its inode, or while not yet accepted, with
+                    # inode 0, its addresses say it is the same).
+                    found.setdefault(_identity(connection), connection)
+        return list(found.values())
 
     def owners(self, inodes: set[int]) -> dict[int, int]:
         wanted = {f"socket:[{inode}]": inode for inode in inodes}
@@ -83,6 +87,13 @@ def _parse(line: str, family: int, protocol: Literal["tcp", "udp"]) -> RawConnec
     local_ip, local_port = _address(fields[1], family)
     return RawConnection(remote_ip=remote_ip, remote_port=remote_port, local_ip=local_ip,
                          local_port=local_port, protocol=protocol, inode=int(fields[9]))
+
+
+def _identity(connection: RawConnection) -> object:
+    if connection.inode:
+        return connection.inode
+    return (connection.protocol, connection.local_ip, connection.local_port,
+            connection.remote_ip, connection.remote_port)
 
 
 def _address(text: str, family: int) -> tuple[str, int]:

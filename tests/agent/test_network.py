@@ -167,6 +167,32 @@ def test_proc_net_table_agrees_with_psutil() -> None:
         assert (observation.pid, observation.protocol) == (os.getpid(), "tcp")
 
 
+# /proc/net/tcp as the kernel writes it: 127.0.0.1:40000 -> 127.0.0.1:8443, established.
+TCP_HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
+              "   uid  timeout inode\n")
+
+
+def tcp_line(slot: int, local_port: int, inode: int, state: str = "01") -> str:
+    return (f"   {slot}: 0100007F:{local_port:04X} 0100007F:20FB {state} 00000000:00000000 "
+            f"00:00000000 00000000     0        0 {inode} 1 0000000000000000 20 4 30 10 -1\n")
+
+
+def test_a_socket_the_kernel_lists_twice_is_one_connection(tmp_path: Path) -> None:
+    # The tables are written over several reads; a socket opened in between shifts one
+    # already read into the next read, so it appears twice in one listing (a known
+    # property of /proc/net/tcp, seen here in a full test run).
+    net = tmp_path / "net"
+    net.mkdir()
+    (net / "tcp").write_text(TCP_HEADER + tcp_line(0, 40000, 5001) + tcp_line(1, 40001, 5002)
+                             + tcp_line(2, 40000, 5001)  # 5001 again
+                             # Not yet accepted (inode 0): the same addresses twice, once.
+                             + tcp_line(3, 40002, 0, "03") + tcp_line(4, 40002, 0, "03"))
+    connections = ProcNetTable(tmp_path).connections()
+    assert sorted((c.local_port, c.inode) for c in connections) == [
+        (40000, 5001), (40001, 5002), (40002, 0)]
+    assert {(c.remote_ip, c.remote_port) for c in connections} == {("127.0.0.1", 8443)}
+
+
 @pytest.mark.skipif(not LINUX, reason="/proc/net is Linux's")
 def test_owners_are_looked_up_only_for_wanted_connections(make_engine: Any) -> None:
     class Counting(ProcNetTable):
