@@ -151,11 +151,13 @@ def run_migrations(engine: Engine) -> None:
 
 
 def schema_revision(connection: Connection) -> str | None:
-    """The revision the database records (None: a new database, never migrated)."""
+    """The revision the database records; None when it records none (a new database, or
+    one downgraded to the start). Alembic's MigrationContext would say the same, but
+    importing it is what a start on a current database saves."""
     if not sa.inspect(connection).has_table("alembic_version"):
         return None
     revisions = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
-    return ",".join(revisions.scalars())
+    return ",".join(revisions.scalars()) or None
 
 
 def utcnow() -> dt.datetime:

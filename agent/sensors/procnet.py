@@ -33,7 +33,12 @@ class ProcNetTable:
         self._proc = str(proc)
 
     def connections(self) -> list[RawConnection]:
-        found: dict[object, RawConnection] = {}
+        """Each socket once. The kernel writes these tables over several reads, and a
+        socket opened meanwhile can shift one already read into the next read: listed
+        twice, by its inode, or, while not yet accepted, with inode 0 (then perhaps once
+        more with its inode, accepted in between)."""
+        by_inode: dict[int, RawConnection] = {}
+        unaccepted: dict[tuple[object, ...], RawConnection] = {}
         for name, family, protocol in _TABLES:
             try:
                 with open(f"{self._proc}/net/{name}", encoding="ascii") as handle:
@@ -42,13 +47,15 @@ class ProcNetTable:
                 continue  # no IPv6 on this kernel
             for line in lines:
                 connection = _parse(line, family, protocol)
-                if connection is not None:
-                    # Once per socket: the kernel writes these tables over several reads,
-                    # and a socket opened meanwhile can shift one already read into the
-                    # next read, listed twice (its inode, or while not yet accepted, with
-                    # inode 0, its addresses say it is the same).
-                    found.setdefault(_identity(connection), connection)
-        return list(found.values())
+                if connection is None:
+                    continue
+                if connection.inode:
+                    by_inode.setdefault(connection.inode, connection)
+                else:
+                    unaccepted.setdefault(_addresses(connection), connection)
+        accepted = {_addresses(connection) for connection in by_inode.values()}
+        return [*by_inode.values(),
+                *(connection for key, connection in unaccepted.items() if key not in accepted)]
 
     def owners(self, inodes: set[int]) -> dict[int, int]:
         wanted = {f"socket:[{inode}]": inode for inode in inodes}
@@ -89,9 +96,7 @@ def _parse(line: str, family: int, protocol: Literal["tcp", "udp"]) -> RawConnec
                          local_port=local_port, protocol=protocol, inode=int(fields[9]))
 
 
-def _identity(connection: RawConnection) -> object:
-    if connection.inode:
-        return connection.inode
+def _addresses(connection: RawConnection) -> tuple[object, ...]:
     return (connection.protocol, connection.local_ip, connection.local_port,
             connection.remote_ip, connection.remote_port)
 

@@ -37,33 +37,39 @@ def _owner(path: str) -> str | None:
 
 
 def _files(places: tuple[str, ...], shard: int = 0, shards: int = 1) -> Iterator[Path]:
-    """Every regular file once (hard links once), of those whose inode falls in `shard`.
+    """Every regular file once (hard links once within a shard), of those whose inode
+    falls in `shard`.
 
     The shard is picked from the directory entry's inode number, which readdir gives
     for nothing: each worker walks the whole tree (4 GB, some 130,000 files) but looks
-    closer only at its own quarter, instead of a stat and a path object for every file."""
+    closer only at its own quarter, instead of a stat and a path object for every file.
+    (Where readdir's number is not the file's, as on overlayfs without xino, a hard link
+    may land in two shards: scanned twice, never skipped.) A folder that cannot be read,
+    or stops being readable half-way, is passed over, as os.walk does."""
     seen: set[tuple[int, int]] = set()
     pending = list(places)
     while pending:
-        try:
-            entries = os.scandir(pending.pop())
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                        continue
-                    if entry.inode() % shards != shard or \
-                            not entry.is_file(follow_symlinks=False):
-                        continue
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
+        for entry in _entries(pending.pop()):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
                     continue
-                if (info.st_dev, info.st_ino) not in seen:
-                    seen.add((info.st_dev, info.st_ino))
-                    yield Path(entry.path)
+                if entry.inode() % shards != shard or not entry.is_file(follow_symlinks=False):
+                    continue
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                yield Path(entry.path)
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError:
+        return []
 
 
 def _every_signature() -> ContentMatcher:

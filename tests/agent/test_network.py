@@ -186,10 +186,12 @@ def test_a_socket_the_kernel_lists_twice_is_one_connection(tmp_path: Path) -> No
     (net / "tcp").write_text(TCP_HEADER + tcp_line(0, 40000, 5001) + tcp_line(1, 40001, 5002)
                              + tcp_line(2, 40000, 5001)  # 5001 again
                              # Not yet accepted (inode 0): the same addresses twice, once.
-                             + tcp_line(3, 40002, 0, "03") + tcp_line(4, 40002, 0, "03"))
+                             + tcp_line(3, 40002, 0, "03") + tcp_line(4, 40002, 0, "03")
+                             # Accepted between two reads: inode 0, then its own.
+                             + tcp_line(5, 40003, 0, "03") + tcp_line(6, 40003, 5003))
     connections = ProcNetTable(tmp_path).connections()
     assert sorted((c.local_port, c.inode) for c in connections) == [
-        (40000, 5001), (40001, 5002), (40002, 0)]
+        (40000, 5001), (40001, 5002), (40002, 0), (40003, 5003)]
     assert {(c.remote_ip, c.remote_port) for c in connections} == {("127.0.0.1", 8443)}
 
 
